@@ -1,0 +1,98 @@
+# dify-bff container image: a static musl binary on distroless/static.
+#
+#   docker build -t dify-bff:0.1.0 --build-arg VERSION=0.1.0 .
+#   docker run --rm -p 3000:3000 -e DIFY_API_KEY=app-... dify-bff:0.1.0
+#
+# The image is linux/amd64 (the binary is built for x86_64-unknown-linux-musl).
+# .ci/build-musl.sh runs the very same cargo command, so CI notices when this
+# build would break. Keep the two in step: see CARGO_BUILD_FLAGS in that script.
+# See docs/deploy.md for running it.
+
+ARG RUST_VERSION=1
+
+############################################################################
+# Builder
+############################################################################
+FROM rust:${RUST_VERSION}-bookworm AS builder
+
+# musl-tools provides musl-gcc. reqwest uses rustls with the aws-lc-rs
+# provider, and aws-lc-sys compiles AWS-LC's C and assembly sources with the
+# `cc` crate. For x86_64-unknown-linux-musl, cc uses musl-gcc. No cmake,
+# clang/bindgen or nasm is needed here:
+#   - aws-lc-sys includes pregenerated bindings for x86_64-unknown-linux-musl,
+#     so it doesn't run bindgen and doesn't need clang;
+#   - with bindings present and no FIPS/no-asm options, it uses its cc builder
+#     instead of cmake;
+#   - nasm is only used for Windows targets.
+# musl-gcc does not see the kernel's <linux/random.h>. aws-lc-sys checks for it
+# and falls back to getentropy(), which musl provides.
+# Exact-version pin: bookworm has shipped musl 1.2.3-1 since its release.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends musl-tools=1.2.3-1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && rustup target add x86_64-unknown-linux-musl
+
+WORKDIR /build
+
+# 1) Dependency layer: build every dependency against a dummy crate, so that
+#    changing src/ or static/ does not recompile the ~300 crates again.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs \
+    && cargo build --release --locked --target x86_64-unknown-linux-musl \
+    && rm -rf src \
+        target/x86_64-unknown-linux-musl/release/.fingerprint/dify-bff-* \
+        target/x86_64-unknown-linux-musl/release/deps/dify_bff-* \
+        target/x86_64-unknown-linux-musl/release/deps/libdify_bff-* \
+        target/x86_64-unknown-linux-musl/release/dify-bff*
+# Removing the crate's fingerprints matters. COPY keeps the files' old mtimes,
+# and without this cargo could treat the dummy build as up to date.
+
+# 2) The real crate. static/ is embedded into the binary (rust-embed).
+COPY src ./src
+COPY static ./static
+RUN cargo build --release --locked --target x86_64-unknown-linux-musl \
+    && cp target/x86_64-unknown-linux-musl/release/dify-bff /dify-bff \
+    && readelf --program-headers --wide /dify-bff > /tmp/program-headers \
+    && if grep -q INTERP /tmp/program-headers; then \
+         echo 'dify-bff is dynamically linked; distroless/static has no libc' >&2; exit 1; \
+       fi \
+    && /dify-bff --version
+
+############################################################################
+# Runtime: no shell, no libc, CA certificates at /etc/ssl/certs, tzdata,
+# /etc/passwd with nonroot = 65532.
+############################################################################
+FROM gcr.io/distroless/static-debian12:nonroot
+
+ARG VERSION=0.1.0
+ARG SOURCE=https://github.com/OWNER/dify-bff
+ARG LICENSES=NOASSERTION
+LABEL org.opencontainers.image.title="dify-bff" \
+      org.opencontainers.image.description="Backend-for-frontend for Dify chat apps: keeps the app key server-side, assigns each browser a Dify user and relays streaming answers unchanged." \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="${LICENSES}" \
+      org.opencontainers.image.version="${VERSION}"
+
+COPY --from=builder /dify-bff /dify-bff
+
+ENV HOST=0.0.0.0 \
+    PORT=3000
+EXPOSE 3000
+
+# 65532:65532 is distroless's "nonroot" user. It is given as a number so that
+# Kubernetes' runAsNonRoot can check it without a runAsUser in the pod spec.
+USER 65532:65532
+
+# `dify-bff healthcheck` GETs http://127.0.0.1:$PORT/healthz; exit 0 on 200.
+# There is no shell or curl in this image, so the binary checks itself.
+# Kubernetes ignores HEALTHCHECK and uses the probes in deploy/kubernetes.yaml.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
+    CMD ["/dify-bff", "healthcheck"]
+
+# Exec form: dify-bff runs as PID 1 and receives SIGTERM itself. It then
+# drains open streams for up to SHUTDOWN_GRACE_SECS (default 25 s). Kubernetes
+# waits 30 s by default before SIGKILL. Docker waits only 10 s, so use
+# `docker run --stop-timeout 30` or `docker stop -t 30`.
+ENTRYPOINT ["/dify-bff"]

@@ -1,0 +1,217 @@
+//! The stream relay: Dify's SSE bytes go out unchanged, chunk for chunk, while the watcher
+//! learns the `task_id` and whether a terminal event came. An upstream that breaks, goes idle
+//! or ends early gets one appended error event; a client that leaves triggers Dify's stop.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{BoxStream, Stream, StreamExt};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::client::{Caller, DifyClient};
+use super::watcher::SseWatcher;
+use crate::telemetry::metrics;
+
+/// Why the proxy ended a stream itself; each becomes one SSE error event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamFailure {
+    UpstreamDisconnected,
+    UpstreamTimeout,
+    ShuttingDown,
+}
+
+impl StreamFailure {
+    fn event(self) -> &'static [u8] {
+        match self {
+            StreamFailure::UpstreamDisconnected => b"data: {\"event\": \"error\", \"status\": 502, \"code\": \"upstream_disconnected\", \"message\": \"The connection to Dify broke before the answer was complete.\"}\n\n",
+            StreamFailure::UpstreamTimeout => b"data: {\"event\": \"error\", \"status\": 504, \"code\": \"upstream_timeout\", \"message\": \"Dify sent nothing for too long.\"}\n\n",
+            StreamFailure::ShuttingDown => b"data: {\"event\": \"error\", \"status\": 503, \"code\": \"shutting_down\", \"message\": \"The server is restarting. Please try again.\"}\n\n",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            StreamFailure::UpstreamDisconnected => "upstream_disconnected",
+            StreamFailure::UpstreamTimeout => "upstream_timeout",
+            StreamFailure::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// What the relay needs to call Dify's stop when the client leaves early.
+pub struct StopOnAbandon {
+    pub client: Arc<DifyClient>,
+    pub caller: Caller,
+    pub stops: Arc<tokio::sync::Semaphore>,
+}
+
+/// Anything that must live exactly as long as the stream (stream-count permits, gauges).
+pub type StreamGuard = Box<dyn Send + Sync>;
+
+pub struct RelayStream {
+    upstream: Option<BoxStream<'static, reqwest::Result<Bytes>>>,
+    watcher: SseWatcher,
+    idle: Duration,
+    last_byte: Instant,
+    idle_timer: Pin<Box<Sleep>>,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    finished: bool,
+    stop: Option<StopOnAbandon>,
+    _guard: Option<StreamGuard>,
+}
+
+impl RelayStream {
+    pub fn new(
+        upstream: reqwest::Response,
+        idle: Duration,
+        shutdown: WaitForCancellationFutureOwned,
+        stop: StopOnAbandon,
+        guard: Option<StreamGuard>,
+    ) -> RelayStream {
+        Self::from_stream(
+            upstream.bytes_stream().boxed(),
+            idle,
+            shutdown,
+            Some(stop),
+            guard,
+        )
+    }
+
+    pub fn from_stream(
+        upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+        idle: Duration,
+        shutdown: WaitForCancellationFutureOwned,
+        stop: Option<StopOnAbandon>,
+        guard: Option<StreamGuard>,
+    ) -> RelayStream {
+        let now = Instant::now();
+        RelayStream {
+            upstream: Some(upstream),
+            watcher: SseWatcher::new(),
+            idle,
+            last_byte: now,
+            idle_timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            shutdown: Box::pin(shutdown),
+            finished: false,
+            stop,
+            _guard: guard,
+        }
+    }
+
+    fn fail(&mut self, failure: StreamFailure) -> Bytes {
+        self.upstream = None;
+        self.finished = true;
+        metrics::stream_failed(failure.label());
+        tracing::warn!(
+            reason = failure.label(),
+            task_id = self.watcher.task_id().unwrap_or(""),
+            "stream ended by the proxy"
+        );
+        let separator = self.watcher.separator_needed();
+        let event = failure.event();
+        let mut out = BytesMut::with_capacity(separator.len() + event.len());
+        out.extend_from_slice(separator);
+        out.extend_from_slice(event);
+        out.freeze()
+    }
+
+    /// Idle check that touches the timer only when it fires, not on every chunk.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.idle_timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let deadline = self.last_byte + self.idle;
+            if deadline <= Instant::now() {
+                return true;
+            }
+            self.idle_timer.as_mut().reset(deadline);
+        }
+    }
+}
+
+use std::future::Future;
+
+impl Stream for RelayStream {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        if this.shutdown.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Ok(this.fail(StreamFailure::ShuttingDown))));
+        }
+        let Some(upstream) = this.upstream.as_mut() else {
+            this.finished = true;
+            return Poll::Ready(None);
+        };
+        match upstream.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.watcher.feed(&chunk);
+                this.last_byte = Instant::now();
+                metrics::bytes_relayed(chunk.len());
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(_))) => {
+                Poll::Ready(Some(Ok(this.fail(StreamFailure::UpstreamDisconnected))))
+            }
+            Poll::Ready(None) => {
+                if this.watcher.terminal().is_some() {
+                    this.upstream = None;
+                    this.finished = true;
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Ok(this.fail(StreamFailure::UpstreamDisconnected))))
+                }
+            }
+            Poll::Pending => {
+                if this.poll_idle(cx) {
+                    Poll::Ready(Some(Ok(this.fail(StreamFailure::UpstreamTimeout))))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RelayStream {
+    fn drop(&mut self) {
+        if let Some(usage) = self.watcher.usage() {
+            metrics::token_usage(usage);
+        }
+        if self.watcher.terminal().is_some() {
+            return;
+        }
+        // Dropping the upstream body closes that connection at once.
+        self.upstream = None;
+        let (Some(stop), Some(task_id)) = (self.stop.take(), self.watcher.task_id()) else {
+            return;
+        };
+        let task_id = task_id.to_owned();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Ok(permit) = stop.stops.clone().try_acquire_owned() else {
+            tracing::warn!(%task_id, "too many pending stop calls; not stopping this task");
+            return;
+        };
+        tracing::info!(%task_id, "stream abandoned before its end; asking Dify to stop the task");
+        metrics::stop_on_disconnect();
+        runtime.spawn(async move {
+            let _permit = permit;
+            let call = stop.client.stop(&stop.caller, &task_id);
+            match tokio::time::timeout(Duration::from_secs(10), call).await {
+                Ok(Ok(_)) => tracing::debug!(%task_id, "Dify stopped the task"),
+                Ok(Err(e)) => tracing::warn!(%task_id, error = %e, "stop call failed"),
+                Err(_) => tracing::warn!(%task_id, "stop call timed out"),
+            }
+        });
+    }
+}

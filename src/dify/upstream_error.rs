@@ -1,0 +1,180 @@
+//! Normalises Dify's error answers (several shapes across versions, dify-protocol.md §2) into
+//! our one shape.
+
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// Turns a non-success upstream answer to a keyed call into the error the browser gets.
+/// Dify refusing our key (401/403) is not the browser's fault: 502, logged loudly.
+pub fn from_upstream(status: StatusCode, content_type: Option<&str>, body: &[u8]) -> ApiError {
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        tracing::error!(
+            upstream_status = status.as_u16(),
+            "Dify refused our API key: check DIFY_API_KEY and that the app's API access is enabled"
+        );
+        return ApiError::UpstreamUnavailable(format!("Dify answered {status} to our key"));
+    }
+    normalise(status, content_type, body)
+}
+
+/// For signed file URLs (no key involved): Dify's 4xx are relayed in our shape, an HTML 4xx
+/// keeps its status with a code derived from it.
+pub fn from_file_upstream(status: StatusCode, content_type: Option<&str>, body: &[u8]) -> ApiError {
+    let error = normalise(status, content_type, body);
+    if status.is_client_error() && matches!(error, ApiError::UpstreamUnavailable(_)) {
+        let code = match status {
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::FORBIDDEN => "forbidden",
+            _ => "invalid_param",
+        };
+        return ApiError::Upstream {
+            status,
+            code: code.to_owned(),
+            message: "The file link is invalid or has expired.".to_owned(),
+        };
+    }
+    error
+}
+
+fn normalise(status: StatusCode, content_type: Option<&str>, body: &[u8]) -> ApiError {
+    let looks_json = content_type
+        .map(|ct| ct.to_ascii_lowercase().contains("json"))
+        .unwrap_or(true);
+    let parsed = if looks_json {
+        serde_json::from_slice::<Value>(body).ok()
+    } else {
+        None
+    };
+    let Some(Value::Object(obj)) = parsed else {
+        return ApiError::UpstreamUnavailable(format!(
+            "Dify answered {status} with a non-JSON body ({} bytes)",
+            body.len()
+        ));
+    };
+    let code = obj
+        .get("code")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            if status.is_server_error() {
+                "upstream_error".to_owned()
+            } else {
+                "invalid_param".to_owned()
+            }
+        });
+    let mut message = obj
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(Value::Object(errors)) = obj.get("errors") {
+        for (field, text) in errors {
+            let text = text.as_str().unwrap_or_default();
+            message.push_str(&format!("; {field}: {text}"));
+        }
+    } else if let Some(Value::String(param)) = obj.get("params") {
+        if !message.is_empty() {
+            message.push_str(&format!(" ({param})"));
+        }
+    }
+    let status = if status.is_client_error() || status.is_server_error() {
+        status
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    ApiError::Upstream {
+        status,
+        code,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(status: u16, body: &str) -> (u16, String, String) {
+        let e = from_upstream(
+            StatusCode::from_u16(status).unwrap(),
+            Some("application/json"),
+            body.as_bytes(),
+        );
+        (
+            e.status().as_u16(),
+            e.code().to_owned(),
+            e.message().to_owned(),
+        )
+    }
+
+    #[test]
+    fn full_envelope_is_kept() {
+        let got = norm(
+            404,
+            r#"{"code": "not_found", "message": "Conversation Not Exists.", "status": 404}"#,
+        );
+        assert_eq!(
+            got,
+            (404, "not_found".into(), "Conversation Not Exists.".into())
+        );
+    }
+
+    #[test]
+    fn reqparse_shape_without_status_gets_it_from_http() {
+        let got = norm(
+            400,
+            r#"{"code": "invalid_param", "message": "abc is not a valid integer", "params": "limit"}"#,
+        );
+        assert_eq!(got.0, 400);
+        assert_eq!(got.1, "invalid_param");
+        assert!(got.2.contains("abc is not a valid integer"));
+    }
+
+    #[test]
+    fn restx_shape_without_code_becomes_invalid_param() {
+        let got = norm(
+            400,
+            r#"{"errors": {"query": "The chat query Missing required parameter"}, "message": "Input payload validation failed"}"#,
+        );
+        assert_eq!(got.1, "invalid_param");
+        assert!(got.2.starts_with("Input payload validation failed"));
+    }
+
+    #[test]
+    fn a_500_without_status_keeps_difys_code() {
+        let got = norm(
+            500,
+            r#"{"message": "Internal Server Error", "code": "unknown"}"#,
+        );
+        assert_eq!(got, (500, "unknown".into(), "Internal Server Error".into()));
+    }
+
+    #[test]
+    fn a_5xx_without_code_becomes_upstream_error() {
+        assert_eq!(norm(503, r#"{"message": "busy"}"#).1, "upstream_error");
+    }
+
+    #[test]
+    fn html_error_pages_become_502() {
+        let e = from_upstream(
+            StatusCode::BAD_GATEWAY,
+            Some("text/html"),
+            b"<html>bad gateway</html>",
+        );
+        assert_eq!(
+            (e.status().as_u16(), e.code()),
+            (502, "upstream_unavailable")
+        );
+    }
+
+    #[test]
+    fn a_refused_key_is_not_the_browsers_fault() {
+        let e = norm(
+            401,
+            r#"{"code": "unauthorized", "message": "Access token is invalid", "status": 401}"#,
+        );
+        assert_eq!((e.0, e.1.as_str()), (502, "upstream_unavailable"));
+    }
+}

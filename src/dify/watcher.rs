@@ -1,0 +1,310 @@
+//! An incremental SSE watcher: fed the relayed bytes exactly as they arrive (lines and UTF-8
+//! characters may be split anywhere), it learns what the relay needs to know (the `task_id`,
+//! the terminal event, token usage) without ever changing or holding back a byte.
+
+use serde::Deserialize;
+
+/// Lines longer than this are not parsed (their bytes are still relayed untouched).
+const MAX_LINE: usize = 1 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Terminal {
+    MessageEnd,
+    WorkflowFinished,
+    Error,
+}
+
+/// Token usage from `message_end`, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+    #[serde(default)]
+    pub total_price: Option<String>,
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Peek {
+    event: Option<String>,
+    task_id: Option<String>,
+    conversation_id: Option<String>,
+    metadata: Option<PeekMetadata>,
+}
+
+#[derive(Deserialize)]
+struct PeekMetadata {
+    usage: Option<Usage>,
+}
+
+#[derive(Debug, Default)]
+pub struct SseWatcher {
+    line: Vec<u8>,
+    line_overflow: bool,
+    data: Vec<u8>,
+    has_data: bool,
+    event_lines: usize,
+    last_was_cr: bool,
+    task_id: Option<String>,
+    conversation_id: Option<String>,
+    terminal: Option<Terminal>,
+    usage: Option<Usage>,
+    events: u64,
+}
+
+impl SseWatcher {
+    pub fn new() -> SseWatcher {
+        SseWatcher::default()
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            if self.last_was_cr {
+                self.last_was_cr = false;
+                if rest[0] == b'\n' {
+                    rest = &rest[1..];
+                    continue;
+                }
+            }
+            match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(i) => {
+                    self.push_line_bytes(&rest[..i]);
+                    self.last_was_cr = rest[i] == b'\r';
+                    self.end_line();
+                    rest = &rest[i + 1..];
+                }
+                None => {
+                    self.push_line_bytes(rest);
+                    rest = &[];
+                }
+            }
+        }
+    }
+
+    pub fn task_id(&self) -> Option<&str> {
+        self.task_id.as_deref()
+    }
+
+    pub fn conversation_id(&self) -> Option<&str> {
+        self.conversation_id.as_deref()
+    }
+
+    pub fn terminal(&self) -> Option<Terminal> {
+        self.terminal
+    }
+
+    pub fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+
+    /// Events dispatched so far (pings included).
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// What must be written before an appended event so that it parses on its own: `\n\n`
+    /// after a partial line, `\n` after complete lines of an undispatched event.
+    pub fn separator_needed(&self) -> &'static [u8] {
+        if !self.line.is_empty() || self.line_overflow {
+            b"\n\n"
+        } else if self.event_lines > 0 {
+            b"\n"
+        } else {
+            b""
+        }
+    }
+
+    fn push_line_bytes(&mut self, bytes: &[u8]) {
+        if self.line_overflow {
+            return;
+        }
+        if self.line.len() + bytes.len() > MAX_LINE {
+            self.line_overflow = true;
+            self.line = Vec::new();
+            return;
+        }
+        self.line.extend_from_slice(bytes);
+    }
+
+    fn end_line(&mut self) {
+        let overflow = std::mem::take(&mut self.line_overflow);
+        let line = std::mem::take(&mut self.line);
+        if line.is_empty() && !overflow {
+            self.dispatch();
+            return;
+        }
+        self.event_lines += 1;
+        if overflow {
+            return;
+        }
+        if let Some(value) = field_value(&line, b"data") {
+            if self.has_data {
+                self.data.push(b'\n');
+            }
+            self.data.extend_from_slice(value);
+            self.has_data = true;
+        }
+        self.line = line;
+        self.line.clear();
+    }
+
+    fn dispatch(&mut self) {
+        if self.event_lines == 0 {
+            return;
+        }
+        self.event_lines = 0;
+        self.events += 1;
+        if !std::mem::take(&mut self.has_data) {
+            return;
+        }
+        if let Ok(peek) = serde_json::from_slice::<Peek>(&self.data) {
+            self.learn(peek);
+        }
+        self.data.clear();
+    }
+
+    fn learn(&mut self, peek: Peek) {
+        if self.task_id.is_none() {
+            self.task_id = peek.task_id;
+        }
+        if self.conversation_id.is_none() {
+            self.conversation_id = peek.conversation_id.filter(|c| !c.is_empty());
+        }
+        let terminal = match peek.event.as_deref() {
+            Some("message_end") => Some(Terminal::MessageEnd),
+            Some("workflow_finished") => Some(Terminal::WorkflowFinished),
+            Some("error") => Some(Terminal::Error),
+            _ => None,
+        };
+        if terminal == Some(Terminal::MessageEnd) {
+            self.usage = peek.metadata.and_then(|m| m.usage);
+        }
+        if terminal.is_some() && self.terminal.is_none() {
+            self.terminal = terminal;
+        }
+    }
+}
+
+fn field_value<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let rest = line.strip_prefix(name)?;
+    let rest = rest.strip_prefix(b":")?;
+    Some(rest.strip_prefix(b" ").unwrap_or(rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const STREAM: &str = concat!(
+        "data: {\"event\": \"message\", \"conversation_id\": \"c1\", \"message_id\": \"m1\", \"created_at\": 1, \"task_id\": \"t1\", \"id\": \"m1\", \"answer\": \"Dify \\u662f \u{1F680} \u{662F}\", \"from_variable_selector\": null}\n\n",
+        "event: ping\n\n",
+        "data: {\"event\": \"message_end\", \"conversation_id\": \"c1\", \"message_id\": \"m1\", \"created_at\": 1, \"task_id\": \"t1\", \"id\": \"m1\", \"metadata\": {\"usage\": {\"prompt_tokens\": 11, \"completion_tokens\": 7, \"total_tokens\": 18, \"total_price\": \"0E-7\", \"currency\": \"USD\"}}, \"files\": null}\n\n",
+    );
+
+    fn watch(parts: &[&[u8]]) -> SseWatcher {
+        let mut w = SseWatcher::new();
+        for p in parts {
+            w.feed(p);
+        }
+        w
+    }
+
+    #[test]
+    fn learns_task_id_terminal_and_usage() {
+        let w = watch(&[STREAM.as_bytes()]);
+        assert_eq!(w.task_id(), Some("t1"));
+        assert_eq!(w.conversation_id(), Some("c1"));
+        assert_eq!(w.terminal(), Some(Terminal::MessageEnd));
+        assert_eq!(w.usage().map(|u| u.total_tokens), Some(18));
+        assert_eq!(w.events(), 3);
+    }
+
+    #[test]
+    fn error_event_is_terminal() {
+        let w = watch(&[b"data: {\"event\": \"error\", \"code\": \"x\", \"status\": 400}\n\n"]);
+        assert_eq!(w.terminal(), Some(Terminal::Error));
+        assert_eq!(w.task_id(), None);
+    }
+
+    #[test]
+    fn an_event_without_its_blank_line_is_not_dispatched() {
+        let w = watch(&[b"data: {\"event\": \"message_end\", \"task_id\": \"t\"}\n"]);
+        assert_eq!(w.terminal(), None);
+        assert_eq!(w.separator_needed(), b"\n");
+    }
+
+    #[test]
+    fn a_partial_line_needs_two_newlines() {
+        let w = watch(&[b"data: {\"event\": \"mess"]);
+        assert_eq!(w.separator_needed(), b"\n\n");
+        let w = watch(&[b"data: {}\n\n"]);
+        assert_eq!(w.separator_needed(), b"");
+    }
+
+    #[test]
+    fn crlf_and_cr_line_ends_are_understood() {
+        let crlf = STREAM.replace('\n', "\r\n");
+        let cr = STREAM.replace('\n', "\r");
+        for s in [crlf, cr] {
+            let w = watch(&[s.as_bytes()]);
+            assert_eq!(w.task_id(), Some("t1"));
+            assert_eq!(w.terminal(), Some(Terminal::MessageEnd));
+        }
+    }
+
+    #[test]
+    fn cr_and_lf_split_across_chunks_count_once() {
+        let s = "data: {\"task_id\": \"t\"}\r";
+        let w = watch(&[
+            s.as_bytes(),
+            b"\n",
+            b"\r\n",
+            b"data: {\"event\": \"error\"}\r\n\r\n",
+        ]);
+        assert_eq!(w.task_id(), Some("t"));
+        assert_eq!(w.terminal(), Some(Terminal::Error));
+        assert_eq!(w.events(), 2);
+    }
+
+    #[test]
+    fn multi_line_data_is_joined_with_newlines() {
+        let w = watch(&[b"data: {\"event\":\ndata: \"message_end\", \"task_id\": \"t\"}\n\n"]);
+        assert_eq!(w.terminal(), Some(Terminal::MessageEnd));
+    }
+
+    fn cut(input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        points.sort_unstable();
+        points.dedup();
+        let mut parts = Vec::new();
+        let mut start = 0;
+        for p in points {
+            parts.push(input[start..p].to_vec());
+            start = p;
+        }
+        parts.push(input[start..].to_vec());
+        parts
+    }
+
+    proptest! {
+        #[test]
+        fn any_cutting_sees_the_same_events(cuts in proptest::collection::vec(0usize..2000, 0..40), crlf in any::<bool>()) {
+            let text = if crlf { STREAM.replace('\n', "\r\n") } else { STREAM.to_owned() };
+            let whole = watch(&[text.as_bytes()]);
+            let parts = cut(text.as_bytes(), &cuts);
+            let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+            let pieces = watch(&refs);
+            prop_assert_eq!(pieces.task_id(), whole.task_id());
+            prop_assert_eq!(pieces.terminal(), whole.terminal());
+            prop_assert_eq!(pieces.events(), whole.events());
+            prop_assert_eq!(pieces.usage(), whole.usage());
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! dify-bff: a backend-for-frontend for Dify chat apps. It holds the Dify key, gives each
+//! browser its own identity and relays Dify's answers byte for byte.
+
+pub mod config;
+pub mod dify;
+pub mod emulator;
+pub mod error;
+pub mod identity;
+pub mod limits;
+pub mod request_id;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+
+pub use config::Config;
+pub use server::serve;

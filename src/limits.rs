@@ -1,0 +1,185 @@
+//! Per-identity request rate (token bucket) and open-stream limits (API.md §1).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::ApiError;
+use crate::telemetry::metrics;
+
+/// `POST /chat` requests per identity per minute; burst = the limit.
+pub struct RateLimiter {
+    per_minute: u32,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> RateLimiter {
+        RateLimiter {
+            per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn check(&self, identity: &str) -> Result<(), ApiError> {
+        self.check_at(identity, Instant::now())
+    }
+
+    fn check_at(&self, identity: &str, now: Instant) -> Result<(), ApiError> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let capacity = f64::from(self.per_minute);
+        let per_sec = capacity / 60.0;
+        let mut buckets = self
+            .buckets
+            .lock()
+            .map_err(|_| ApiError::Internal("rate limiter lock poisoned".into()))?;
+        if buckets.len() > 100_000 {
+            buckets.retain(|_, b| now.duration_since(b.updated) < Duration::from_secs(60));
+        }
+        let bucket = buckets.entry(identity.to_owned()).or_insert(Bucket {
+            tokens: capacity,
+            updated: now,
+        });
+        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * per_sec).min(capacity);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            metrics::rejected("rate_limited");
+            let wait = ((1.0 - bucket.tokens) / per_sec).ceil().max(1.0);
+            Err(ApiError::RateLimited {
+                retry_after_secs: wait as u64,
+            })
+        }
+    }
+}
+
+/// Open streams per identity and in all.
+pub struct StreamLimiter {
+    max_per_identity: usize,
+    max_total: usize,
+    total: AtomicUsize,
+    per_identity: Mutex<HashMap<String, usize>>,
+}
+
+/// Held by an open stream; frees its place when dropped.
+pub struct StreamPermit {
+    limiter: Arc<StreamLimiter>,
+    identity: String,
+}
+
+impl StreamLimiter {
+    pub fn new(max_per_identity: usize, max_total: usize) -> StreamLimiter {
+        StreamLimiter {
+            max_per_identity,
+            max_total,
+            total: AtomicUsize::new(0),
+            per_identity: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn open(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+
+    pub fn acquire(self: &Arc<Self>, identity: &str) -> Result<StreamPermit, ApiError> {
+        let mut per_identity = self
+            .per_identity
+            .lock()
+            .map_err(|_| ApiError::Internal("stream limiter lock poisoned".into()))?;
+        if self.total.load(Ordering::Acquire) >= self.max_total {
+            metrics::rejected("overloaded");
+            return Err(ApiError::Overloaded {
+                retry_after_secs: 5,
+            });
+        }
+        let count = per_identity.entry(identity.to_owned()).or_insert(0);
+        if *count >= self.max_per_identity {
+            metrics::rejected("rate_limited");
+            return Err(ApiError::RateLimited {
+                retry_after_secs: 5,
+            });
+        }
+        *count += 1;
+        self.total.fetch_add(1, Ordering::AcqRel);
+        metrics::stream_opened();
+        Ok(StreamPermit {
+            limiter: Arc::clone(self),
+            identity: identity.to_owned(),
+        })
+    }
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        metrics::stream_closed();
+        self.limiter.total.fetch_sub(1, Ordering::AcqRel);
+        if let Ok(mut per_identity) = self.limiter.per_identity.lock() {
+            if let Some(count) = per_identity.get_mut(&self.identity) {
+                *count -= 1;
+                if *count == 0 {
+                    per_identity.remove(&self.identity);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_equals_the_limit_then_refills() {
+        let limiter = RateLimiter::new(3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.check_at("a", t0).is_ok());
+        }
+        assert!(matches!(
+            limiter.check_at("a", t0),
+            Err(ApiError::RateLimited {
+                retry_after_secs: 20
+            })
+        ));
+        assert!(limiter.check_at("b", t0).is_ok(), "identities are separate");
+        assert!(limiter.check_at("a", t0 + Duration::from_secs(20)).is_ok());
+    }
+
+    #[test]
+    fn zero_disables_the_rate_limit() {
+        let limiter = RateLimiter::new(0);
+        for _ in 0..1000 {
+            assert!(limiter.check("a").is_ok());
+        }
+    }
+
+    #[test]
+    fn stream_permits_are_counted_per_identity_and_in_all() {
+        let limiter = Arc::new(StreamLimiter::new(2, 3));
+        let a1 = limiter.acquire("a").unwrap();
+        let _a2 = limiter.acquire("a").unwrap();
+        assert!(matches!(
+            limiter.acquire("a"),
+            Err(ApiError::RateLimited { .. })
+        ));
+        let _b1 = limiter.acquire("b").unwrap();
+        assert!(matches!(
+            limiter.acquire("c"),
+            Err(ApiError::Overloaded { .. })
+        ));
+        drop(a1);
+        assert_eq!(limiter.open(), 2);
+        assert!(limiter.acquire("a").is_ok());
+    }
+}

@@ -1,0 +1,144 @@
+//! The `dify-bff` binary: flags, configuration, telemetry, serve. Nothing else.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dify_bff::config::{Config, DEMO_API_KEY};
+use dify_bff::emulator::{Emulator, EmulatorOptions};
+use dify_bff::telemetry::logging;
+use tokio::net::TcpListener;
+
+/// A backend-for-frontend for Dify chat apps: holds the Dify API key, gives each browser its
+/// own identity, relays Dify's streams byte for byte and serves a chat page.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Run against a built-in Dify emulator: no key or Dify needed.
+    #[arg(long)]
+    demo: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Exit 0 when the server on HOST/PORT answers /healthz, else 1 (for container probes).
+    Healthcheck,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = dotenvy::dotenv();
+    let mut config = match Config::from_env(cli.demo) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("dify-bff: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Healthcheck) = cli.command {
+        return healthcheck(&config).await;
+    }
+    logging::init(config.log_format);
+    dify_bff::telemetry::limits::raise_open_files();
+
+    let _emulator = if cli.demo {
+        match start_demo(&mut config).await {
+            Ok(emulator) => Some(emulator),
+            Err(e) => {
+                tracing::error!(error = %e, "could not start the demo emulator");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
+
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("dify-bff: cannot listen on {}: {e}", config.listen);
+            return ExitCode::from(2);
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(upstream = %config.dify_base_url, "dify-bff listening on http://{addr}");
+    if cli.demo {
+        tracing::info!("demo mode: open http://{addr}/ in your browser");
+    }
+    match dify_bff::serve(listener, config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn start_demo(config: &mut Config) -> std::io::Result<Emulator> {
+    let emulator = Emulator::start(EmulatorOptions {
+        api_key: DEMO_API_KEY.to_owned(),
+        demo: true,
+        ..EmulatorOptions::default()
+    })
+    .await?;
+    config.dify_api_key = DEMO_API_KEY.to_owned().into();
+    config.dify_base_url =
+        reqwest::Url::parse(&format!("{}/", emulator.base_url())).map_err(std::io::Error::other)?;
+    tracing::info!(emulator = %emulator.base_url(), "demo: using the built-in Dify emulator");
+    Ok(emulator)
+}
+
+async fn healthcheck(config: &Config) -> ExitCode {
+    let host = if config.listen.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        config.listen.ip().to_string()
+    };
+    let url = format!(
+        "http://{}/healthz",
+        std::net::SocketAddr::new(
+            host.parse()
+                .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
+            config.listen.port(),
+        )
+    );
+    let client = reqwest::Client::new();
+    let ok = tokio::time::timeout(std::time::Duration::from_secs(3), client.get(&url).send())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .is_some_and(|r| r.status().is_success());
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("dify-bff healthcheck: {url} did not answer 200");
+        ExitCode::from(1)
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+}

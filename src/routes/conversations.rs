@@ -1,0 +1,132 @@
+//! `GET /conversations`, `DELETE /conversations/{id}`, `POST /conversations/{id}/name`.
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use serde_json::{Map, Value};
+
+use super::body::{JsonObject, OptionalJsonObject};
+use super::relay_json;
+use super::validate::{self, Query};
+use crate::dify::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const SORTS: &[&str] = &["created_at", "-created_at", "updated_at", "-updated_at"];
+const MAX_NAME_CHARS: usize = 255;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/conversations", get(list))
+        .route("/conversations/{id}", delete(remove))
+        .route("/conversations/{id}/name", post(rename))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(raw.as_deref())?;
+    let mut upstream = Vec::new();
+    if let Some(limit) = query.limit()? {
+        upstream.push(("limit", limit));
+    }
+    if let Some(last_id) = query.uuid("last_id")? {
+        upstream.push(("last_id", last_id));
+    }
+    if let Some(sort_by) = query.get("sort_by") {
+        if !SORTS.contains(&sort_by) {
+            return Err(ApiError::invalid(
+                "sort_by must be one of created_at, -created_at, updated_at, -updated_at.",
+            ));
+        }
+        upstream.push(("sort_by", sort_by));
+    }
+    state
+        .dify
+        .conversations(&caller, &upstream)
+        .await
+        .map(relay_json)
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJsonObject(_): OptionalJsonObject,
+) -> Result<Response, ApiError> {
+    validate::uuid("conversation id", &id)?;
+    state
+        .dify
+        .delete_conversation(&caller, &id)
+        .await
+        .map(relay_json)
+}
+
+async fn rename(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    validate::uuid("conversation id", &id)?;
+    let upstream = rename_body(&body, &caller.user)?;
+    state
+        .dify
+        .rename_conversation(&caller, &id, &upstream)
+        .await
+        .map(relay_json)
+}
+
+/// `{name}` (1–255 characters) or `{auto_generate: true}`; Dify answers 500 to neither.
+fn rename_body(body: &Map<String, Value>, user: &str) -> Result<Value, ApiError> {
+    let auto_generate = match body.get("auto_generate") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid("auto_generate must be a boolean.")),
+    };
+    let mut upstream = Map::new();
+    if auto_generate {
+        upstream.insert("auto_generate".into(), Value::Bool(true));
+    } else {
+        let name = match body.get("name") {
+            Some(Value::String(name)) if !name.trim().is_empty() => name.trim(),
+            _ => return Err(ApiError::invalid("Give a name, or auto_generate: true.")),
+        };
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err(ApiError::invalid("name must be at most 255 characters."));
+        }
+        upstream.insert("name".into(), Value::String(name.to_owned()));
+        upstream.insert("auto_generate".into(), Value::Bool(false));
+    }
+    upstream.insert("user".into(), Value::String(user.to_owned()));
+    Ok(Value::Object(upstream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn rename_needs_a_name_or_auto_generate() {
+        assert!(rename_body(&body(json!({})), "u").is_err());
+        assert!(rename_body(&body(json!({"name": "  "})), "u").is_err());
+        assert!(rename_body(&body(json!({"auto_generate": false})), "u").is_err());
+        assert!(rename_body(&body(json!({"name": "x".repeat(256)})), "u").is_err());
+        assert_eq!(
+            rename_body(&body(json!({"name": "Trip", "user": "evil"})), "u").unwrap(),
+            json!({"name": "Trip", "auto_generate": false, "user": "u"})
+        );
+        assert_eq!(
+            rename_body(&body(json!({"auto_generate": true})), "u").unwrap(),
+            json!({"auto_generate": true, "user": "u"})
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! `POST /files/upload` (streamed to Dify, never buffered whole) and the pass-through of the
+//! signed file URLs Dify puts in messages (`/files/{id}/file-preview` and friends).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::relay_json;
+use super::validate;
+use crate::dify::Caller;
+use crate::dify::client::{content_type, map_transport};
+use crate::dify::upstream_error;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Routes that act for a user (identity required).
+pub fn upload_router() -> Router<AppState> {
+    Router::new().route("/files/upload", post(upload))
+}
+
+/// Signed file URLs: no identity, no key.
+pub fn passthrough_router() -> Router<AppState> {
+    Router::new()
+        .route("/files/{id}/{kind}", get(preview))
+        .route("/files/tools/{file}", get(tool_file))
+}
+
+#[derive(Debug)]
+struct TooLarge;
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("upload larger than MAX_UPLOAD_BYTES")
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let limit = state.config.max_upload_bytes;
+    let boundary = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+        .ok_or_else(|| {
+            ApiError::UnsupportedMediaType("Uploads must be multipart/form-data.".into())
+        })?;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let flag = exceeded.clone();
+    let mut seen: u64 = 0;
+    let body = request.into_body().into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        seen += chunk.len() as u64;
+        if seen > limit {
+            flag.store(true, Ordering::Release);
+            return Err(std::io::Error::other(TooLarge));
+        }
+        Ok(chunk)
+    });
+    let mut multipart = multer::Multipart::new(body, boundary);
+
+    let file = loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) if field.name() == Some("file") => break field,
+            Ok(Some(_)) => continue,
+            Ok(None) => return Err(ApiError::invalid("The upload needs a part named \"file\".")),
+            Err(_) if exceeded.load(Ordering::Acquire) => return Err(ApiError::PayloadTooLarge),
+            Err(_) => return Err(ApiError::invalid("The multipart body is malformed.")),
+        }
+    };
+    let file_name = file.file_name().unwrap_or("upload").to_owned();
+    let mime = file
+        .content_type()
+        .map(|m| m.to_string())
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let stream = file.map_err(std::io::Error::other);
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream))
+        .file_name(file_name)
+        .mime_str(&mime)
+        .map_err(|_| ApiError::invalid("The file part has an invalid content type."))?;
+    let form = reqwest::multipart::Form::new()
+        .text("user", caller.user.clone())
+        .part("file", part);
+    let builder = state.dify.upload_request(&caller)?.multipart(form);
+    let result = state.dify.send_prepared(builder).await;
+    if exceeded.load(Ordering::Acquire) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    result.map(relay_json)
+}
+
+const FORWARDED_REQUEST_HEADERS: &[header::HeaderName] = &[
+    header::RANGE,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::ACCEPT,
+];
+
+const RELAYED_RESPONSE_HEADERS: &[header::HeaderName] = &[
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_DISPOSITION,
+    header::CONTENT_RANGE,
+    header::ACCEPT_RANGES,
+    header::CACHE_CONTROL,
+    header::ETAG,
+    header::LAST_MODIFIED,
+];
+
+async fn preview(
+    State(state): State<AppState>,
+    Path((id, kind)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !matches!(kind.as_str(), "file-preview" | "image-preview") || !validate::is_uuid(&id) {
+        return Err(ApiError::NotFound("No such file.".into()));
+    }
+    pass_through(&state, &format!("files/{id}/{kind}"), query, &headers).await
+}
+
+async fn tool_file(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let valid = file.split_once('.').is_some_and(|(id, ext)| {
+        validate::is_uuid(id)
+            && (1..=10).contains(&ext.len())
+            && ext.bytes().all(|b| b.is_ascii_alphanumeric())
+    });
+    if !valid {
+        return Err(ApiError::NotFound("No such file.".into()));
+    }
+    pass_through(&state, &format!("files/tools/{file}"), query, &headers).await
+}
+
+/// Streams a file from Dify's origin without the key, the `user` or the browser's cookies; the
+/// signed query goes byte for byte.
+async fn pass_through(
+    state: &AppState,
+    path: &str,
+    query: Option<String>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let target = match &query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut builder = state.dify.origin_get(&target)?;
+    for name in FORWARDED_REQUEST_HEADERS {
+        if let Some(value) = headers.get(name) {
+            builder = builder.header(name, value);
+        }
+    }
+    let response = tokio::time::timeout(state.dify.timeout(), builder.send())
+        .await
+        .map_err(|_| ApiError::UpstreamTimeout)?
+        .map_err(map_transport)?;
+    let status = response.status();
+    if !(status.is_success() || status == StatusCode::NOT_MODIFIED) {
+        let ct = content_type(&response);
+        let body = response.bytes().await.unwrap_or_default();
+        return Err(upstream_error::from_file_upstream(
+            status,
+            ct.as_deref(),
+            &body,
+        ));
+    }
+    let mut out = Response::builder().status(status);
+    for name in RELAYED_RESPONSE_HEADERS {
+        if let Some(value) = response.headers().get(name) {
+            out = out.header(name, value);
+        }
+    }
+    out = out.header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    let body = Body::from_stream(response.bytes_stream());
+    out.body(body)
+        .map_err(|e| ApiError::Internal(format!("building file response: {e}")))
+}

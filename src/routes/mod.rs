@@ -1,0 +1,75 @@
+//! The router: one module per resource, and the layers every request passes through.
+
+pub mod access_log;
+pub mod app;
+pub mod body;
+pub mod chat;
+pub mod chat_request;
+pub mod conversations;
+pub mod files;
+pub mod health;
+pub mod messages;
+pub mod security;
+pub mod static_files;
+pub mod validate;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
+
+use crate::dify::UpstreamJson;
+use crate::error::ApiError;
+use crate::identity;
+use crate::request_id;
+use crate::state::AppState;
+
+pub fn router(state: AppState) -> Router {
+    let for_users = Router::new()
+        .merge(chat::router())
+        .merge(conversations::router())
+        .merge(messages::router())
+        .merge(app::router())
+        .merge(files::upload_router())
+        .route_layer(from_fn_with_state(state.clone(), identity::resolve));
+
+    Router::new()
+        .merge(for_users)
+        .merge(files::passthrough_router())
+        .merge(health::router(state.config.metrics_addr.is_none()))
+        .fallback(static_files::fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(from_fn(request_id::assign))
+                .layer(from_fn(access_log::log))
+                .layer(security::cors(&state.config.allowed_origins))
+                .layer(from_fn_with_state(
+                    state.clone(),
+                    identity::require_trusted_peer,
+                ))
+                .layer(from_fn_with_state(
+                    state.clone(),
+                    security::reject_cross_site,
+                )),
+        )
+        .with_state(state)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// A successful Dify answer relayed unchanged (status and body).
+pub fn relay_json(answer: UpstreamJson) -> Response {
+    let empty = answer.body_is_empty();
+    let mut response = (answer.status, answer.body).into_response();
+    if !empty {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    response
+}

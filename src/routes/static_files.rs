@@ -1,0 +1,77 @@
+//! The chat page: embedded in the binary, or served from `STATIC_DIR`.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rust_embed::Embed;
+use tower::ServiceExt;
+use tower_http::services::ServeDir;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Embed)]
+#[folder = "static/"]
+struct Assets;
+
+const CSP: &str = "default-src 'self'; img-src 'self' data: blob: https:; media-src 'self' blob: https:; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'";
+
+/// Serves the page for any `GET` no other route took; anything else unmatched is a JSON 404.
+pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return ApiError::NotFound("No such route.".into()).into_response();
+    }
+    let mut response = match &state.config.static_dir {
+        Some(dir) => from_dir(dir, request).await,
+        None => {
+            let path = request.uri().path().trim_start_matches('/');
+            embedded(if path.is_empty() { "index.html" } else { path })
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+async fn from_dir(dir: &std::path::Path, request: Request) -> Response {
+    let served = ServeDir::new(dir)
+        .append_index_html_on_directories(true)
+        .oneshot(request)
+        .await;
+    match served {
+        Ok(response) if response.status() != StatusCode::NOT_FOUND => response.map(Body::new),
+        _ => ApiError::NotFound("Not found.".into()).into_response(),
+    }
+}
+
+fn embedded(path: &str) -> Response {
+    let Some(file) = Assets::get(path) else {
+        return ApiError::NotFound("Not found.".into()).into_response();
+    };
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    let cache = if path == "index.html" {
+        "no-cache"
+    } else {
+        "public, max-age=300"
+    };
+    let mut response = Response::new(Body::from(file.data.into_owned()));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(mime.as_ref()) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    response
+}

@@ -1,0 +1,71 @@
+//! What every handler shares, built once at start-up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::dify::DifyClient;
+use crate::error::ApiError;
+use crate::identity::IdentityPolicy;
+use crate::limits::{RateLimiter, StreamLimiter};
+use crate::routes::app::SettingsCache;
+use crate::routes::health::Readiness;
+
+/// Stop calls made for abandoned streams that may be in flight at once.
+const MAX_PENDING_STOPS: usize = 1024;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub dify: Arc<DifyClient>,
+    pub identity: IdentityPolicy,
+    pub rate: RateLimiter,
+    pub streams: Arc<StreamLimiter>,
+    pub stops: Arc<tokio::sync::Semaphore>,
+    pub settings: SettingsCache,
+    pub readiness: Readiness,
+    /// Set when shutdown begins: no new stream starts, readiness fails.
+    pub draining: AtomicBool,
+    /// Cancelled when the shutdown grace is over: open streams end with `shutting_down`.
+    pub streams_cancel: CancellationToken,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Result<AppState, ApiError> {
+        let dify = Arc::new(DifyClient::new(&config)?);
+        Ok(AppState(Arc::new(Inner {
+            identity: IdentityPolicy::new(&config),
+            rate: RateLimiter::new(config.rate_limit_per_minute),
+            streams: Arc::new(StreamLimiter::new(
+                config.max_streams_per_identity,
+                config.max_concurrent_streams,
+            )),
+            stops: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_STOPS)),
+            settings: SettingsCache::default(),
+            readiness: Readiness::default(),
+            draining: AtomicBool::new(false),
+            streams_cancel: CancellationToken::new(),
+            dify,
+            config,
+        })))
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,101 @@
+//! Prometheus metrics through the `metrics` facade. The recorder is process-wide and installed
+//! once; every server in the process (tests start many) renders the same registry.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::dify::watcher::Usage;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Installs the recorder (first call only) and returns the handle that renders it.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .as_ref()
+}
+
+pub fn render() -> String {
+    handle().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+pub fn request(method: &str, route: &str, status: u16, elapsed: Duration) {
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route.to_owned()),
+        ("status", status.to_string()),
+    ];
+    counter!("difybff_http_requests_total", &labels).increment(1);
+    histogram!(
+        "difybff_http_request_duration_seconds",
+        "method" => method.to_owned(),
+        "route" => route.to_owned()
+    )
+    .record(elapsed.as_secs_f64());
+}
+
+pub fn upstream_call(endpoint: &'static str, outcome: &str, elapsed: Duration) {
+    counter!("difybff_upstream_requests_total", "endpoint" => endpoint, "outcome" => outcome.to_owned())
+        .increment(1);
+    histogram!("difybff_upstream_duration_seconds", "endpoint" => endpoint)
+        .record(elapsed.as_secs_f64());
+}
+
+pub fn upstream_error(code: &str) {
+    counter!("difybff_upstream_errors_total", "code" => code.to_owned()).increment(1);
+}
+
+pub fn time_to_first_byte(elapsed: Duration) {
+    histogram!("difybff_stream_first_byte_seconds").record(elapsed.as_secs_f64());
+}
+
+pub fn stream_opened() {
+    gauge!("difybff_open_streams").increment(1.0);
+    counter!("difybff_streams_total").increment(1);
+}
+
+pub fn stream_closed() {
+    gauge!("difybff_open_streams").decrement(1.0);
+}
+
+pub fn bytes_relayed(n: usize) {
+    counter!("difybff_stream_bytes_total").increment(n as u64);
+}
+
+pub fn stream_failed(reason: &'static str) {
+    counter!("difybff_stream_failures_total", "reason" => reason).increment(1);
+}
+
+pub fn stop_on_disconnect() {
+    counter!("difybff_stops_on_disconnect_total").increment(1);
+}
+
+pub fn rejected(code: &'static str) {
+    counter!("difybff_rejected_total", "code" => code).increment(1);
+}
+
+pub fn token_usage(usage: &Usage) {
+    counter!("difybff_tokens_total", "kind" => "prompt").increment(usage.prompt_tokens);
+    counter!("difybff_tokens_total", "kind" => "completion").increment(usage.completion_tokens);
+    if let (Some(price), Some(currency)) = (&usage.total_price, &usage.currency) {
+        if let Ok(price) = price.parse::<f64>() {
+            counter!("difybff_cost_micros_total", "currency" => currency.clone())
+                .increment((price * 1_000_000.0).round() as u64);
+        }
+    }
+}

@@ -1,0 +1,172 @@
+// api.js — wrappers for the same-origin BFF endpoints, one ApiError type, and
+// describeError(): error code → a sentence a person can act on.
+
+export class ApiError extends Error {
+  constructor(code, message = '', status = 0, retryAfter = null) {
+    super(message || code);
+    this.name = 'ApiError';
+    this.code = code;
+    this.status = status;
+    this.retryAfter = retryAfter; // seconds, when the server sent Retry-After
+  }
+}
+
+const CODE_BY_STATUS = {
+  400: 'invalid_param', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found',
+  413: 'payload_too_large', 415: 'unsupported_media_type', 429: 'rate_limited',
+  500: 'internal_error', 502: 'upstream_unavailable', 503: 'overloaded', 504: 'upstream_timeout',
+};
+
+const WORDS = {
+  invalid_param: 'The request wasn’t accepted. Please check what you entered and try again.',
+  unauthorized: 'Your session has expired. Reload the page to continue.',
+  forbidden: 'You don’t have permission to do that.',
+  not_found: 'That conversation or message no longer exists.',
+  payload_too_large: 'That is too large to send. Try a smaller file or a shorter message.',
+  unsupported_media_type: 'That file type isn’t supported.',
+  rate_limited: 'You’re sending requests too quickly. Please wait a moment and try again.',
+  internal_error: 'Something went wrong on our side. Please try again.',
+  upstream_unavailable: 'The assistant service can’t be reached right now.',
+  overloaded: 'The assistant is busy right now. Please try again in a moment.',
+  shutting_down: 'The service is restarting. Please try again in a moment.',
+  upstream_timeout: 'The assistant took too long to respond. Please try again.',
+  offline: 'You appear to be offline. Check your connection and try again.',
+  network: 'The server couldn’t be reached. Check your connection and try again.',
+  interrupted: 'The answer was interrupted before it finished.',
+  bad_response: 'The server sent an unexpected response. Please try again.',
+};
+
+/** Plain-words description of any error thrown by this module (or a Dify stream error). */
+export function describeError(err) {
+  if (typeof navigator !== 'undefined' && navigator.onLine === false) return WORDS.offline;
+  const code = err?.code;
+  if (code === 'rate_limited' && err.retryAfter) {
+    const s = Math.max(1, Math.ceil(err.retryAfter));
+    return `You’re sending requests too quickly. Please wait ${s} second${s === 1 ? '' : 's'} and try again.`;
+  }
+  if (code === 'invalid_param' && err.message && err.message !== code) {
+    return `The request wasn’t accepted: ${err.message}`;
+  }
+  if (WORDS[code]) return WORDS[code];
+  // Unknown codes are Dify stream errors (e.g. provider_quota_exceeded): keep its message.
+  const detail = err?.message && err.message !== code ? ` (${err.message})` : '';
+  return `The assistant couldn’t complete this answer.${detail}`;
+}
+
+function parseRetryAfter(value) {
+  if (!value) return null;
+  const secs = Number(value);
+  if (Number.isFinite(secs)) return secs;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? null : Math.max(0, (date - Date.now()) / 1000);
+}
+
+function errorFromBody(body, status, retryAfter) {
+  const code = (body && typeof body.code === 'string' && body.code) ||
+    CODE_BY_STATUS[status] || (status >= 500 ? 'internal_error' : 'invalid_param');
+  const message = body && typeof body.message === 'string' ? body.message : '';
+  return new ApiError(code, message, (body && body.status) || status, retryAfter);
+}
+
+async function errorFromResponse(res) {
+  let body = null;
+  if ((res.headers.get('content-type') || '').includes('json')) body = await res.json().catch(() => null);
+  return errorFromBody(body, res.status, parseRetryAfter(res.headers.get('retry-after')));
+}
+
+/** Turn a fetch rejection into an ApiError (offline / network); AbortError passes through. */
+export function networkError(err) {
+  if (err?.name === 'AbortError') return err;
+  const offline = typeof navigator !== 'undefined' && navigator.onLine === false;
+  return new ApiError(offline ? 'offline' : 'network', err?.message || '');
+}
+
+async function send(method, path, { body, query, signal, accept = 'application/json' } = {}) {
+  let url = path;
+  if (query) {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) if (v != null && v !== '') params.set(k, String(v));
+    url += `?${params}`;
+  }
+  const headers = { Accept: accept };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let res;
+  try {
+    res = await fetch(url, {
+      method, headers, signal, credentials: 'same-origin',
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (err) {
+    throw networkError(err);
+  }
+  if (!res.ok) throw await errorFromResponse(res);
+  return res;
+}
+
+async function json(method, path, opts) {
+  const res = await send(method, path, opts);
+  if (res.status === 204) return null;
+  const text = await res.text();
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError('bad_response', 'Response was not JSON', res.status);
+  }
+}
+
+const seg = encodeURIComponent;
+
+export const api = {
+  info: () => json('GET', '/info'),
+  parameters: () => json('GET', '/parameters'),
+  conversations: (lastId) => json('GET', '/conversations', { query: { limit: 20, last_id: lastId } }),
+  deleteConversation: (id) => json('DELETE', `/conversations/${seg(id)}`, { body: {} }),
+  renameConversation: (id, name) => json('POST', `/conversations/${seg(id)}/name`, { body: { name } }),
+  autoNameConversation: (id) => json('POST', `/conversations/${seg(id)}/name`, { body: { auto_generate: true } }),
+  messages: (conversationId, firstId) =>
+    json('GET', '/messages', { query: { conversation_id: conversationId, limit: 20, first_id: firstId } }),
+  feedback: (messageId, rating) => json('POST', `/messages/${seg(messageId)}/feedbacks`, { body: { rating } }),
+  suggested: (messageId) => json('GET', `/messages/${seg(messageId)}/suggested`),
+  stopTask: (taskId) => json('POST', `/chat/${seg(taskId)}/stop`, { body: {} }),
+
+  /** POST /chat; resolves to the streaming Response, or throws ApiError (JSON error body). */
+  async chat(body, signal) {
+    const res = await send('POST', '/chat', { body, signal, accept: 'text/event-stream' });
+    const type = res.headers.get('content-type') || '';
+    if (type.includes('text/event-stream') && res.body) return res;
+    if (type.includes('json')) {
+      const data = await res.json().catch(() => null);
+      throw errorFromBody(data, res.status, null);
+    }
+    throw new ApiError('bad_response', `Unexpected content type: ${type}`, res.status);
+  },
+};
+
+/**
+ * Multipart upload with progress (fetch has no upload progress, so XHR).
+ * Returns {promise, abort}; promise resolves to {id, name, size, extension, mime_type, ...}.
+ */
+export function uploadFile(file, onProgress) {
+  const xhr = new XMLHttpRequest();
+  const promise = new Promise((resolve, reject) => {
+    xhr.open('POST', '/files/upload');
+    xhr.withCredentials = true;
+    xhr.setRequestHeader('Accept', 'application/json');
+    xhr.upload.addEventListener('progress', (e) => {
+      if (e.lengthComputable && onProgress) onProgress(e.loaded / e.total);
+    });
+    xhr.addEventListener('load', () => {
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
+      if (xhr.status >= 200 && xhr.status < 300 && body && body.id) resolve(body);
+      else reject(errorFromBody(body, xhr.status || 500, parseRetryAfter(xhr.getResponseHeader('Retry-After'))));
+    });
+    xhr.addEventListener('error', () => reject(networkError(new TypeError('Upload failed'))));
+    xhr.addEventListener('abort', () => reject(new DOMException('Upload cancelled', 'AbortError')));
+    const form = new FormData();
+    form.append('file', file, file.name);
+    xhr.send(form);
+  });
+  return { promise, abort: () => xhr.abort() };
+}

@@ -1,0 +1,371 @@
+/*
+ * dify-bff chat page — entry module. No build step, no framework.
+ *
+ * Module layout (static/js/):
+ *   main.js      boot, app state and wiring: send / stop / retry, new chat,
+ *                open conversation, load earlier, banner, offline notice
+ *   api.js       same-origin fetch/XHR wrappers for the BFF, ApiError,
+ *                describeError() (error code → plain words)
+ *   sse.js       streaming SSE parser (one TextDecoder + line buffer) and reader
+ *   markdown.js  escape-first Markdown renderer with a URL allowlist
+ *   chat.js      #messages view: user / assistant turns, Dify events → DOM,
+ *                history pages, feedback, copy, auto-scroll
+ *   sidebar.js   conversation list, Load more, rename, delete, mobile drawer
+ *   inputs.js    welcome (opening statement, suggestions) and #inputs-form
+ *   upload.js    attachments: checks, upload with progress, thumbnails
+ *   dom.js       tiny element builder and SVG icons
+ */
+
+import { api, ApiError, describeError } from './api.js';
+import { readSSE } from './sse.js';
+import { createChatView } from './chat.js';
+import { createSidebar } from './sidebar.js';
+import { createWelcome, createInputsForm } from './inputs.js';
+import { createUploader } from './upload.js';
+
+const $ = (id) => document.getElementById(id);
+const composer = $('composer');
+const sendBtn = $('send');
+const stopBtn = $('stop');
+const loadEarlierBtn = $('load-earlier');
+const formError = $('form-error');
+
+const state = {
+  params: {},
+  initial: 'A',             // assistant avatar letter (from the app name)
+  conversationId: '',       // '' = new conversation
+  conversationInputs: {},
+  firstId: null,            // oldest message id shown, for "Load earlier"
+  stream: null,             // {controller, taskId, stopped, detached}
+  view: 0,                  // bumps on every conversation switch; stale responses are ignored
+  needsTitle: new Set(),    // conversations created here that still need an auto title
+};
+
+// ---- banner ---------------------------------------------------------------
+
+let bannerKind = '';
+function showBanner(text, kind = 'error') {
+  bannerKind = kind;
+  $('banner-text').textContent = text;
+  $('banner').dataset.kind = kind;
+  $('banner').hidden = false;
+}
+function hideBanner(kind) {
+  if (kind && kind !== bannerKind) return;
+  $('banner').hidden = true;
+  bannerKind = '';
+}
+$('banner-close').addEventListener('click', () => hideBanner());
+
+function updateOnline() {
+  if (navigator.onLine === false) showBanner('You’re offline. Check your connection; you can send again once it’s back.', 'offline');
+  else hideBanner('offline');
+}
+window.addEventListener('online', updateOnline);
+window.addEventListener('offline', updateOnline);
+
+function showFormError(text) {
+  formError.textContent = text;
+  formError.hidden = !text;
+}
+
+// ---- views ----------------------------------------------------------------
+
+const chat = createChatView({ messages: $('messages'), scroller: $('scroller'), jump: $('jump-latest') });
+const welcome = createWelcome({ onPick: (q) => send(q) });
+const inputsForm = createInputsForm();
+const uploader = createUploader({ onError: (t) => showFormError(t), onChange: () => updateComposer() });
+const sidebar = createSidebar({
+  onSelect: (conv) => openConversation(conv),
+  onDeleted: (id) => { if (id === state.conversationId) newChat(); },
+  onError: (text) => showBanner(text),
+});
+
+// ---- composer ---------------------------------------------------------------
+
+function autosize() {
+  composer.style.height = 'auto';
+  composer.style.height = `${Math.min(composer.scrollHeight, 240)}px`;
+}
+
+function updateComposer() {
+  const streaming = Boolean(state.stream);
+  sendBtn.disabled = streaming || !composer.value.trim() || uploader.busy();
+}
+
+function setStreaming(on) {
+  document.body.dataset.state = on ? 'streaming' : 'idle';
+  const hadFocus = document.activeElement === composer || document.activeElement === sendBtn;
+  const stopHadFocus = document.activeElement === stopBtn;
+  composer.disabled = on;
+  $('attach').disabled = on;
+  sendBtn.hidden = on;
+  stopBtn.hidden = !on;
+  updateComposer();
+  if (on && hadFocus) stopBtn.focus();
+  if (!on && (stopHadFocus || document.activeElement === document.body)) composer.focus();
+}
+
+composer.addEventListener('input', () => { autosize(); updateComposer(); if (!formError.hidden) showFormError(''); });
+composer.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
+    e.preventDefault();
+    send();
+  }
+});
+composer.addEventListener('paste', (e) => {
+  const files = [...(e.clipboardData?.files || [])];
+  if (files.length && uploader.enabled()) { e.preventDefault(); uploader.add(files); }
+});
+$('composer-form').addEventListener('submit', (e) => { e.preventDefault(); send(); });
+$('composer-form').addEventListener('dragover', (e) => { if (uploader.enabled()) e.preventDefault(); });
+$('composer-form').addEventListener('drop', (e) => {
+  if (!uploader.enabled() || !e.dataTransfer?.files?.length) return;
+  e.preventDefault();
+  uploader.add([...e.dataTransfer.files]);
+});
+stopBtn.addEventListener('click', stop);
+$('new-chat').addEventListener('click', () => { newChat(); sidebar.closeDrawer(); composer.focus(); });
+loadEarlierBtn.addEventListener('click', loadEarlier);
+
+// ---- sending and streaming ------------------------------------------------
+
+function send(text) {
+  const query = (text ?? composer.value).trim();
+  if (state.stream) return;
+  if (!query) { composer.focus(); return; }
+  if (navigator.onLine === false) { updateOnline(); return; }
+  if (uploader.busy()) { showFormError('Please wait until your attachments finish uploading.'); return; }
+  if (uploader.failed()) { showFormError('Remove the attachment that failed to upload, then send again.'); return; }
+  let inputs = state.conversationInputs || {};
+  if (!state.conversationId) {
+    const result = inputsForm.collect();
+    if (!result.ok) { showFormError('Some required fields are empty. Fill them in above, then send again.'); return; }
+    inputs = result.values;
+  }
+  showFormError('');
+  hideBanner('error');
+
+  const request = { query, conversation_id: state.conversationId, inputs, response_mode: 'streaming' };
+  const files = uploader.difyFiles();
+  if (files.length) request.files = files;
+
+  welcome.show(false);
+  inputsForm.show(false);
+  chat.clearSuggestions();
+  if (state.conversationId && sidebar.has(state.conversationId)) sidebar.upsert({ id: state.conversationId }, { top: true });
+  chat.addUser(query, uploader.previews());
+  uploader.clear();
+  if (text === undefined) { composer.value = ''; autosize(); }
+  stream(request, chat.addAssistant(state.initial));
+}
+
+function retry(request, turn) {
+  if (state.stream) return;
+  turn.reset();
+  // If the failed attempt already created the conversation, continue in it.
+  stream({ ...request, conversation_id: state.conversationId || request.conversation_id }, turn);
+}
+
+function stop() {
+  const s = state.stream;
+  if (!s) return;
+  s.stopped = true;
+  if (s.taskId) api.stopTask(s.taskId).catch(() => {});
+  s.controller.abort();
+}
+
+/** Stop reading the current stream without telling the server (used when switching away). */
+function detach() {
+  const s = state.stream;
+  if (!s) return;
+  s.detached = true;
+  s.controller.abort();
+  state.stream = null;
+  setStreaming(false);
+}
+
+async function stream(request, turn) {
+  const view = state.view;
+  const s = { controller: new AbortController(), taskId: null, stopped: false, detached: false, conversationId: request.conversation_id };
+  state.stream = s;
+  turn.retry = () => retry(request, turn);
+  turn.setStreaming(true);
+  setStreaming(true);
+
+  const onEvent = ({ event, data }) => {
+    if (event === 'ping' || !data) return;
+    let d;
+    try { d = JSON.parse(data); } catch { return; }
+    if (!d || typeof d !== 'object' || !d.event || d.event === 'ping') return;
+    if (d.task_id) s.taskId = d.task_id;
+    if (d.conversation_id && !s.conversationId) {
+      s.conversationId = d.conversation_id;
+      adoptConversation(view, d.conversation_id, request);
+    }
+    turn.handleEvent(d);
+  };
+
+  try {
+    const res = await api.chat(request, s.controller.signal);
+    await readSSE(res, onEvent, s.controller.signal);
+    if (!turn.done) turn.showError(new ApiError('interrupted'));
+  } catch (err) {
+    if (s.detached) return;
+    if (err.name === 'AbortError') turn.markStopped();
+    else turn.showError(err);
+  } finally {
+    if (!s.detached) {
+      state.stream = null;
+      turn.finish({ onFeedback: (id, rating) => rateMessage(id, rating) });
+      setStreaming(false);
+    }
+  }
+  if (s.detached || view !== state.view) return;
+  const ok = turn.done && !turn.failed && !s.stopped;
+  if (s.conversationId && state.needsTitle.has(s.conversationId) && (ok || s.stopped) && turn.answer) {
+    autoTitle(s.conversationId);
+  }
+  if (ok && turn.messageId && state.params.suggested_questions_after_answer?.enabled) {
+    api.suggested(turn.messageId)
+      .then((res) => { if (view === state.view && res?.data?.length) turn.showSuggestions(res.data, (q) => send(q)); })
+      .catch(() => {});
+  }
+}
+
+function adoptConversation(view, id, request) {
+  if (!request.conversation_id) {
+    state.needsTitle.add(id);
+    sidebar.upsert({ id, name: request.query.slice(0, 60), inputs: request.inputs }, { top: true });
+  }
+  if (view !== state.view || state.conversationId) return;
+  state.conversationId = id;
+  state.conversationInputs = request.inputs || {};
+  sidebar.setActive(id);
+}
+
+async function autoTitle(id) {
+  state.needsTitle.delete(id);
+  try {
+    const conv = await api.autoNameConversation(id);
+    if (conv && conv.name) sidebar.upsert({ ...conv, id });
+  } catch {
+    /* keep the provisional title (the first question) */
+  }
+}
+
+async function rateMessage(id, rating) {
+  try {
+    await api.feedback(id, rating);
+  } catch (err) {
+    showBanner(`Your feedback wasn’t saved. ${describeError(err)}`);
+    throw err;
+  }
+}
+
+// ---- conversations ----------------------------------------------------------
+
+function newChat() {
+  detach();
+  state.view++;
+  state.conversationId = '';
+  state.conversationInputs = {};
+  state.firstId = null;
+  sidebar.setActive(null);
+  chat.clear();
+  loadEarlierBtn.hidden = true;
+  welcome.show(true);
+  inputsForm.show(true);
+  showFormError('');
+}
+
+function renderPage(page, prepend) {
+  const items = (page && page.data) || [];
+  if (items.length) state.firstId = items[0].id;
+  loadEarlierBtn.hidden = !(page && page.has_more);
+  chat.renderHistory(items, {
+    prepend,
+    initial: state.initial,
+    onFeedback: (id, rating) => rateMessage(id, rating),
+    retryFor: (m) => (m.query ? () => send(m.query) : null),
+  });
+}
+
+async function openConversation(conv) {
+  if (conv.id === state.conversationId && !state.stream) return;
+  detach();
+  const view = ++state.view;
+  state.conversationId = conv.id;
+  state.conversationInputs = conv.inputs || {};
+  state.firstId = null;
+  sidebar.setActive(conv.id);
+  welcome.show(false);
+  inputsForm.show(false);
+  showFormError('');
+  loadEarlierBtn.hidden = true;
+  chat.clear();
+  chat.setLoading(true);
+  try {
+    const page = await api.messages(conv.id);
+    if (view !== state.view) return;
+    chat.setLoading(false);
+    renderPage(page, false);
+  } catch (err) {
+    if (view !== state.view) return;
+    chat.setLoading(false);
+    showBanner(`This conversation couldn’t be loaded. ${describeError(err)}`);
+  }
+}
+
+async function loadEarlier() {
+  if (!state.conversationId || !state.firstId) return;
+  const view = state.view;
+  loadEarlierBtn.disabled = true;
+  loadEarlierBtn.textContent = 'Loading…';
+  try {
+    const page = await api.messages(state.conversationId, state.firstId);
+    if (view === state.view) renderPage(page, true);
+  } catch (err) {
+    if (view === state.view) showBanner(`Earlier messages couldn’t be loaded. ${describeError(err)}`);
+  } finally {
+    loadEarlierBtn.disabled = false;
+    loadEarlierBtn.textContent = 'Load earlier messages';
+  }
+}
+
+// ---- boot -----------------------------------------------------------------
+
+async function boot() {
+  document.body.dataset.state = 'idle';
+  updateOnline();
+  autosize();
+  updateComposer();
+  newChat();
+  const [info, params] = await Promise.allSettled([api.info(), api.parameters(), sidebar.load(true)]);
+
+  let name = '';
+  if (info.status === 'fulfilled' && info.value) {
+    name = String(info.value.name || '').trim();
+    const description = String(info.value.description || '').trim();
+    if (name) {
+      $('app-name').textContent = name;
+      document.title = name;
+      state.initial = [...name][0].toUpperCase();
+    }
+    $('app-description').textContent = description;
+    $('app-description').hidden = !description;
+  }
+
+  if (params.status === 'fulfilled' && params.value) {
+    state.params = params.value;
+    inputsForm.render(state.params.user_input_form);
+    uploader.configure(state.params.file_upload, state.params.system_parameters);
+  }
+  welcome.render(state.params, { name });
+  inputsForm.show(!state.conversationId);
+
+  const failed = [info, params].find((r) => r.status === 'rejected');
+  if (failed) showBanner(describeError(failed.reason));
+}
+
+boot();
