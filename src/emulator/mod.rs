@@ -27,6 +27,8 @@ mod script;
 mod sign;
 mod state;
 mod store;
+#[cfg(test)]
+mod tests;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use super::respond::status;
-use super::script::{Reply, Step};
+use super::script::{Reply, Step, WRITE_GAP};
 use super::state::{Shared, StreamGuard};
 
 /// Headers the server manages itself; a script's copies would contradict the real framing.
@@ -83,7 +83,8 @@ fn steps_body(shared: Arc<Shared>, steps: VecDeque<Step>, guard: Option<StreamGu
                         }
                     }
                     Some(Step::Hang) => (&mut shutdown).await,
-                    Some(Step::Drop) => {}
+                    // Give the server a moment to flush what was sent before the connection goes.
+                    Some(Step::Drop) => tokio::time::sleep(WRITE_GAP).await,
                 }
                 end(&mut guard);
                 return Some((Err(connection_cut()), (VecDeque::new(), guard)));
