@@ -30,7 +30,8 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = dotenvy::dotenv();
-    let mut config = match Config::from_env(cli.demo) {
+    let healthcheck_only = matches!(cli.command, Some(Command::Healthcheck));
+    let mut config = match Config::from_env(cli.demo || healthcheck_only) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("dify-bff: {e}");

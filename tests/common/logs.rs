@@ -35,11 +35,13 @@ impl<'a> MakeWriter<'a> for Capture {
     }
 }
 
-/// Installs the capturing subscriber at debug level (once per test binary).
+/// Installs the capturing subscriber at debug level (once per test binary). The test
+/// client's own cookie store is left out: it logs the cookies it keeps, as a browser would.
 pub fn install() {
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(EnvFilter::new("debug"))
+        .flatten_event(true)
+        .with_env_filter(EnvFilter::new("debug,cookie_store=off"))
         .with_writer(Capture)
         .try_init();
 }

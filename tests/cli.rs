@@ -1,0 +1,162 @@
+//! The binary itself: flags, configuration errors, `--demo`, `healthcheck`, JSON logs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dify-bff");
+
+fn command() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(std::env::temp_dir());
+    cmd
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_healthy(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let ok = command()
+            .arg("healthcheck")
+            .env("PORT", port.to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("server on {port} did not become healthy");
+}
+
+#[test]
+fn help_and_version_work() {
+    let help = command().arg("--help").output().unwrap();
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--demo"));
+    let version = command().arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn a_missing_key_stops_start_up_with_exit_2_naming_the_variable() {
+    let out = command().output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    assert!(err.contains("DIFY_API_KEY"));
+}
+
+#[test]
+fn a_bad_value_stops_start_up_with_exit_2_naming_the_variable() {
+    for (var, value) in [
+        ("DIFY_BASE_URL", "not a url"),
+        ("PORT", "http"),
+        ("SESSION_SECRET", "too-short"),
+        ("ALLOWED_ORIGINS", "*"),
+        ("TRUSTED_PROXIES", "everyone"),
+        ("COOKIE_SAMESITE", "Maybe"),
+        ("STATIC_DIR", "/no/such/folder"),
+    ] {
+        let out = command()
+            .env("DIFY_API_KEY", "app-abcdefghijklmnopqrstuvwx")
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(var), "{var}");
+    }
+}
+
+#[test]
+fn healthcheck_fails_when_nothing_listens() {
+    let status = command()
+        .arg("healthcheck")
+        .env("PORT", free_port().to_string())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+}
+
+#[test]
+fn demo_serves_the_page_and_answers_chat_with_json_logs() {
+    let port = free_port();
+    let mut child = command()
+        .arg("--demo")
+        .env("PORT", port.to_string())
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let running = Running(child);
+    wait_healthy(port);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (page, answer) = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let page = client
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let answer = client
+            .post(format!("http://127.0.0.1:{port}/chat"))
+            .json(&serde_json::json!({"query": "hello"}))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        (page, answer)
+    });
+    assert!(page.contains("<html"), "the page is served");
+    assert!(answer.contains("\"event\": \"message_end\""), "{answer}");
+    let text: String = answer
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|e| e["answer"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        text.to_lowercase().contains("demo"),
+        "demo answers say so: {text}"
+    );
+
+    drop(running);
+    let lines: Vec<serde_json::Value> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect();
+    assert!(!lines.is_empty(), "LOG_FORMAT=json writes JSON lines");
+    let chat = lines
+        .iter()
+        .find(|l| l["message"] == "request" && l["route"] == "/chat")
+        .expect("a request line for /chat");
+    for field in ["method", "status", "latency_ms", "identity", "request_id"] {
+        assert!(!chat[field].is_null(), "{field} in {chat}");
+    }
+}
