@@ -149,15 +149,17 @@ impl Emulator {
         format!("http://{}/v1", self.addr)
     }
 
-    /// Queues a one-shot reply for the next `method` request to `path` (below `/v1`, e.g.
-    /// `/chat-messages`; the whole path for routes outside it, e.g. `/files/…`). It is used after
-    /// the request has been recorded and has passed the key check; replies for the same method
-    /// and path are used in order.
+    /// Queues a one-shot reply for the next `method` request to `path`: the path below `/v1`
+    /// (e.g. `/chat-messages`; a leading `/v1` is ignored), or the whole path for routes outside
+    /// it (e.g. `/files/…`). It is used after the request has been recorded and has passed the
+    /// key check; replies for the same method and path are used in order.
     pub fn script(&self, method: &str, path: &str, reply: Reply) {
-        self.shared.push_script(method, path, reply);
+        self.shared
+            .push_script(method, routes::script_key(path), reply);
     }
 
-    /// Every request received, in order, unauthorised ones included.
+    /// Every request received, in order, unauthorised ones included. A body still arriving
+    /// shows what has arrived so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.journal.all()
     }
@@ -220,7 +222,7 @@ impl Emulator {
 
     /// Stops accepting connections, closes idle ones and cuts open streams and held requests.
     pub fn shutdown(self) {
-        // Dropping does it.
+        drop(self);
     }
 }
 

@@ -181,13 +181,14 @@ impl Journal {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let found = lock(&self.entries)
+            let complete: Vec<Recorded> = lock(&self.entries)
                 .1
                 .iter()
-                .find(|e| e.complete && pred(&e.rec))
-                .map(|e| e.rec.clone());
-            if found.is_some() {
-                return found;
+                .filter(|e| e.complete)
+                .map(|e| e.rec.clone())
+                .collect();
+            if let Some(found) = complete.into_iter().find(|r| pred(r)) {
+                return Some(found);
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return None;

@@ -27,7 +27,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// The key scripts are queued under: the path below `/v1`, or the whole path elsewhere.
-fn script_key(path: &str) -> &str {
+pub(crate) fn script_key(path: &str) -> &str {
     match path.strip_prefix("/v1") {
         Some(rest) if rest.starts_with('/') => rest,
         _ => path,
