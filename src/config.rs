@@ -37,6 +37,11 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub stream_idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// A request's head must arrive within this (also how long an idle keep-alive connection
+    /// is kept); slow or silent clients are disconnected.
+    pub request_header_timeout: Duration,
+    /// The longest gap between two pieces of a request body before the request fails with 408.
+    pub request_body_timeout: Duration,
     pub metrics_addr: Option<SocketAddr>,
     pub static_dir: Option<PathBuf>,
     pub log_format: LogFormat,
@@ -156,6 +161,16 @@ impl Config {
                 120,
             )?,
             shutdown_grace: secs("SHUTDOWN_GRACE_SECS", get("SHUTDOWN_GRACE_SECS"), 25)?,
+            request_header_timeout: secs(
+                "REQUEST_HEADER_TIMEOUT_SECS",
+                get("REQUEST_HEADER_TIMEOUT_SECS"),
+                30,
+            )?,
+            request_body_timeout: secs(
+                "REQUEST_BODY_TIMEOUT_SECS",
+                get("REQUEST_BODY_TIMEOUT_SECS"),
+                30,
+            )?,
             metrics_addr: get("METRICS_ADDR")
                 .map(|a| {
                     a.trim()
@@ -325,6 +340,8 @@ mod tests {
         assert_eq!(config.upstream_timeout, Duration::from_secs(100));
         assert_eq!(config.stream_idle_timeout, Duration::from_secs(120));
         assert_eq!(config.shutdown_grace, Duration::from_secs(25));
+        assert_eq!(config.request_header_timeout, Duration::from_secs(30));
+        assert_eq!(config.request_body_timeout, Duration::from_secs(30));
         assert_eq!(config.cookie_same_site, SameSite::Lax);
         assert_eq!(config.log_format, LogFormat::Pretty);
     }
@@ -367,6 +384,8 @@ mod tests {
             ("STATIC_DIR", "/definitely/not/here"),
             ("MAX_BODY_BYTES", "-1"),
             ("UPSTREAM_TIMEOUT_SECS", "0"),
+            ("REQUEST_HEADER_TIMEOUT_SECS", "0"),
+            ("REQUEST_BODY_TIMEOUT_SECS", "soon"),
             ("METRICS_ADDR", "nine"),
             ("LOG_FORMAT", "xml"),
         ];

@@ -12,7 +12,11 @@ pub enum ApiError {
     Forbidden(String),
     NotFound(String),
     MethodNotAllowed,
+    /// The request body stalled for longer than `REQUEST_BODY_TIMEOUT_SECS`.
+    RequestTimeout,
     PayloadTooLarge,
+    /// The request target is longer than the proxy accepts.
+    UriTooLong,
     UnsupportedMediaType(String),
     RateLimited {
         retry_after_secs: u64,
@@ -53,7 +57,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -71,7 +77,9 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UriTooLong => "uri_too_long",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Internal(_) => "internal_error",
@@ -92,7 +100,9 @@ impl ApiError {
             | ApiError::UnsupportedMediaType(m)
             | ApiError::Upstream { message: m, .. } => m,
             ApiError::MethodNotAllowed => "The method is not allowed for the requested URL.",
+            ApiError::RequestTimeout => "The request body arrived too slowly.",
             ApiError::PayloadTooLarge => "The request body is too large.",
+            ApiError::UriTooLong => "The request URL is too long.",
             ApiError::RateLimited { .. } => "Too many requests. Please try again later.",
             ApiError::Internal(_) => "The server met an internal error.",
             ApiError::UpstreamUnavailable(_) => "The Dify service cannot be reached.",

@@ -124,12 +124,12 @@ impl Drop for StreamPermit {
     fn drop(&mut self) {
         metrics::stream_closed();
         self.limiter.total.fetch_sub(1, Ordering::AcqRel);
-        if let Ok(mut per_identity) = self.limiter.per_identity.lock() {
-            if let Some(count) = per_identity.get_mut(&self.identity) {
-                *count -= 1;
-                if *count == 0 {
-                    per_identity.remove(&self.identity);
-                }
+        if let Ok(mut per_identity) = self.limiter.per_identity.lock()
+            && let Some(count) = per_identity.get_mut(&self.identity)
+        {
+            *count -= 1;
+            if *count == 0 {
+                per_identity.remove(&self.identity);
             }
         }
     }

@@ -1,11 +1,29 @@
 //! Serving: the listener, the optional metrics listener, and graceful shutdown (API.md §4).
+//!
+//! Connections are served by hyper directly (not `axum::serve`) so that slow clients cannot hold
+//! the server: a request head must arrive within `REQUEST_HEADER_TIMEOUT_SECS` (idle keep-alive
+//! connections close after the same time), a head is at most [`MAX_HEAD_BYTES`], and a request
+//! body may not stall for longer than `REQUEST_BODY_TIMEOUT_SECS`.
+
+pub mod body_timeout;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
+use self::body_timeout::ReadTimeoutBody;
 use crate::config::Config;
 use crate::routes;
 use crate::state::AppState;
@@ -13,6 +31,26 @@ use crate::telemetry::metrics;
 
 /// How long streams get to write their `shutting_down` event before the server closes.
 const FINAL_EVENT_WAIT: Duration = Duration::from_secs(5);
+
+/// The largest request head (request line and headers) read; more gets hyper's bare 431 and
+/// the connection is closed.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// What every connection of a listener is served with.
+#[derive(Clone, Copy, Debug)]
+struct ConnectionLimits {
+    header_timeout: Duration,
+    body_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    fn from_config(config: &Config) -> ConnectionLimits {
+        ConnectionLimits {
+            header_timeout: config.request_header_timeout,
+            body_timeout: config.request_body_timeout,
+        }
+    }
+}
 
 /// Serves until `shutdown` resolves, then drains: probes still answer, no new stream starts,
 /// open streams get `SHUTDOWN_GRACE_SECS` to finish, the rest end with `shutting_down`.
@@ -24,43 +62,122 @@ pub async fn serve(
     metrics::handle();
     let state = AppState::new(config).map_err(std::io::Error::other)?;
     let app = routes::router(state.clone());
+    let limits = ConnectionLimits::from_config(&state.config);
+    let close = CancellationToken::new();
 
     if let Some(addr) = state.config.metrics_addr {
         let metrics_listener = TcpListener::bind(addr).await?;
         tracing::info!(%addr, "serving /metrics on its own address");
         let metrics_app = routes::health::metrics_router();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(metrics_listener, metrics_app).await {
-                tracing::error!(error = %e, "metrics listener failed");
-            }
-        });
+        tokio::spawn(run(metrics_listener, metrics_app, limits, close.clone()));
     }
 
-    let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = close_rx.await;
-    });
-    let mut server = tokio::spawn(async move { server.await });
+    let mut server = tokio::spawn(run(listener, app, limits, close.clone()));
 
     tokio::select! {
-        result = &mut server => return result.map_err(std::io::Error::other)?,
+        result = &mut server => return result.map_err(std::io::Error::other),
         () = shutdown => {}
     }
 
     drain(&state).await;
-    let _ = close_tx.send(());
-    match tokio::time::timeout(FINAL_EVENT_WAIT, &mut server).await {
-        Ok(result) => result.map_err(std::io::Error::other)?,
-        Err(_) => {
-            tracing::warn!("connections still open after shutdown; closing them");
-            server.abort();
-            Ok(())
+    close.cancel();
+    server.await.map_err(std::io::Error::other)
+}
+
+/// Accepts connections until `close` is cancelled, then lets each finish its current exchange
+/// for up to [`FINAL_EVENT_WAIT`] and cuts the rest.
+async fn run(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    close: CancellationToken,
+) {
+    // HTTP/1.1 only: browsers never speak cleartext HTTP/2 (h2c), and h2c's version sniffing
+    // would read the first bytes without the header timeout.
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    let mut connections = JoinSet::new();
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let connection =
+                        serve_connection(builder.clone(), stream, peer, app.clone(), limits, close.clone());
+                    connections.spawn(connection);
+                }
+                Err(e) => on_accept_error(e).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = close.cancelled() => break,
         }
     }
+    drop(listener);
+
+    let finished = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(FINAL_EVENT_WAIT, finished)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = connections.len(),
+            "connections still open after shutdown; closing them"
+        );
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
+}
+
+async fn serve_connection(
+    builder: Arc<http1::Builder>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    limits: ConnectionLimits,
+    close: CancellationToken,
+) {
+    // Streams are written event by event; never wait to coalesce small writes.
+    let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let app = app.clone();
+        async move {
+            let mut request =
+                request.map(|body| Body::new(ReadTimeoutBody::new(body, limits.body_timeout)));
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.oneshot(request).await
+        }
+    });
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = close.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.as_mut().await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+}
+
+/// Per-connection failures are the client's business; anything else (out of file descriptors)
+/// gets a pause so the loop does not spin.
+async fn on_accept_error(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_millis(250)).await;
 }
 
 async fn drain(state: &AppState) {

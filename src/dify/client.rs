@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use axum::http::{HeaderValue, StatusCode};
 use bytes::Bytes;
 use reqwest::{Method, RequestBuilder, Url, header};
@@ -12,6 +14,51 @@ use serde_json::{Value, json};
 use super::upstream_error;
 use crate::config::Config;
 use crate::error::ApiError;
+
+/// Retries of an idempotent `GET` after a connect failure or a 502/503 (so 3 tries at most).
+pub const MAX_GET_RETRIES: u32 = 2;
+/// The first retry waits 50–100 ms, the second 100–200 ms.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+
+/// A failed exchange and whether trying again could help.
+struct Failure {
+    error: ApiError,
+    retryable: bool,
+}
+
+impl Failure {
+    fn final_(error: ApiError) -> Failure {
+        Failure {
+            error,
+            retryable: false,
+        }
+    }
+
+    /// Only a failed connect (refused, DNS, TLS, connect timeout) is retryable: the request
+    /// never reached Dify.
+    fn transport(e: reqwest::Error) -> Failure {
+        Failure {
+            retryable: e.is_connect(),
+            error: map_transport(e),
+        }
+    }
+}
+
+fn is_retryable_status(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+    )
+}
+
+/// "Equal jitter": half the exponential step fixed, half random, so retries from many
+/// requests failing together spread out.
+fn backoff(retry: u32) -> Duration {
+    let step = BACKOFF_BASE.saturating_mul(1 << retry.min(8));
+    let half = step / 2;
+    let jitter = rand::random_range(0..=half.as_micros() as u64);
+    half + Duration::from_micros(jitter)
+}
 
 /// Who a call is made for: the Dify `user` and the request id sent as `X-Trace-Id`.
 #[derive(Clone, Debug)]
@@ -94,34 +141,71 @@ impl DifyClient {
 
     /// Sends a non-streaming call with the whole-request timeout and relays a 2xx answer.
     async fn send(&self, builder: RequestBuilder) -> Result<UpstreamJson, ApiError> {
+        let deadline = Instant::now() + self.timeout;
+        self.attempt(builder, deadline).await.map_err(|f| f.error)
+    }
+
+    /// One exchange, bounded by `deadline`; a failure says whether a retry could help.
+    async fn attempt(
+        &self,
+        builder: RequestBuilder,
+        deadline: Instant,
+    ) -> Result<UpstreamJson, Failure> {
         let exchange = async {
-            let response = builder.send().await.map_err(map_transport)?;
+            let response = builder.send().await.map_err(Failure::transport)?;
             let status = response.status();
             let content_type = content_type(&response);
-            let body = response.bytes().await.map_err(map_transport)?;
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| Failure::final_(map_transport(e)))?;
             if status.is_success() {
                 Ok(UpstreamJson { status, body })
             } else {
-                Err(upstream_error::from_upstream(
-                    status,
-                    content_type.as_deref(),
-                    &body,
-                ))
+                Err(Failure {
+                    error: upstream_error::from_upstream(status, content_type.as_deref(), &body),
+                    retryable: is_retryable_status(status),
+                })
             }
         };
-        tokio::time::timeout(self.timeout, exchange)
+        tokio::time::timeout_at(deadline, exchange)
             .await
-            .map_err(|_| ApiError::UpstreamTimeout)?
+            .map_err(|_| Failure::final_(ApiError::UpstreamTimeout))?
     }
 
+    /// An idempotent `GET`: retried at most [`MAX_GET_RETRIES`] times, with jittered backoff,
+    /// after a failed connect or a 502/503, and never past the whole-request timeout.
     async fn get(
         &self,
         path: &str,
         caller: &Caller,
         query: &[(&str, &str)],
     ) -> Result<UpstreamJson, ApiError> {
-        let builder = self.request(Method::GET, path, caller)?.query(query);
-        self.send(builder).await
+        let deadline = Instant::now() + self.timeout;
+        let mut retries = 0;
+        loop {
+            let builder = self.request(Method::GET, path, caller)?.query(query);
+            let failure = match self.attempt(builder, deadline).await {
+                Ok(answer) => return Ok(answer),
+                Err(failure) => failure,
+            };
+            let pause = backoff(retries);
+            if !failure.retryable
+                || retries >= MAX_GET_RETRIES
+                || Instant::now() + pause >= deadline
+            {
+                return Err(failure.error);
+            }
+            retries += 1;
+            tracing::debug!(
+                path,
+                retry = retries,
+                pause_ms = pause.as_millis() as u64,
+                error = %failure.error,
+                "retrying an idempotent upstream GET"
+            );
+            tokio::time::sleep(pause).await;
+        }
     }
 
     async fn post_json(
@@ -314,5 +398,65 @@ pub(crate) fn map_transport(e: reqwest::Error) -> ApiError {
         ApiError::UpstreamTimeout
     } else {
         ApiError::UpstreamUnavailable(e.without_url().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_within_its_jitter_band() {
+        for _ in 0..200 {
+            let first = backoff(0);
+            assert!((50..=100).contains(&first.as_millis()), "{first:?}");
+            let second = backoff(1);
+            assert!((100..=200).contains(&second.as_millis()), "{second:?}");
+        }
+        assert!(
+            backoff(40) <= BACKOFF_BASE * 256,
+            "large retry counts do not overflow"
+        );
+    }
+
+    #[test]
+    fn backoff_is_jittered() {
+        let samples: std::collections::HashSet<Duration> = (0..50).map(|_| backoff(1)).collect();
+        assert!(samples.len() > 1);
+    }
+
+    #[test]
+    fn only_bad_gateway_and_unavailable_are_retried() {
+        assert!(is_retryable_status(StatusCode::BAD_GATEWAY));
+        assert!(is_retryable_status(StatusCode::SERVICE_UNAVAILABLE));
+        for status in [400, 401, 404, 429, 500, 504] {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            assert!(!is_retryable_status(status), "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_retryable_and_a_broken_exchange_is_not() {
+        let refused = reqwest::get("http://127.0.0.1:1/").await.err();
+        let refused = refused.map(Failure::transport);
+        assert!(refused.as_ref().is_some_and(|f| f.retryable));
+        assert!(matches!(
+            refused.map(|f| f.error),
+            Some(ApiError::UpstreamUnavailable(_))
+        ));
+
+        // A server that accepts and hangs up: the request may have reached it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await;
+        let Ok(listener) = listener else { return };
+        let Ok(addr) = listener.local_addr() else {
+            return;
+        };
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                drop(socket);
+            }
+        });
+        let broken = reqwest::get(format!("http://{addr}/")).await.err();
+        assert!(broken.map(Failure::transport).is_some_and(|f| !f.retryable));
     }
 }

@@ -75,10 +75,10 @@ fn normalise(status: StatusCode, content_type: Option<&str>, body: &[u8]) -> Api
             let text = text.as_str().unwrap_or_default();
             message.push_str(&format!("; {field}: {text}"));
         }
-    } else if let Some(Value::String(param)) = obj.get("params") {
-        if !message.is_empty() {
-            message.push_str(&format!(" ({param})"));
-        }
+    } else if let Some(Value::String(param)) = obj.get("params")
+        && !message.is_empty()
+    {
+        message.push_str(&format!(" ({param})"));
     }
     let status = if status.is_client_error() || status.is_server_error() {
         status

@@ -109,9 +109,12 @@ impl SseWatcher {
     }
 
     /// What must be written before an appended event so that it parses on its own: `\n\n`
-    /// after a partial line, `\n` after complete lines of an undispatched event.
+    /// after a partial line, `\n` after complete lines of an undispatched event. When the last
+    /// line ended with a bare `\r`, a reader takes a following `\n` as the rest of that `\r\n`,
+    /// so the blank line that ends the event needs a `\n` of its own.
     pub fn separator_needed(&self) -> &'static [u8] {
-        if !self.line.is_empty() || self.line_overflow {
+        let partial_line = !self.line.is_empty() || self.line_overflow;
+        if partial_line || (self.event_lines > 0 && self.last_was_cr) {
             b"\n\n"
         } else if self.event_lines > 0 {
             b"\n"
@@ -246,6 +249,22 @@ mod tests {
         assert_eq!(w.separator_needed(), b"\n\n");
         let w = watch(&[b"data: {}\n\n"]);
         assert_eq!(w.separator_needed(), b"");
+    }
+
+    #[test]
+    fn a_cut_between_cr_and_lf_needs_its_own_blank_line() {
+        let line = b"data: {\"event\": \"message\", \"task_id\": \"t\"}\r";
+        let w = watch(&[line]);
+        assert_eq!(w.separator_needed(), b"\n\n");
+        let mut whole = line.to_vec();
+        whole.extend_from_slice(w.separator_needed());
+        whole.extend_from_slice(b"data: {\"event\": \"error\"}\n\n");
+        let w = watch(&[&whole]);
+        assert_eq!(w.task_id(), Some("t"));
+        assert_eq!(w.terminal(), Some(Terminal::Error));
+        assert_eq!(w.events(), 2);
+        // A bare `\r` that was itself the blank line needs nothing.
+        assert_eq!(watch(&[b"data: {}\r\r"]).separator_needed(), b"");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::server::body_timeout::is_body_timeout;
 use crate::state::AppState;
 
 /// A JSON object body. Anything else is 400, 413 or 415 before any upstream call.
@@ -50,13 +51,13 @@ pub async fn read_limited(request: Request, limit: usize) -> Result<bytes::Bytes
     axum::body::to_bytes(request.into_body(), limit)
         .await
         .map_err(|e| {
-            let too_large =
-                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |err| {
-                    err.source()
-                })
+            let e = &e as &(dyn std::error::Error + 'static);
+            let too_large = std::iter::successors(Some(e), |err| err.source())
                 .any(|err| err.is::<http_body_util::LengthLimitError>());
             if too_large {
                 ApiError::PayloadTooLarge
+            } else if is_body_timeout(e) {
+                ApiError::RequestTimeout
             } else {
                 ApiError::invalid("The request body could not be read.")
             }

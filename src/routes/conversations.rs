@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::{Map, Value};
 
@@ -58,11 +58,12 @@ async fn remove(
     OptionalJsonObject(_): OptionalJsonObject,
 ) -> Result<Response, ApiError> {
     validate::uuid("conversation id", &id)?;
-    state
-        .dify
-        .delete_conversation(&caller, &id)
-        .await
-        .map(relay_json)
+    let answer = state.dify.delete_conversation(&caller, &id).await?;
+    // Dify ≥ 1.3.1 answers 204 with no body: relay just the status, with no body type.
+    if answer.body_is_empty() {
+        return Ok(answer.status.into_response());
+    }
+    Ok(relay_json(answer))
 }
 
 async fn rename(

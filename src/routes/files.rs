@@ -157,6 +157,22 @@ async fn tool_file(
     pass_through(&state, &format!("files/tools/{file}"), query, &headers).await
 }
 
+/// For a user's file that a browser would run as a page (HTML, SVG, XML, or no type at all):
+/// served from our origin, it must not script it (read conversations with the user's cookie).
+const ACTIVE_FILE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
+
+fn can_run_script(content_type: Option<&header::HeaderValue>) -> bool {
+    let Some(essence) = content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+    else {
+        return true;
+    };
+    essence.contains("html") || essence.contains("xml")
+}
+
 /// Streams a file from Dify's origin without the key, the `user` or the browser's cookies; the
 /// signed query goes byte for byte.
 async fn pass_through(
@@ -196,6 +212,9 @@ async fn pass_through(
         }
     }
     out = out.header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    if can_run_script(response.headers().get(header::CONTENT_TYPE)) {
+        out = out.header(header::CONTENT_SECURITY_POLICY, ACTIVE_FILE_CSP);
+    }
     let body = Body::from_stream(response.bytes_stream());
     out.body(body)
         .map_err(|e| ApiError::Internal(format!("building file response: {e}")))

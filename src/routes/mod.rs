@@ -44,7 +44,8 @@ pub fn router(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(from_fn(request_id::assign))
                 .layer(from_fn(access_log::log))
-                .layer(security::cors(&state.config.allowed_origins))
+                .layer(from_fn_with_state(state.clone(), security::cors))
+                .layer(from_fn(security::limit_uri))
                 .layer(from_fn_with_state(
                     state.clone(),
                     identity::require_trusted_peer,

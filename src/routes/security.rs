@@ -1,15 +1,38 @@
-//! Cross-site protection (API.md §4): CSRF checks on state-changing requests and the CORS
-//! allow-list.
+//! Cross-site protection (API.md §4): CSRF checks on state-changing requests, the CORS
+//! allow-list, and a cap on the request target's length.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::error::ApiError;
 use crate::identity::peer_ip;
 use crate::state::AppState;
+
+/// The longest path and query accepted (a JSON 414 beyond it). Every legitimate URL is far
+/// shorter; signed file URLs are about 200 bytes.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+const ALLOW_METHODS: &str = "GET, POST, DELETE";
+const ALLOW_HEADERS: &str = "Content-Type, X-Request-Id";
+const EXPOSE_HEADERS: &str = "X-Request-Id";
+/// Seconds browsers may cache a preflight answer.
+const PREFLIGHT_MAX_AGE: &str = "600";
+const VARY_PREFLIGHT: &str =
+    "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
+
+/// Refuses request targets longer than [`MAX_URI_BYTES`] before anything else looks at them.
+pub async fn limit_uri(request: Request, next: Next) -> Response {
+    let length = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if length > MAX_URI_BYTES {
+        return ApiError::UriTooLong.into_response();
+    }
+    next.run(request).await
+}
 
 /// A `POST`/`DELETE` from another site (by `Origin`, or `Sec-Fetch-Site: cross-site`) that is
 /// not allow-listed gets 403 before anything else runs.
@@ -35,9 +58,11 @@ fn is_cross_site(state: &AppState, request: &Request) -> bool {
             let Ok(origin) = origin.to_str() else {
                 return true;
             };
-            let own = own_origin(state, headers, request);
-            let allowed = own.as_deref() == Some(origin)
-                || state.config.allowed_origins.iter().any(|o| o == origin);
+            let own = own_origin(state, request);
+            let allowed = own
+                .as_deref()
+                .is_some_and(|own| own.eq_ignore_ascii_case(origin))
+                || is_allowed(state, origin);
             !allowed
         }
         None => headers
@@ -46,30 +71,109 @@ fn is_cross_site(state: &AppState, request: &Request) -> bool {
     }
 }
 
-/// `scheme://host` of this proxy as the browser sees it.
-fn own_origin(state: &AppState, headers: &HeaderMap, request: &Request) -> Option<String> {
-    let host = headers.get(header::HOST)?.to_str().ok()?;
+fn is_allowed(state: &AppState, origin: &str) -> bool {
+    state.config.allowed_origins.iter().any(|o| o == origin)
+}
+
+/// `scheme://host[:port]` of this proxy as the browser sees it: the `Host` (or, for absolute
+/// request targets, the URI's authority), the scheme from a believed `X-Forwarded-Proto`, and
+/// the default port left out as browsers do in `Origin`.
+fn own_origin(state: &AppState, request: &Request) -> Option<String> {
+    let headers = request.headers();
+    let host = match headers.get(header::HOST) {
+        Some(host) => host.to_str().ok()?,
+        None => request.uri().authority()?.as_str(),
+    };
     let https = state
         .identity
         .is_https(headers, peer_ip(request.extensions()));
-    let scheme = if https { "https" } else { "http" };
-    Some(format!("{scheme}://{}", host.to_ascii_lowercase()))
+    Some(origin_of(https, host))
 }
 
-/// CORS for the configured origins only; none configured means same-origin only.
-pub fn cors(allowed: &[String]) -> CorsLayer {
-    let origins: Vec<HeaderValue> = allowed
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
-        .allow_credentials(true)
-        .allow_methods([Method::GET, Method::POST, Method::DELETE])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::HeaderName::from_static("x-request-id"),
-        ])
-        .expose_headers([header::HeaderName::from_static("x-request-id")])
-        .max_age(std::time::Duration::from_secs(600))
+fn origin_of(https: bool, host: &str) -> String {
+    let (scheme, default_port) = if https {
+        ("https", ":443")
+    } else {
+        ("http", ":80")
+    };
+    let host = host.trim().to_ascii_lowercase();
+    let host = host.strip_suffix(default_port).unwrap_or(&host);
+    format!("{scheme}://{host}")
+}
+
+/// CORS for the configured origins only (API.md §4). An allow-listed origin gets itself echoed
+/// with credentials; preflights from it get the methods and headers, cached. Any other origin
+/// gets no `Access-Control-Allow-*` header at all, so the browser keeps it out.
+pub async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let allowed = origin
+        .as_ref()
+        .and_then(|o| o.to_str().ok())
+        .is_some_and(|o| is_allowed(&state, o));
+    let preflight = request.method() == Method::OPTIONS
+        && origin.is_some()
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+
+    if preflight {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::VARY, HeaderValue::from_static(VARY_PREFLIGHT));
+        if let (true, Some(origin)) = (allowed, origin) {
+            allow_origin(headers, origin);
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static(ALLOW_METHODS),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static(ALLOW_HEADERS),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static(PREFLIGHT_MAX_AGE),
+            );
+        }
+        return response;
+    }
+
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if !state.config.allowed_origins.is_empty() {
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    if let (true, Some(origin)) = (allowed, origin) {
+        allow_origin(headers, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSE_HEADERS),
+        );
+    }
+    response
+}
+
+fn allow_origin(headers: &mut HeaderMap, origin: HeaderValue) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_origin_leaves_out_the_default_port_like_browsers_do() {
+        assert_eq!(origin_of(false, "Chat.Example:80"), "http://chat.example");
+        assert_eq!(origin_of(true, "chat.example:443"), "https://chat.example");
+        assert_eq!(
+            origin_of(false, "chat.example:443"),
+            "http://chat.example:443"
+        );
+        assert_eq!(origin_of(false, "127.0.0.1:3000"), "http://127.0.0.1:3000");
+        assert_eq!(origin_of(true, "[::1]:8443"), "https://[::1]:8443");
+    }
 }

@@ -92,10 +92,10 @@ pub fn rejected(code: &'static str) {
 pub fn token_usage(usage: &Usage) {
     counter!("difybff_tokens_total", "kind" => "prompt").increment(usage.prompt_tokens);
     counter!("difybff_tokens_total", "kind" => "completion").increment(usage.completion_tokens);
-    if let (Some(price), Some(currency)) = (&usage.total_price, &usage.currency) {
-        if let Ok(price) = price.parse::<f64>() {
-            counter!("difybff_cost_micros_total", "currency" => currency.clone())
-                .increment((price * 1_000_000.0).round() as u64);
-        }
+    if let (Some(price), Some(currency)) = (&usage.total_price, &usage.currency)
+        && let Ok(price) = price.parse::<f64>()
+    {
+        counter!("difybff_cost_micros_total", "currency" => currency.clone())
+            .increment((price * 1_000_000.0).round() as u64);
     }
 }

@@ -1,0 +1,1043 @@
+//! The chat page in real headless Chromium, driven over WebDriver (fantoccini + Debian's
+//! chromedriver) against the real server and the Dify emulator.
+//!
+//! One chromedriver serves the whole test binary; every test gets its own Chromium session with
+//! a fresh profile. Without Chromium the tests print a loud skip, unless `CI=true`, where they
+//! fail. Screenshots land in `target/screenshots/`.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::TestApp;
+use dify_bff::emulator::{EmulatorOptions, Recorded, Reply};
+use fantoccini::elements::Element;
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::FutureExt as _;
+use serde_json::{Value, json};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The browser itself: Debian's `/usr/bin/chromium` is a shell wrapper that adds desktop flags
+/// (extension loading, GPU rasterization) that only cost time in a headless test.
+const CHROMIUM_BINARY: &str = "/usr/lib/chromium/chromium";
+/// How long any single expectation may take before the test fails.
+const PATIENCE: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(20);
+
+// ---- chromedriver and Chromium, shared by the whole test binary -------------------------------
+
+/// A scratch folder for this test binary: the Chromium profiles live below it.
+struct Driver {
+    url: String,
+    scratch: PathBuf,
+    /// The watchdog shell reads this pipe; when the test binary exits the pipe closes, and the
+    /// watchdog stops chromedriver (and the browsers it started) and removes the scratch folder.
+    _lifeline: Mutex<ChildStdin>,
+}
+
+static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();
+
+/// Desktop sessions not in use. Starting Chromium is the slowest step, so a desktop session is
+/// reused by the next test (after its cookies are cleared); a test that fails closes its session.
+static POOL: Mutex<Vec<Client>> = Mutex::new(Vec::new());
+
+/// Sessions outlive a single test's runtime, so their WebDriver connection tasks run here.
+fn session_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("webdriver")
+            .enable_all()
+            .build()
+            .expect("webdriver runtime")
+    })
+}
+
+fn browser_installed() -> bool {
+    Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists()
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn start_driver() -> Result<Driver, String> {
+    let port = free_port();
+    let scratch = std::env::temp_dir().join(format!("dify-bff-browser-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("scratch dir: {e}"))?;
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            r#""$0" --port="$1" --allowed-ips=127.0.0.1 --log-level=SEVERE </dev/null >/dev/null 2>&1 &
+               driver=$!
+               cat >/dev/null
+               for browser in $(pgrep -P "$driver"); do kill "$browser" 2>/dev/null; done
+               kill "$driver" 2>/dev/null
+               sleep 1
+               rm -rf "$2""#,
+            CHROMEDRIVER,
+            &port.to_string(),
+            &scratch.display().to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {CHROMEDRIVER}: {e}"))?;
+    let lifeline = child.stdin.take().expect("piped stdin");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{CHROMEDRIVER} did not listen on {addr}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Driver {
+        url: format!("http://{addr}"),
+        scratch,
+        _lifeline: Mutex::new(lifeline),
+    })
+}
+
+/// The shared chromedriver, or `None` (after a loud notice) when Chromium is not installed.
+fn driver(test: &str) -> Option<&'static Driver> {
+    if !browser_installed() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "CI=true but {CHROMEDRIVER} / {CHROMIUM} are missing: apt-get install -y chromium chromium-driver"
+            );
+        }
+        let bar = "!".repeat(78);
+        eprintln!(
+            "\n{bar}\n!!! SKIPPED browser test `{test}`: {CHROMEDRIVER} or {CHROMIUM} not installed.\n\
+             !!! The chat page was NOT tested. Install: apt-get install -y chromium chromium-driver\n{bar}\n"
+        );
+        return None;
+    }
+    match DRIVER.get_or_init(start_driver) {
+        Ok(driver) => Some(driver),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Viewport {
+    Desktop,
+    Phone,
+}
+
+/// A new Chromium session with a fresh profile.
+async fn new_session(driver: &Driver, view: Viewport) -> Client {
+    let profile = driver
+        .scratch
+        .join(format!("profile-{}", uuid::Uuid::new_v4()));
+    let mut args: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        // Less work per browser start (each flag measured to help or to be free).
+        "--no-default-browser-check",
+        "--disable-default-apps",
+        "--disable-extensions",
+        "--disable-client-side-phishing-detection",
+        "--disable-domain-reliability",
+        "--disable-breakpad",
+        "--disable-hang-monitor",
+        "--disable-site-isolation-trials",
+        "--metrics-recording-only",
+        "--mute-audio",
+        "--password-store=basic",
+        // The omnibox popup is a hidden WebUI page that keeps a renderer busy in headless mode.
+        "--disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup,Translate,MediaRouter,\
+         OptimizationHints,IsolateOrigins,site-per-process,BackForwardCache",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        "--incognito",
+        "--in-process-gpu",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.push(format!("--user-data-dir={}", profile.display()));
+    let binary = if Path::new(CHROMIUM_BINARY).exists() {
+        CHROMIUM_BINARY
+    } else {
+        CHROMIUM
+    };
+    let mut options = json!({"binary": binary});
+    match view {
+        Viewport::Desktop => args.push("--window-size=1280,900".to_owned()),
+        // Chromium windows are at least 500 px wide, so a phone is emulated.
+        Viewport::Phone => {
+            options["mobileEmulation"] = json!({"deviceMetrics": {
+                "width": 360, "height": 740, "pixelRatio": 1.0, "touch": true,
+            }});
+        }
+    }
+    options["args"] = json!(args);
+    let mut caps = fantoccini::wd::Capabilities::new();
+    caps.insert("browserName".to_owned(), json!("chrome"));
+    caps.insert("goog:chromeOptions".to_owned(), options);
+    let url = driver.url.clone();
+    let c = session_runtime()
+        .spawn(async move {
+            ClientBuilder::native()
+                .capabilities(caps)
+                .connect(&url)
+                .await
+        })
+        .await
+        .expect("session task")
+        .unwrap_or_else(|e| panic!("cannot start a Chromium session: {e}"));
+    if view == Viewport::Desktop {
+        // --window-size is the outer size; make the viewport itself 1280×900.
+        let inner = c
+            .execute("return [window.innerWidth, window.innerHeight];", vec![])
+            .await
+            .expect("viewport size");
+        let (w, h) = (
+            inner[0].as_u64().unwrap_or(1280),
+            inner[1].as_u64().unwrap_or(900),
+        );
+        if (w, h) != (1280, 900) {
+            let (ow, oh) = c.get_window_size().await.expect("window size");
+            let width = (ow + 1280).saturating_sub(w) as u32;
+            let height = (oh + 900).saturating_sub(h) as u32;
+            c.set_window_size(width, height).await.expect("resize");
+        }
+    }
+    c
+}
+
+fn screenshot_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots")
+}
+
+struct Page {
+    c: Client,
+    app: TestApp,
+    /// A folder for the test's own files (e.g. an image to attach).
+    scratch: PathBuf,
+}
+
+/// Starts the app, takes a browser session (pooled on desktop), opens the page, runs `body`, and
+/// then returns the session to the pool, or closes it when `body` panicked (the panic is resumed).
+async fn run(test: &str, view: Viewport, options: EmulatorOptions, body: impl AsyncFnOnce(&Page)) {
+    let Some(driver) = driver(test) else {
+        return;
+    };
+    eprintln!("[{test}] begin");
+    let app = TestApp::spawn_with(vec![], options).await;
+    eprintln!("[{test}] app");
+    let pooled = match view {
+        Viewport::Desktop => POOL.lock().expect("pool").pop(),
+        Viewport::Phone => None,
+    };
+    let c = match pooled {
+        Some(c) => c,
+        None => new_session(driver, view).await,
+    };
+    let scratch = driver
+        .scratch
+        .join(format!("{test}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&scratch).expect("test scratch dir");
+    let page = Page { c, app, scratch };
+    let outcome = AssertUnwindSafe(async {
+        page.open().await;
+        eprintln!("[{test}] opened");
+        body(&page).await;
+        eprintln!("[{test}] body");
+    })
+    .catch_unwind()
+    .await;
+    let Page { c, app, scratch } = page;
+    let _ = std::fs::remove_dir_all(&scratch);
+    // Cookies are per host, not per port: clear them so the next test starts as a stranger.
+    let reusable =
+        outcome.is_ok() && view == Viewport::Desktop && c.delete_all_cookies().await.is_ok();
+    if reusable && c.goto("about:blank").await.is_ok() {
+        POOL.lock().expect("pool").push(c);
+    } else {
+        let _ = c.close().await;
+    }
+    drop(app);
+    eprintln!("[{test}] cleaned");
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+impl Page {
+    /// Loads the page and waits until boot has applied `/info`, `/parameters` and the list.
+    async fn open(&self) {
+        self.c.goto(&self.app.base).await.expect("page loads");
+        self.until("document.title !== 'Chat'", "the page to boot")
+            .await;
+    }
+
+    async fn reload(&self) {
+        self.c.refresh().await.expect("reload");
+        self.until("document.title !== 'Chat'", "the page to boot again")
+            .await;
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.c
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {script}: {e}"))
+    }
+
+    /// Polls the JS expression until it is truthy.
+    async fn until(&self, expr: &str, what: &str) {
+        // One WebDriver command that polls inside the page: far cheaper than a command per poll.
+        let script = format!(
+            "const done = arguments[arguments.length - 1];
+             const end = Date.now() + {ms};
+             (function tick() {{
+               let ok = false;
+               try {{ ok = !!({expr}); }} catch (e) {{ ok = false; }}
+               if (ok || Date.now() > end) done(ok); else setTimeout(tick, 10);
+             }})();",
+            ms = PATIENCE.as_millis()
+        );
+        let ok = self
+            .c
+            .execute_async(&script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
+        assert_eq!(
+            ok,
+            Value::Bool(true),
+            "timed out waiting for {what} ({expr})"
+        );
+    }
+
+    async fn find(&self, css: &str) -> Element {
+        self.until(
+            &format!("document.querySelector({})", json!(css)),
+            &format!("an element {css}"),
+        )
+        .await;
+        self.c
+            .wait()
+            .at_most(Duration::from_secs(2))
+            .every(POLL)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+    }
+
+    async fn count(&self, css: &str) -> usize {
+        self.c
+            .find_all(Locator::Css(css))
+            .await
+            .expect("find_all")
+            .len()
+    }
+
+    async fn text_of(&self, css: &str) -> String {
+        let v = self
+            .js(&format!(
+                "const e = document.querySelector({}); return e ? e.textContent : null;",
+                json!(css)
+            ))
+            .await;
+        v.as_str()
+            .unwrap_or_else(|| panic!("no element {css}"))
+            .to_owned()
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    /// Types into the message box and presses the send button.
+    async fn send(&self, text: &str) {
+        let composer = self.find("#composer").await;
+        composer.send_keys(text).await.expect("type a message");
+        self.click("#send").await;
+    }
+
+    async fn wait_idle(&self) {
+        self.until(
+            "document.body.dataset.state === 'idle'",
+            "the answer to end",
+        )
+        .await;
+    }
+
+    /// The first request the emulator got (or gets) that matches.
+    async fn upstream(&self, what: &str, pred: impl Fn(&Recorded) -> bool) -> Recorded {
+        self.app
+            .emulator
+            .wait_for_request(pred, PATIENCE)
+            .await
+            .unwrap_or_else(|| panic!("Dify never received {what}"))
+    }
+
+    /// The ids of the conversations in the sidebar, top first.
+    async fn conversation_ids(&self) -> Vec<String> {
+        let v = self
+            .js("return [...document.querySelectorAll('#conversation-list li.conversation')].map(li => li.dataset.id);")
+            .await;
+        serde_json::from_value(v).expect("ids")
+    }
+
+    async fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.c.screenshot().await.expect("screenshot");
+        let dir = screenshot_dir();
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("write screenshot");
+        path
+    }
+}
+
+// ---- helpers ------------------------------------------------------------------------------
+
+fn chat_request(r: &Recorded) -> bool {
+    r.method == "POST" && r.path == "/v1/chat-messages"
+}
+
+fn options() -> EmulatorOptions {
+    EmulatorOptions {
+        token_interval: Duration::from_millis(5),
+        ..EmulatorOptions::default()
+    }
+}
+
+/// An SSE-B event (compact JSON, raw UTF-8), as Dify ≥ 1.8.1 writes it.
+fn sse_b(v: &Value) -> String {
+    format!("data: {}\n\n", serde_json::to_string(v).expect("json"))
+}
+
+/// A scripted streamed answer: `pieces` as `message` events, then `message_end` with usage.
+fn scripted_answer(conversation_id: &str, pieces: &[&str]) -> String {
+    let ids = json!({
+        "conversation_id": conversation_id,
+        "message_id": uuid::Uuid::new_v4().to_string(),
+        "task_id": uuid::Uuid::new_v4().to_string(),
+    });
+    let with = |extra: Value| {
+        let mut v = ids.clone();
+        v.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        sse_b(&v)
+    };
+    let mut body = String::new();
+    for piece in pieces {
+        body.push_str(&with(json!({"event": "message", "answer": piece})));
+    }
+    body.push_str(&with(json!({"event": "message_end", "metadata": {
+        "usage": {"total_tokens": 128, "latency": 0.84}
+    }})));
+    body
+}
+
+/// Cut offsets 1, 2, 3, 1, 2, 3… bytes apart, up to `len`.
+fn cuts_every_1_to_3(len: usize) -> Vec<usize> {
+    let mut cuts = Vec::new();
+    let mut at = 0;
+    for step in [1, 2, 3].into_iter().cycle() {
+        at += step;
+        if at >= len {
+            break;
+        }
+        cuts.push(at);
+    }
+    cuts
+}
+
+/// A small RGB PNG (a diagonal gradient), encoded with stored deflate blocks.
+fn png(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend(kind);
+        out.extend(data);
+        let crc = crc32(&out[start..]);
+        out.extend(crc.to_be_bytes());
+    }
+    let mut raw = Vec::new();
+    for y in 0..height {
+        raw.push(0); // filter: none
+        for x in 0..width {
+            raw.extend([
+                (40 + x * 200 / width) as u8,
+                (90 + y * 120 / height) as u8,
+                230,
+            ]);
+        }
+    }
+    let mut zlib = vec![0x78, 0x01];
+    let blocks: Vec<&[u8]> = raw.chunks(65_535).collect();
+    for (i, block) in blocks.iter().enumerate() {
+        zlib.push(u8::from(i + 1 == blocks.len()));
+        let len = block.len() as u16;
+        zlib.extend(len.to_le_bytes());
+        zlib.extend((!len).to_le_bytes());
+        zlib.extend(*block);
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in &raw {
+        a = (a + u32::from(byte)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    zlib.extend(((b << 16) | a).to_be_bytes());
+    let mut ihdr = Vec::new();
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]); // 8-bit RGB
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &zlib);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+// ---- tests --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn utf8_split_across_network_chunks_renders_exactly() {
+    let pieces = [
+        "Dify 是一个平台 🚀 — ",
+        "ünïcödé ",
+        "日本語のテキスト、",
+        "Ελληνικά, ",
+        "العربية, ",
+        "👩‍👩‍👧‍👦 family ✓",
+    ];
+    let expected: String = pieces.concat();
+    run("utf8_split", Viewport::Desktop, options(), async |p| {
+        let conversation = uuid::Uuid::new_v4().to_string();
+        let body = scripted_answer(&conversation, &pieces);
+        let reply =
+            Reply::sse(vec![Bytes::from(body.clone())]).rechunk_at(&cuts_every_1_to_3(body.len()));
+        p.app.emulator.script("POST", "/chat-messages", reply);
+
+        p.send("Say something in many scripts").await;
+        p.wait_idle().await;
+        p.find(".message.assistant[data-message-id] .usage").await;
+        let answer = p.text_of(".message.assistant .answer").await;
+        assert_eq!(answer.trim(), expected, "the streamed answer differs");
+        let all = p.js("return document.body.innerText;").await;
+        assert!(
+            !all.as_str().unwrap_or_default().contains('\u{FFFD}'),
+            "a replacement character (U+FFFD) is on the page"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn answer_with_html_and_script_runs_nothing() {
+    let payload = [
+        "Look: <img src=x onerror=\"window.__pwned='img'\"> ",
+        "and <script>window.__pwned='script'</script> ",
+        "<svg onload=\"window.__pwned='svg'\"></svg> ",
+        "[click](javascript:window.__pwned='link') ",
+        "<iframe src=\"javascript:parent.__pwned='iframe'\"></iframe>",
+    ];
+    run("html_injection", Viewport::Desktop, options(), async |p| {
+        let body = scripted_answer(&uuid::Uuid::new_v4().to_string(), &payload);
+        p.app
+            .emulator
+            .script("POST", "/chat-messages", Reply::sse(vec![Bytes::from(body)]));
+        p.send("Show me some HTML").await;
+        p.wait_idle().await;
+        p.find(".message.assistant[data-message-id] .usage").await;
+        // Give an image error or a load handler the moment it would need to fire.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(p.js("return typeof window.__pwned;").await, "undefined");
+        let injected = p
+            .count(".answer img, .answer script, .answer svg, .answer iframe, .answer [onerror], .answer [onload], .answer a[href^='javascript']")
+            .await;
+        assert_eq!(injected, 0, "markup from the answer reached the DOM");
+        let text = p.text_of(".message.assistant .answer").await;
+        assert!(
+            text.contains("<img src=x onerror=") && text.contains("<script>"),
+            "the markup is shown as text: {text}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stop_mid_stream_returns_to_idle_and_stops_dify() {
+    let opts = EmulatorOptions {
+        slow_interval: Duration::from_millis(150),
+        ..options()
+    };
+    run("stop", Viewport::Desktop, opts, async |p| {
+        p.send("SLOW please").await;
+        p.until("document.body.dataset.state === 'streaming'", "streaming")
+            .await;
+        p.until(
+            "document.querySelector('.message.assistant .answer')?.textContent.includes('slow1')",
+            "the first pieces",
+        )
+        .await;
+        p.click("#stop").await;
+        p.wait_idle().await;
+        let stop = p
+            .upstream("a stop request", |r| {
+                r.method == "POST"
+                    && r.path.starts_with("/v1/chat-messages/")
+                    && r.path.ends_with("/stop")
+            })
+            .await;
+        assert_eq!(stop.path.split('/').count(), 5, "{}", stop.path);
+        p.find(".message.assistant .note").await;
+        let shown = p.text_of(".message.assistant .answer").await;
+        assert!(
+            !shown.contains("slow29"),
+            "the answer kept streaming: {shown}"
+        );
+        assert!(p.find("#send").await.is_displayed().await.unwrap());
+        assert!(!p.find("#stop").await.is_displayed().await.unwrap());
+        assert_eq!(p.find("#composer").await.is_enabled().await.unwrap(), true);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn history_is_shown_after_reload() {
+    run("history", Viewport::Desktop, options(), async |p| {
+        let query = "Remember the word pineapple";
+        p.send(query).await;
+        p.wait_idle().await;
+        let message_id = p
+            .find(".message.assistant[data-message-id]")
+            .await
+            .attr("data-message-id")
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = p.text_of(".message.assistant .answer").await;
+        assert!(!answer.trim().is_empty());
+
+        p.reload().await;
+        assert_eq!(p.count(".message").await, 0, "a reload starts a new chat");
+        p.click("#conversation-list li.conversation .conversation-title")
+            .await;
+        p.find(&format!(
+            ".message.assistant[data-message-id='{message_id}']"
+        ))
+        .await;
+        assert_eq!(p.text_of(".message.user").await.trim(), query);
+        assert_eq!(p.text_of(".message.assistant .answer").await, answer);
+        assert_eq!(p.count(".message").await, 2);
+    })
+    .await;
+}
+
+/// Sends a first message and reloads once Dify has named the conversation, so no background
+/// title update races what the test does next. Returns the conversation id.
+async fn conversation_with_title(p: &Page, query: &str) -> String {
+    p.send(query).await;
+    p.wait_idle().await;
+    p.upstream("the auto-title request", |r| {
+        r.method == "POST" && r.path.ends_with("/name")
+    })
+    .await;
+    p.reload().await;
+    let ids = p.conversation_ids().await;
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    ids[0].clone()
+}
+
+#[tokio::test]
+async fn rename_inline_updates_the_list_and_dify() {
+    run("rename", Viewport::Desktop, options(), async |p| {
+        let id = conversation_with_title(p, "Plan a weekend in Lisbon").await;
+        let li = format!("#conversation-list li.conversation[data-id='{id}']");
+        p.click(&format!("{li} .rename")).await;
+        let input = p.find(&format!("{li} input.rename-input")).await;
+        assert!(p.js("return document.activeElement.classList.contains('rename-input');").await == true);
+        input
+            .send_keys(&format!("Lisbon trip{}", &*Key::Enter))
+            .await
+            .expect("type the name");
+        p.until(
+            &format!("document.querySelector(\"{li} .conversation-title\")?.textContent === 'Lisbon trip'"),
+            "the new title in the list",
+        )
+        .await;
+        let rename = p
+            .upstream("the rename", |r| {
+                r.path == format!("/v1/conversations/{id}/name")
+                    && r.json().is_some_and(|b| b["name"] == "Lisbon trip")
+            })
+            .await;
+        assert_eq!(rename.method, "POST");
+
+        p.reload().await;
+        assert_eq!(
+            p.text_of(&format!("{li} .conversation-title")).await,
+            "Lisbon trip",
+            "Dify kept the new name"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn delete_after_confirm_removes_from_the_list_and_dify() {
+    run("delete", Viewport::Desktop, options(), async |p| {
+        let id = conversation_with_title(p, "Something to forget").await;
+        p.click(&format!(
+            "#conversation-list li.conversation[data-id='{id}'] .delete"
+        ))
+        .await;
+        let question = p.c.get_alert_text().await.expect("a confirm dialog");
+        assert!(question.contains("Delete"), "{question}");
+        p.c.accept_alert().await.expect("accept");
+        p.until(
+            "!document.querySelector('#conversation-list li.conversation')",
+            "the conversation to leave the list",
+        )
+        .await;
+        p.upstream("the delete", |r| {
+            r.method == "DELETE" && r.path == format!("/v1/conversations/{id}")
+        })
+        .await;
+
+        p.reload().await;
+        assert!(p.conversation_ids().await.is_empty(), "Dify still lists it");
+        assert!(
+            p.find("#conversation-empty")
+                .await
+                .is_displayed()
+                .await
+                .unwrap()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn opening_statement_and_suggested_questions_start_a_chat() {
+    let opts = EmulatorOptions {
+        opening_statement: Some("Hi, I'm **Ada**. Ask me anything about your orders.".to_owned()),
+        suggested_questions: vec![
+            "Where is my order?".to_owned(),
+            "How do I return an item?".to_owned(),
+        ],
+        ..options()
+    };
+    run("opening", Viewport::Desktop, opts, async |p| {
+        let statement = p.find("#opening-statement").await;
+        assert!(statement.is_displayed().await.unwrap());
+        assert!(
+            statement.text().await.unwrap().contains("Hi, I'm Ada."),
+            "opening statement text"
+        );
+        assert_eq!(p.text_of("#opening-statement strong").await, "Ada");
+        let chips =
+            p.c.find_all(Locator::Css(".suggested-question"))
+                .await
+                .unwrap();
+        let mut labels = Vec::new();
+        for chip in &chips {
+            assert!(chip.is_displayed().await.unwrap());
+            labels.push(chip.text().await.unwrap());
+        }
+        assert_eq!(labels, ["Where is my order?", "How do I return an item?"]);
+
+        chips[1].click().await.unwrap();
+        let chat = p.upstream("the suggested question", chat_request).await;
+        assert_eq!(chat.json().unwrap()["query"], "How do I return an item?");
+        assert_eq!(
+            p.text_of(".message.user").await.trim(),
+            "How do I return an item?"
+        );
+        p.wait_idle().await;
+        assert!(
+            !p.find("#welcome").await.is_displayed().await.unwrap(),
+            "welcome hides"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn required_input_field_blocks_sending_until_filled() {
+    let opts = EmulatorOptions {
+        user_input_form: json!([
+            {"text-input": {"label": "Your name", "variable": "name", "required": true, "max_length": 48, "default": ""}},
+        ]),
+        ..options()
+    };
+    run("required_input", Viewport::Desktop, opts, async |p| {
+        let field = p.find("#inputs-form #input-name").await;
+        assert!(field.is_displayed().await.unwrap());
+        p.send("Hello there").await;
+        p.until(
+            "document.getElementById('input-name').getAttribute('aria-invalid') === 'true'",
+            "the field to be flagged",
+        )
+        .await;
+        assert!(
+            p.find("#input-name-error")
+                .await
+                .is_displayed()
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            p.js("return document.activeElement.id;").await,
+            "input-name"
+        );
+        assert_eq!(p.count(".message").await, 0, "nothing was sent");
+        assert!(
+            !p.app.emulator.requests().iter().any(chat_request),
+            "Dify got a chat without the required input"
+        );
+
+        field.send_keys("Ada Lovelace").await.unwrap();
+        p.click("#send").await;
+        let chat = p.upstream("the chat with inputs", chat_request).await;
+        let body = chat.json().unwrap();
+        assert_eq!(body["inputs"]["name"], "Ada Lovelace", "{body}");
+        assert_eq!(body["query"], "Hello there");
+        p.wait_idle().await;
+        p.find(".message.assistant[data-message-id]").await;
+        assert_eq!(p.count(".message.assistant .error").await, 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn attached_image_is_uploaded_and_sent_as_a_file() {
+    let opts = EmulatorOptions {
+        file_upload: json!({"image": {
+            "enabled": true,
+            "number_limits": 3,
+            "detail": "high",
+            "transfer_methods": ["local_file", "remote_url"],
+        }}),
+        ..options()
+    };
+    run("attach", Viewport::Desktop, opts, async |p| {
+        assert!(p.find("#attach").await.is_displayed().await.unwrap());
+        let file = p.scratch.join("gradient.png");
+        std::fs::write(&file, png(48, 32)).unwrap();
+        p.find("#file-input")
+            .await
+            .send_keys(&file.display().to_string())
+            .await
+            .expect("choose the file");
+        p.find(".attachment[data-state='done']").await;
+        let upload = p
+            .upstream("the upload", |r| {
+                r.method == "POST" && r.path == "/v1/files/upload"
+            })
+            .await;
+        assert!(upload.body_len > 0);
+
+        p.send("What is in this picture?").await;
+        let chat = p.upstream("the chat with files", chat_request).await;
+        let body = chat.json().unwrap();
+        let file0 = &body["files"][0];
+        assert_eq!(file0["transfer_method"], "local_file", "{body}");
+        assert_eq!(file0["type"], "image", "{body}");
+        let id = file0["upload_file_id"].as_str().expect("upload_file_id");
+        assert!(
+            p.app.emulator.uploaded_file(id).is_some(),
+            "sent the uploaded file's id"
+        );
+        p.wait_idle().await;
+        assert_eq!(p.count(".message.user .sent-thumb canvas").await, 1);
+        assert_eq!(
+            p.count(".attachment").await,
+            0,
+            "the attachment tray is cleared"
+        );
+        assert_eq!(p.count(".message.assistant .error").await, 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn upstream_error_is_shown_inline_with_retry() {
+    run("upstream_error", Viewport::Desktop, options(), async |p| {
+        p.send("FAIL500 please").await;
+        let error = p.find(".message.assistant .error").await;
+        p.wait_idle().await;
+        assert!(error.is_displayed().await.unwrap());
+        let text = error.text().await.unwrap();
+        assert!(text.contains("couldn’t complete"), "plain words: {text}");
+        let retry = p.find(".message.assistant .error .retry").await;
+        assert!(retry.is_displayed().await.unwrap());
+        p.screenshot("desktop-error").await;
+
+        retry.click().await.unwrap();
+        p.wait_idle().await;
+        let deadline = Instant::now() + PATIENCE;
+        while p
+            .app
+            .emulator
+            .requests()
+            .iter()
+            .filter(|r| chat_request(r))
+            .count()
+            < 2
+        {
+            assert!(Instant::now() < deadline, "retry never reached Dify");
+            tokio::time::sleep(POLL).await;
+        }
+        p.find(".message.assistant .error .retry").await;
+        assert_eq!(
+            p.count(".message.assistant").await,
+            1,
+            "retry reuses the turn"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn phone_layout_hides_sidebar_behind_menu_toggle() {
+    let opts = EmulatorOptions {
+        demo: true,
+        ..options()
+    };
+    run("phone", Viewport::Phone, opts, async |p| {
+        assert_eq!(p.js("return window.innerWidth;").await, 360);
+        let no_overflow = "document.documentElement.scrollWidth <= 360";
+        assert_eq!(p.js(&format!("return {no_overflow};")).await, true, "overflow when empty");
+        assert!(!p.find("#sidebar").await.is_displayed().await.unwrap(), "sidebar is a closed drawer");
+        assert!(p.find("#menu-toggle").await.is_displayed().await.unwrap());
+        let composer = p.find("#composer").await;
+        assert!(composer.is_displayed().await.unwrap());
+        let (x, y, w, h) = composer.rectangle().await.unwrap();
+        assert!(x >= 0.0 && x + w <= 360.0 && y + h <= 740.0, "composer on screen: {x},{y},{w},{h}");
+
+        p.click(".suggested-question").await;
+        p.wait_idle().await;
+        p.find(".message.assistant[data-message-id] .feedback-like").await;
+        assert_eq!(p.js(&format!("return {no_overflow};")).await, true, "overflow with a chat");
+        p.screenshot("phone-chat").await;
+
+        p.click("#menu-toggle").await;
+        p.until(
+            "getComputedStyle(document.getElementById('sidebar')).visibility === 'visible' && document.getElementById('sidebar').getBoundingClientRect().left >= 0",
+            "the drawer to open",
+        )
+        .await;
+        assert_eq!(p.find("#menu-toggle").await.attr("aria-expanded").await.unwrap().as_deref(), Some("true"));
+        assert!(p.find("#conversation-list li.conversation").await.is_displayed().await.unwrap());
+        p.screenshot("phone-drawer").await;
+        p.click("#sidebar-close").await;
+        p.until(
+            "getComputedStyle(document.getElementById('sidebar')).visibility === 'hidden'",
+            "the drawer to close",
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn markdown_answer_renders_code_lists_and_safe_links() {
+    let opts = EmulatorOptions {
+        demo: true,
+        ..options()
+    };
+    let markdown = [
+        "Point it at your app with two variables:\n\n",
+        "```sh\nDIFY_API_KEY=app-your-key \\\n  DIFY_BASE_URL=https://api.dify.ai/v1 dify-bff\n```\n\n",
+        "Then the page gives you:\n\n",
+        "- **Streaming** answers you can stop and retry\n",
+        "- Conversations with *history*, rename and delete\n",
+        "- Uploads, feedback and your app's `inputs` form\n\n",
+        "See the [Dify docs](https://docs.dify.ai) for where to find the key.",
+    ];
+    run("markdown", Viewport::Desktop, opts, async |p| {
+        // Two earlier conversations, so the sidebar looks lived in.
+        for q in ["How do I connect my own Dify app?", "What can I try in this demo?"] {
+            let status = p
+                .c
+                .execute_async(
+                    "const [q, done] = arguments; fetch('/chat', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify({query: q, response_mode: 'blocking'})}).then(r => done(r.status), () => done(0));",
+                    vec![json!(q)],
+                )
+                .await
+                .unwrap();
+            assert_eq!(status, 200);
+        }
+        p.reload().await;
+        assert_eq!(p.conversation_ids().await.len(), 2);
+
+        p.click(".suggested-question").await;
+        p.wait_idle().await;
+        let conversation = p
+            .find("#conversation-list li.conversation.active")
+            .await
+            .attr("data-id")
+            .await
+            .unwrap()
+            .unwrap();
+        let body = scripted_answer(&conversation, &markdown);
+        p.app
+            .emulator
+            .script("POST", "/chat-messages", Reply::sse(vec![Bytes::from(body)]).rechunk_every(7));
+        p.send("How do I run it against my own Dify?").await;
+        p.wait_idle().await;
+        let last = ".message.assistant:last-of-type";
+        p.find(&format!("{last} .usage")).await;
+
+        let code = p.text_of(&format!("{last} .answer pre code")).await;
+        assert!(code.contains("DIFY_API_KEY=app-your-key \\\n  DIFY_BASE_URL"), "{code}");
+        assert_eq!(p.count(&format!("{last} .answer .copy-code")).await, 1);
+        assert_eq!(p.count(&format!("{last} .answer ul > li")).await, 3);
+        assert_eq!(p.text_of(&format!("{last} .answer li strong")).await, "Streaming");
+        assert_eq!(p.text_of(&format!("{last} .answer li code")).await, "inputs");
+        let link = p.find(&format!("{last} .answer a[href='https://docs.dify.ai']")).await;
+        assert_eq!(link.attr("rel").await.unwrap().as_deref(), Some("noopener noreferrer"));
+        assert_eq!(link.attr("target").await.unwrap().as_deref(), Some("_blank"));
+        assert_eq!(p.count(".message.assistant .feedback-like").await, 2);
+        assert_eq!(
+            p.js("return [innerWidth, innerHeight];").await,
+            json!([1280, 900])
+        );
+        p.js("document.activeElement?.blur();").await;
+        p.screenshot("desktop-chat").await;
+    })
+    .await;
+}
+
