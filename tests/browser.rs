@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::TestApp;
-use dify_bff::emulator::{EmulatorOptions, Recorded, Reply};
+use dify_bff::emulator::{EmulatorOptions, Recorded, Reply, Step};
 use fantoccini::elements::Element;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -136,8 +136,8 @@ enum Viewport {
     Phone,
 }
 
-/// A new Chromium session with a fresh profile.
-async fn new_session(driver: &Driver, view: Viewport) -> Client {
+/// A new Chromium session with a fresh profile and a 1280×900 viewport.
+async fn new_session(driver: &Driver) -> Client {
     let profile = driver
         .scratch
         .join(format!("profile-{}", uuid::Uuid::new_v4()));
@@ -178,17 +178,8 @@ async fn new_session(driver: &Driver, view: Viewport) -> Client {
     } else {
         CHROMIUM
     };
-    let mut options = json!({"binary": binary});
-    match view {
-        Viewport::Desktop => args.push("--window-size=1280,900".to_owned()),
-        // Chromium windows are at least 500 px wide, so a phone is emulated.
-        Viewport::Phone => {
-            options["mobileEmulation"] = json!({"deviceMetrics": {
-                "width": 360, "height": 740, "pixelRatio": 1.0, "touch": true,
-            }});
-        }
-    }
-    options["args"] = json!(args);
+    args.push("--window-size=1280,900".to_owned());
+    let options = json!({"binary": binary, "args": args});
     let mut caps = fantoccini::wd::Capabilities::new();
     caps.insert("browserName".to_owned(), json!("chrome"));
     caps.insert("goog:chromeOptions".to_owned(), options);
@@ -203,24 +194,76 @@ async fn new_session(driver: &Driver, view: Viewport) -> Client {
         .await
         .expect("session task")
         .unwrap_or_else(|e| panic!("cannot start a Chromium session: {e}"));
-    if view == Viewport::Desktop {
-        // --window-size is the outer size; make the viewport itself 1280×900.
-        let inner = c
-            .execute("return [window.innerWidth, window.innerHeight];", vec![])
-            .await
-            .expect("viewport size");
-        let (w, h) = (
-            inner[0].as_u64().unwrap_or(1280),
-            inner[1].as_u64().unwrap_or(900),
-        );
-        if (w, h) != (1280, 900) {
-            let (ow, oh) = c.get_window_size().await.expect("window size");
-            let width = (ow + 1280).saturating_sub(w) as u32;
-            let height = (oh + 900).saturating_sub(h) as u32;
-            c.set_window_size(width, height).await.expect("resize");
-        }
+    // --window-size is the outer size; make the viewport itself 1280×900.
+    let inner = c
+        .execute("return [window.innerWidth, window.innerHeight];", vec![])
+        .await
+        .expect("viewport size");
+    let (w, h) = (
+        inner[0].as_u64().unwrap_or(1280),
+        inner[1].as_u64().unwrap_or(900),
+    );
+    if (w, h) != (1280, 900) {
+        let (ow, oh) = c.get_window_size().await.expect("window size");
+        let width = (ow + 1280).saturating_sub(w) as u32;
+        let height = (oh + 900).saturating_sub(h) as u32;
+        c.set_window_size(width, height).await.expect("resize");
     }
     c
+}
+
+/// A DevTools command through chromedriver's `goog/cdp/execute` endpoint.
+async fn cdp(driver: &Driver, c: &Client, cmd: &str, params: Value) -> Result<Value, String> {
+    let session = c
+        .session_id()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no session id")?;
+    let response = reqwest::Client::new()
+        .post(format!("{}/session/{session}/goog/cdp/execute", driver.url))
+        .json(&json!({"cmd": cmd, "params": params}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let ok = response.status().is_success();
+    let body: Value = response.json().await.map_err(|e| e.to_string())?;
+    if ok {
+        Ok(body)
+    } else {
+        Err(format!("{cmd}: {body}"))
+    }
+}
+
+/// Chromium windows are at least 500 px wide, so a phone is emulated: viewport and touch.
+async fn emulate_phone(driver: &Driver, c: &Client, on: bool) -> Result<(), String> {
+    if on {
+        cdp(
+            driver,
+            c,
+            "Emulation.setDeviceMetricsOverride",
+            json!({
+                "width": 360, "height": 740, "deviceScaleFactor": 1, "mobile": true,
+            }),
+        )
+        .await?;
+        cdp(
+            driver,
+            c,
+            "Emulation.setTouchEmulationEnabled",
+            json!({"enabled": true, "maxTouchPoints": 5}),
+        )
+        .await?;
+    } else {
+        cdp(driver, c, "Emulation.clearDeviceMetricsOverride", json!({})).await?;
+        cdp(
+            driver,
+            c,
+            "Emulation.setTouchEmulationEnabled",
+            json!({"enabled": false}),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 fn screenshot_dir() -> PathBuf {
@@ -234,22 +277,18 @@ struct Page {
     scratch: PathBuf,
 }
 
-/// Starts the app, takes a browser session (pooled on desktop), opens the page, runs `body`, and
-/// then returns the session to the pool, or closes it when `body` panicked (the panic is resumed).
+/// Starts the app, takes a browser session from the pool (or starts one), opens the page, runs
+/// `body`, and then returns the session to the pool, or closes it when `body` panicked (the panic
+/// is resumed).
 async fn run(test: &str, view: Viewport, options: EmulatorOptions, body: impl AsyncFnOnce(&Page)) {
     let Some(driver) = driver(test) else {
         return;
     };
-    eprintln!("[{test}] begin");
     let app = TestApp::spawn_with(vec![], options).await;
-    eprintln!("[{test}] app");
-    let pooled = match view {
-        Viewport::Desktop => POOL.lock().expect("pool").pop(),
-        Viewport::Phone => None,
-    };
+    let pooled = POOL.lock().expect("pool").pop();
     let c = match pooled {
         Some(c) => c,
-        None => new_session(driver, view).await,
+        None => new_session(driver).await,
     };
     let scratch = driver
         .scratch
@@ -257,25 +296,30 @@ async fn run(test: &str, view: Viewport, options: EmulatorOptions, body: impl As
     std::fs::create_dir_all(&scratch).expect("test scratch dir");
     let page = Page { c, app, scratch };
     let outcome = AssertUnwindSafe(async {
+        if view == Viewport::Phone {
+            emulate_phone(driver, &page.c, true)
+                .await
+                .expect("phone emulation");
+        }
         page.open().await;
-        eprintln!("[{test}] opened");
         body(&page).await;
-        eprintln!("[{test}] body");
+        if view == Viewport::Phone {
+            emulate_phone(driver, &page.c, false)
+                .await
+                .expect("end phone emulation");
+        }
     })
     .catch_unwind()
     .await;
     let Page { c, app, scratch } = page;
     let _ = std::fs::remove_dir_all(&scratch);
     // Cookies are per host, not per port: clear them so the next test starts as a stranger.
-    let reusable =
-        outcome.is_ok() && view == Viewport::Desktop && c.delete_all_cookies().await.is_ok();
-    if reusable && c.goto("about:blank").await.is_ok() {
+    if outcome.is_ok() && c.delete_all_cookies().await.is_ok() {
         POOL.lock().expect("pool").push(c);
     } else {
         let _ = c.close().await;
     }
     drop(app);
-    eprintln!("[{test}] cleaned");
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
@@ -400,6 +444,39 @@ impl Page {
             .js("return [...document.querySelectorAll('#conversation-list li.conversation')].map(li => li.dataset.id);")
             .await;
         serde_json::from_value(v).expect("ids")
+    }
+
+    /// Whether the element exists and is rendered visibly (not `display: none`, not
+    /// `visibility: hidden`, not zero-sized): one command instead of WebDriver's display atom.
+    async fn visible(&self, css: &str) -> bool {
+        let script = format!(
+            "const e = document.querySelector({});
+             if (!e) return false;
+             const r = e.getBoundingClientRect();
+             return e.checkVisibility({{visibilityProperty: true}}) && r.width > 0 && r.height > 0;",
+            json!(css)
+        );
+        self.js(&script).await == Value::Bool(true)
+    }
+
+    /// The conversations Dify holds for this browser's identity, asked through the proxy with the
+    /// browser's own (HttpOnly) cookie.
+    async fn upstream_conversations(&self) -> Vec<Value> {
+        let cookies = self.c.get_all_cookies().await.expect("cookies");
+        let header = cookies
+            .iter()
+            .map(|c| format!("{}={}", c.name(), c.value()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let res = reqwest::Client::new()
+            .get(format!("{}/conversations?limit=100", self.app.base))
+            .header("cookie", header)
+            .send()
+            .await
+            .expect("list conversations");
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.expect("json");
+        body["data"].as_array().cloned().unwrap_or_default()
     }
 
     async fn screenshot(&self, name: &str) -> PathBuf {
@@ -545,8 +622,12 @@ async fn utf8_split_across_network_chunks_renders_exactly() {
     run("utf8_split", Viewport::Desktop, options(), async |p| {
         let conversation = uuid::Uuid::new_v4().to_string();
         let body = scripted_answer(&conversation, &pieces);
-        let reply =
-            Reply::sse(vec![Bytes::from(body.clone())]).rechunk_at(&cuts_every_1_to_3(body.len()));
+        let cuts = cuts_every_1_to_3(body.len());
+        assert!(
+            cuts.iter().any(|&c| !body.is_char_boundary(c)),
+            "some cuts fall inside a UTF-8 character"
+        );
+        let reply = Reply::sse(vec![Bytes::from(body)]).rechunk_at(&cuts);
         p.app.emulator.script("POST", "/chat-messages", reply);
 
         p.send("Say something in many scripts").await;
@@ -554,9 +635,9 @@ async fn utf8_split_across_network_chunks_renders_exactly() {
         p.find(".message.assistant[data-message-id] .usage").await;
         let answer = p.text_of(".message.assistant .answer").await;
         assert_eq!(answer.trim(), expected, "the streamed answer differs");
-        let all = p.js("return document.body.innerText;").await;
+        let page = p.js("return document.body.innerText;").await;
         assert!(
-            !all.as_str().unwrap_or_default().contains('\u{FFFD}'),
+            !page.as_str().unwrap_or_default().contains('\u{FFFD}'),
             "a replacement character (U+FFFD) is on the page"
         );
     })
@@ -570,13 +651,13 @@ async fn answer_with_html_and_script_runs_nothing() {
         "and <script>window.__pwned='script'</script> ",
         "<svg onload=\"window.__pwned='svg'\"></svg> ",
         "[click](javascript:window.__pwned='link') ",
+        "![pic](x\" onerror=\"window.__pwned='md-img') ",
         "<iframe src=\"javascript:parent.__pwned='iframe'\"></iframe>",
     ];
     run("html_injection", Viewport::Desktop, options(), async |p| {
         let body = scripted_answer(&uuid::Uuid::new_v4().to_string(), &payload);
-        p.app
-            .emulator
-            .script("POST", "/chat-messages", Reply::sse(vec![Bytes::from(body)]));
+        let reply = Reply::sse(vec![Bytes::from(body)]);
+        p.app.emulator.script("POST", "/chat-messages", reply);
         p.send("Show me some HTML").await;
         p.wait_idle().await;
         p.find(".message.assistant[data-message-id] .usage").await;
@@ -584,7 +665,10 @@ async fn answer_with_html_and_script_runs_nothing() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(p.js("return typeof window.__pwned;").await, "undefined");
         let injected = p
-            .count(".answer img, .answer script, .answer svg, .answer iframe, .answer [onerror], .answer [onload], .answer a[href^='javascript']")
+            .count(
+                ".answer img, .answer script, .answer svg, .answer iframe, .answer [onerror], \
+                 .answer [onload], .answer a[href^='javascript']",
+            )
             .await;
         assert_eq!(injected, 0, "markup from the answer reached the DOM");
         let text = p.text_of(".message.assistant .answer").await;
@@ -604,10 +688,12 @@ async fn stop_mid_stream_returns_to_idle_and_stops_dify() {
     };
     run("stop", Viewport::Desktop, opts, async |p| {
         p.send("SLOW please").await;
-        p.until("document.body.dataset.state === 'streaming'", "streaming")
-            .await;
+        assert_eq!(
+            p.js("return document.body.dataset.state;").await,
+            "streaming"
+        );
         p.until(
-            "document.querySelector('.message.assistant .answer')?.textContent.includes('slow1')",
+            "document.querySelector('.message.assistant .answer').textContent.includes('slow1')",
             "the first pieces",
         )
         .await;
@@ -621,15 +707,21 @@ async fn stop_mid_stream_returns_to_idle_and_stops_dify() {
             })
             .await;
         assert_eq!(stop.path.split('/').count(), 5, "{}", stop.path);
-        p.find(".message.assistant .note").await;
+        assert!(
+            p.visible(".message.assistant .note").await,
+            "a stopped note"
+        );
         let shown = p.text_of(".message.assistant .answer").await;
         assert!(
             !shown.contains("slow29"),
             "the answer kept streaming: {shown}"
         );
-        assert!(p.find("#send").await.is_displayed().await.unwrap());
-        assert!(!p.find("#stop").await.is_displayed().await.unwrap());
-        assert_eq!(p.find("#composer").await.is_enabled().await.unwrap(), true);
+        assert!(p.visible("#send").await && !p.visible("#stop").await);
+        assert_eq!(
+            p.js("return document.getElementById('composer').disabled;")
+                .await,
+            false
+        );
     })
     .await;
 }
@@ -665,16 +757,16 @@ async fn history_is_shown_after_reload() {
     .await;
 }
 
-/// Sends a first message and reloads once Dify has named the conversation, so no background
-/// title update races what the test does next. Returns the conversation id.
+/// Sends a first message and waits until the page has Dify's auto-generated title, so no
+/// background title update races what the test does next. Returns the conversation id.
 async fn conversation_with_title(p: &Page, query: &str) -> String {
     p.send(query).await;
     p.wait_idle().await;
-    p.upstream("the auto-title request", |r| {
-        r.method == "POST" && r.path.ends_with("/name")
-    })
+    p.until(
+        "performance.getEntriesByType('resource').some(e => e.name.endsWith('/name') && e.responseEnd > 0)",
+        "the auto-title answer",
+    )
     .await;
-    p.reload().await;
     let ids = p.conversation_ids().await;
     assert_eq!(ids.len(), 1, "{ids:?}");
     ids[0].clone()
@@ -687,13 +779,20 @@ async fn rename_inline_updates_the_list_and_dify() {
         let li = format!("#conversation-list li.conversation[data-id='{id}']");
         p.click(&format!("{li} .rename")).await;
         let input = p.find(&format!("{li} input.rename-input")).await;
-        assert!(p.js("return document.activeElement.classList.contains('rename-input');").await == true);
+        assert_eq!(
+            p.js("return document.activeElement.classList.contains('rename-input');")
+                .await,
+            true,
+            "the name field has focus"
+        );
         input
             .send_keys(&format!("Lisbon trip{}", &*Key::Enter))
             .await
             .expect("type the name");
         p.until(
-            &format!("document.querySelector(\"{li} .conversation-title\")?.textContent === 'Lisbon trip'"),
+            &format!(
+                "document.querySelector(\"{li} .conversation-title\")?.textContent === 'Lisbon trip'"
+            ),
             "the new title in the list",
         )
         .await;
@@ -704,13 +803,9 @@ async fn rename_inline_updates_the_list_and_dify() {
             })
             .await;
         assert_eq!(rename.method, "POST");
-
-        p.reload().await;
-        assert_eq!(
-            p.text_of(&format!("{li} .conversation-title")).await,
-            "Lisbon trip",
-            "Dify kept the new name"
-        );
+        let upstream = p.upstream_conversations().await;
+        assert_eq!(upstream.len(), 1);
+        assert_eq!(upstream[0]["name"], "Lisbon trip", "Dify has the new name");
     })
     .await;
 }
@@ -731,19 +826,17 @@ async fn delete_after_confirm_removes_from_the_list_and_dify() {
             "the conversation to leave the list",
         )
         .await;
+        assert!(
+            p.visible("#conversation-empty").await,
+            "the empty list says so"
+        );
         p.upstream("the delete", |r| {
             r.method == "DELETE" && r.path == format!("/v1/conversations/{id}")
         })
         .await;
-
-        p.reload().await;
-        assert!(p.conversation_ids().await.is_empty(), "Dify still lists it");
         assert!(
-            p.find("#conversation-empty")
-                .await
-                .is_displayed()
-                .await
-                .unwrap()
+            p.upstream_conversations().await.is_empty(),
+            "Dify still lists it"
         );
     })
     .await;
@@ -760,25 +853,22 @@ async fn opening_statement_and_suggested_questions_start_a_chat() {
         ..options()
     };
     run("opening", Viewport::Desktop, opts, async |p| {
-        let statement = p.find("#opening-statement").await;
-        assert!(statement.is_displayed().await.unwrap());
-        assert!(
-            statement.text().await.unwrap().contains("Hi, I'm Ada."),
-            "opening statement text"
-        );
+        assert!(p.visible("#opening-statement").await);
+        let statement = p.text_of("#opening-statement").await;
+        assert!(statement.contains("Hi, I'm Ada."), "{statement}");
         assert_eq!(p.text_of("#opening-statement strong").await, "Ada");
-        let chips =
-            p.c.find_all(Locator::Css(".suggested-question"))
-                .await
-                .unwrap();
-        let mut labels = Vec::new();
-        for chip in &chips {
-            assert!(chip.is_displayed().await.unwrap());
-            labels.push(chip.text().await.unwrap());
-        }
-        assert_eq!(labels, ["Where is my order?", "How do I return an item?"]);
+        let labels = p
+            .js(
+                "return [...document.querySelectorAll('.suggested-question')]
+                   .filter(b => b.checkVisibility()).map(b => b.textContent);",
+            )
+            .await;
+        assert_eq!(
+            labels,
+            json!(["Where is my order?", "How do I return an item?"])
+        );
 
-        chips[1].click().await.unwrap();
+        p.click(".suggested-question:nth-of-type(2)").await;
         let chat = p.upstream("the suggested question", chat_request).await;
         assert_eq!(chat.json().unwrap()["query"], "How do I return an item?");
         assert_eq!(
@@ -786,10 +876,7 @@ async fn opening_statement_and_suggested_questions_start_a_chat() {
             "How do I return an item?"
         );
         p.wait_idle().await;
-        assert!(
-            !p.find("#welcome").await.is_displayed().await.unwrap(),
-            "welcome hides"
-        );
+        assert!(!p.visible("#welcome").await, "the welcome hides");
     })
     .await;
 }
@@ -797,27 +884,21 @@ async fn opening_statement_and_suggested_questions_start_a_chat() {
 #[tokio::test]
 async fn required_input_field_blocks_sending_until_filled() {
     let opts = EmulatorOptions {
-        user_input_form: json!([
-            {"text-input": {"label": "Your name", "variable": "name", "required": true, "max_length": 48, "default": ""}},
-        ]),
+        user_input_form: json!([{"text-input": {
+            "label": "Your name", "variable": "name", "required": true, "max_length": 48, "default": "",
+        }}]),
         ..options()
     };
     run("required_input", Viewport::Desktop, opts, async |p| {
         let field = p.find("#inputs-form #input-name").await;
-        assert!(field.is_displayed().await.unwrap());
+        assert!(p.visible("#input-name").await);
         p.send("Hello there").await;
         p.until(
             "document.getElementById('input-name').getAttribute('aria-invalid') === 'true'",
             "the field to be flagged",
         )
         .await;
-        assert!(
-            p.find("#input-name-error")
-                .await
-                .is_displayed()
-                .await
-                .unwrap()
-        );
+        assert!(p.visible("#input-name-error").await, "the field says why");
         assert_eq!(
             p.js("return document.activeElement.id;").await,
             "input-name"
@@ -853,7 +934,7 @@ async fn attached_image_is_uploaded_and_sent_as_a_file() {
         ..options()
     };
     run("attach", Viewport::Desktop, opts, async |p| {
-        assert!(p.find("#attach").await.is_displayed().await.unwrap());
+        assert!(p.visible("#attach").await, "the attach button shows");
         let file = p.scratch.join("gradient.png");
         std::fs::write(&file, png(48, 32)).unwrap();
         p.find("#file-input")
@@ -862,6 +943,7 @@ async fn attached_image_is_uploaded_and_sent_as_a_file() {
             .await
             .expect("choose the file");
         p.find(".attachment[data-state='done']").await;
+        assert!(p.visible(".attachment .remove").await);
         let upload = p
             .upstream("the upload", |r| {
                 r.method == "POST" && r.path == "/v1/files/upload"
@@ -882,11 +964,7 @@ async fn attached_image_is_uploaded_and_sent_as_a_file() {
         );
         p.wait_idle().await;
         assert_eq!(p.count(".message.user .sent-thumb canvas").await, 1);
-        assert_eq!(
-            p.count(".attachment").await,
-            0,
-            "the attachment tray is cleared"
-        );
+        assert_eq!(p.count(".attachment").await, 0, "the tray is cleared");
         assert_eq!(p.count(".message.assistant .error").await, 0);
     })
     .await;
@@ -896,16 +974,15 @@ async fn attached_image_is_uploaded_and_sent_as_a_file() {
 async fn upstream_error_is_shown_inline_with_retry() {
     run("upstream_error", Viewport::Desktop, options(), async |p| {
         p.send("FAIL500 please").await;
-        let error = p.find(".message.assistant .error").await;
+        p.find(".message.assistant .error .retry").await;
         p.wait_idle().await;
-        assert!(error.is_displayed().await.unwrap());
-        let text = error.text().await.unwrap();
+        assert!(p.visible(".message.assistant .error").await);
+        let text = p.text_of(".message.assistant .error").await;
         assert!(text.contains("couldn’t complete"), "plain words: {text}");
-        let retry = p.find(".message.assistant .error .retry").await;
-        assert!(retry.is_displayed().await.unwrap());
+        assert!(p.visible(".message.assistant .error .retry").await);
         p.screenshot("desktop-error").await;
 
-        retry.click().await.unwrap();
+        p.click(".message.assistant .error .retry").await;
         p.wait_idle().await;
         let deadline = Instant::now() + PATIENCE;
         while p
@@ -937,30 +1014,46 @@ async fn phone_layout_hides_sidebar_behind_menu_toggle() {
         ..options()
     };
     run("phone", Viewport::Phone, opts, async |p| {
-        assert_eq!(p.js("return window.innerWidth;").await, 360);
-        let no_overflow = "document.documentElement.scrollWidth <= 360";
-        assert_eq!(p.js(&format!("return {no_overflow};")).await, true, "overflow when empty");
-        assert!(!p.find("#sidebar").await.is_displayed().await.unwrap(), "sidebar is a closed drawer");
-        assert!(p.find("#menu-toggle").await.is_displayed().await.unwrap());
-        let composer = p.find("#composer").await;
-        assert!(composer.is_displayed().await.unwrap());
-        let (x, y, w, h) = composer.rectangle().await.unwrap();
-        assert!(x >= 0.0 && x + w <= 360.0 && y + h <= 740.0, "composer on screen: {x},{y},{w},{h}");
+        assert_eq!(
+            p.js("return [innerWidth, innerHeight];").await,
+            json!([360, 740])
+        );
+        let no_overflow = "return document.documentElement.scrollWidth <= 360;";
+        assert_eq!(p.js(no_overflow).await, true, "overflow when empty");
+        assert!(
+            !p.visible("#sidebar").await,
+            "the sidebar is a closed drawer"
+        );
+        assert!(p.visible("#menu-toggle").await);
+        assert!(p.visible("#composer").await);
+        let rect = p
+            .js(
+                "const r = document.getElementById('composer').getBoundingClientRect();
+                 return r.left >= 0 && r.right <= 360 && r.bottom <= 740;",
+            )
+            .await;
+        assert_eq!(rect, true, "the composer is on screen");
 
         p.click(".suggested-question").await;
         p.wait_idle().await;
-        p.find(".message.assistant[data-message-id] .feedback-like").await;
-        assert_eq!(p.js(&format!("return {no_overflow};")).await, true, "overflow with a chat");
+        p.find(".message.assistant[data-message-id] .feedback-like")
+            .await;
+        assert_eq!(p.js(no_overflow).await, true, "overflow with a chat");
         p.screenshot("phone-chat").await;
 
         p.click("#menu-toggle").await;
         p.until(
-            "getComputedStyle(document.getElementById('sidebar')).visibility === 'visible' && document.getElementById('sidebar').getBoundingClientRect().left >= 0",
+            "getComputedStyle(document.getElementById('sidebar')).visibility === 'visible' \
+             && document.getElementById('sidebar').getBoundingClientRect().left >= 0",
             "the drawer to open",
         )
         .await;
-        assert_eq!(p.find("#menu-toggle").await.attr("aria-expanded").await.unwrap().as_deref(), Some("true"));
-        assert!(p.find("#conversation-list li.conversation").await.is_displayed().await.unwrap());
+        assert_eq!(
+            p.js("return document.getElementById('menu-toggle').getAttribute('aria-expanded');")
+                .await,
+            "true"
+        );
+        assert!(p.visible("#conversation-list li.conversation").await);
         p.screenshot("phone-drawer").await;
         p.click("#sidebar-close").await;
         p.until(
@@ -988,12 +1081,18 @@ async fn markdown_answer_renders_code_lists_and_safe_links() {
         "See the [Dify docs](https://docs.dify.ai) for where to find the key.",
     ];
     run("markdown", Viewport::Desktop, opts, async |p| {
-        // Two earlier conversations, so the sidebar looks lived in.
-        for q in ["How do I connect my own Dify app?", "What can I try in this demo?"] {
+        // Two earlier conversations, so the sidebar in the screenshot looks lived in.
+        for q in [
+            "How do I connect my own Dify app?",
+            "What can I try in this demo?",
+        ] {
             let status = p
                 .c
                 .execute_async(
-                    "const [q, done] = arguments; fetch('/chat', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify({query: q, response_mode: 'blocking'})}).then(r => done(r.status), () => done(0));",
+                    "const [q, done] = arguments;
+                     fetch('/chat', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                     body: JSON.stringify({query: q, response_mode: 'blocking'})})
+                       .then(r => done(r.status), () => done(0));",
                     vec![json!(q)],
                 )
                 .await
@@ -1013,23 +1112,32 @@ async fn markdown_answer_renders_code_lists_and_safe_links() {
             .unwrap()
             .unwrap();
         let body = scripted_answer(&conversation, &markdown);
-        p.app
-            .emulator
-            .script("POST", "/chat-messages", Reply::sse(vec![Bytes::from(body)]).rechunk_every(7));
+        let reply = Reply::sse(vec![Bytes::from(body)]).rechunk_every(7);
+        p.app.emulator.script("POST", "/chat-messages", reply);
         p.send("How do I run it against my own Dify?").await;
         p.wait_idle().await;
         let last = ".message.assistant:last-of-type";
         p.find(&format!("{last} .usage")).await;
 
         let code = p.text_of(&format!("{last} .answer pre code")).await;
-        assert!(code.contains("DIFY_API_KEY=app-your-key \\\n  DIFY_BASE_URL"), "{code}");
+        assert!(
+            code.contains("DIFY_API_KEY=app-your-key \\\n  DIFY_BASE_URL"),
+            "{code}"
+        );
         assert_eq!(p.count(&format!("{last} .answer .copy-code")).await, 1);
         assert_eq!(p.count(&format!("{last} .answer ul > li")).await, 3);
-        assert_eq!(p.text_of(&format!("{last} .answer li strong")).await, "Streaming");
+        assert_eq!(
+            p.text_of(&format!("{last} .answer li strong")).await,
+            "Streaming"
+        );
         assert_eq!(p.text_of(&format!("{last} .answer li code")).await, "inputs");
-        let link = p.find(&format!("{last} .answer a[href='https://docs.dify.ai']")).await;
-        assert_eq!(link.attr("rel").await.unwrap().as_deref(), Some("noopener noreferrer"));
-        assert_eq!(link.attr("target").await.unwrap().as_deref(), Some("_blank"));
+        let link = p
+            .js(&format!(
+                "const a = document.querySelector(\"{last} .answer a[href='https://docs.dify.ai']\");
+                 return a && [a.rel, a.target];"
+            ))
+            .await;
+        assert_eq!(link, json!(["noopener noreferrer", "_blank"]));
         assert_eq!(p.count(".message.assistant .feedback-like").await, 2);
         assert_eq!(
             p.js("return [innerWidth, innerHeight];").await,
@@ -1041,3 +1149,34 @@ async fn markdown_answer_renders_code_lists_and_safe_links() {
     .await;
 }
 
+#[tokio::test]
+async fn message_sent_while_the_list_loads_stays_in_the_list() {
+    run("early_send", Viewport::Desktop, options(), async |p| {
+        let mut slow_list = Reply::json(200, &json!({"limit": 20, "has_more": false, "data": []}));
+        slow_list
+            .steps
+            .insert(0, Step::Pause(Duration::from_millis(1500)));
+        p.app.emulator.script("GET", "/conversations", slow_list);
+        p.c.refresh().await.expect("reload");
+        p.send("Typed before the page finished loading").await;
+        p.wait_idle().await;
+        assert_eq!(
+            p.js("return document.title;").await,
+            "Chat",
+            "the list is still loading"
+        );
+        let id = p.conversation_ids().await;
+        p.until("document.title !== 'Chat'", "the list to arrive")
+            .await;
+        assert_eq!(
+            p.conversation_ids().await,
+            id,
+            "the new conversation stays listed"
+        );
+        assert_eq!(id.len(), 1);
+        let upstream = p.upstream_conversations().await;
+        assert_eq!(upstream.len(), 1);
+        assert_eq!(upstream[0]["id"], id[0]);
+    })
+    .await;
+}

@@ -56,8 +56,12 @@ export function createSidebar({ onSelect, onDeleted, onError }) {
     loadMore.textContent = 'Loading…';
     try {
       const lastId = reset || !list.lastElementChild ? undefined : list.lastElementChild.dataset.id;
+      // A conversation started while this page was loading is not in it: keep it on a reset.
+      const stale = reset ? new Set(items.keys()) : null;
       const page = await api.conversations(lastId);
-      if (reset) { items.clear(); list.replaceChildren(); }
+      if (stale) {
+        for (const id of stale) { items.get(id)?.li.remove(); items.delete(id); }
+      }
       for (const conv of page?.data || []) {
         if (!conv || !conv.id || items.has(conv.id)) continue;
         const entry = render(conv);
