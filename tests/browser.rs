@@ -1,8 +1,11 @@
 //! The chat page in real headless Chromium, driven over WebDriver (fantoccini + Debian's
 //! chromedriver) against the real server and the Dify emulator.
 //!
-//! One chromedriver serves the whole test binary; every test gets its own Chromium session with
-//! a fresh profile. Without Chromium the tests print a loud skip, unless `CI=true`, where they
+//! One chromedriver serves the whole test binary. Starting Chromium costs more than most tests,
+//! so sessions (each with a fresh profile, 1280×900) are pooled: a test takes one, and gives it
+//! back with its cookies cleared when it passes (a failing test closes its session). The phone
+//! test emulates a 360×740 touch screen on a pooled session. Every test gets its own server and
+//! Dify emulator. Without Chromium the tests print a loud skip, unless `CI=true`, where they
 //! fail. Screenshots land in `target/screenshots/`.
 
 mod common;
@@ -34,9 +37,9 @@ const POLL: Duration = Duration::from_millis(20);
 
 // ---- chromedriver and Chromium, shared by the whole test binary -------------------------------
 
-/// A scratch folder for this test binary: the Chromium profiles live below it.
 struct Driver {
     url: String,
+    /// A scratch folder for this test binary: Chromium profiles and test files live below it.
     scratch: PathBuf,
     /// The watchdog shell reads this pipe; when the test binary exits the pipe closes, and the
     /// watchdog stops chromedriver (and the browsers it started) and removes the scratch folder.
@@ -45,8 +48,8 @@ struct Driver {
 
 static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();
 
-/// Desktop sessions not in use. Starting Chromium is the slowest step, so a desktop session is
-/// reused by the next test (after its cookies are cleared); a test that fails closes its session.
+/// Sessions not in use. Starting Chromium is the slowest step, so a session is reused by the next
+/// test (after its cookies are cleared); a test that fails closes its session.
 static POOL: Mutex<Vec<Client>> = Mutex::new(Vec::new());
 
 /// Sessions outlive a single test's runtime, so their WebDriver connection tasks run here.
@@ -1152,31 +1155,36 @@ async fn markdown_answer_renders_code_lists_and_safe_links() {
 #[tokio::test]
 async fn message_sent_while_the_list_loads_stays_in_the_list() {
     run("early_send", Viewport::Desktop, options(), async |p| {
+        // The page reloads with Dify slow to list conversations; the user does not wait.
         let mut slow_list = Reply::json(200, &json!({"limit": 20, "has_more": false, "data": []}));
         slow_list
             .steps
-            .insert(0, Step::Pause(Duration::from_millis(1500)));
+            .insert(0, Step::Pause(Duration::from_secs(4)));
         p.app.emulator.script("GET", "/conversations", slow_list);
         p.c.refresh().await.expect("reload");
-        p.send("Typed before the page finished loading").await;
+        let composer = p.find("#composer").await;
+        composer
+            .send_keys(&format!("Early bird{}", &*Key::Enter))
+            .await
+            .expect("type and send");
         p.wait_idle().await;
+        let listed = p.conversation_ids().await;
+        assert_eq!(listed.len(), 1, "the new conversation is listed");
         assert_eq!(
             p.js("return document.title;").await,
             "Chat",
-            "the list is still loading"
+            "the test is void: the list arrived before the answer ended"
         );
-        let id = p.conversation_ids().await;
         p.until("document.title !== 'Chat'", "the list to arrive")
             .await;
         assert_eq!(
             p.conversation_ids().await,
-            id,
-            "the new conversation stays listed"
+            listed,
+            "the conversation stays listed when the (older) list arrives"
         );
-        assert_eq!(id.len(), 1);
         let upstream = p.upstream_conversations().await;
         assert_eq!(upstream.len(), 1);
-        assert_eq!(upstream[0]["id"], id[0]);
+        assert_eq!(upstream[0]["id"], listed[0]);
     })
     .await;
 }
