@@ -11,7 +11,19 @@ use crate::telemetry::metrics;
 /// `POST /chat` requests per identity per minute; burst = the limit.
 pub struct RateLimiter {
     per_minute: u32,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Mutex<Buckets>,
+}
+
+/// Above this many identities, buckets that have refilled (untouched for a minute) are dropped,
+/// at most once per [`PRUNE_EVERY`] so that many fresh identities cannot make every check scan
+/// the whole map.
+const PRUNE_ABOVE: usize = 100_000;
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct Buckets {
+    map: HashMap<String, Bucket>,
+    last_prune: Option<Instant>,
 }
 
 struct Bucket {
@@ -23,7 +35,7 @@ impl RateLimiter {
     pub fn new(per_minute: u32) -> RateLimiter {
         RateLimiter {
             per_minute,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets::default()),
         }
     }
 
@@ -41,10 +53,16 @@ impl RateLimiter {
             .buckets
             .lock()
             .map_err(|_| ApiError::Internal("rate limiter lock poisoned".into()))?;
-        if buckets.len() > 100_000 {
-            buckets.retain(|_, b| now.duration_since(b.updated) < Duration::from_secs(60));
+        let prune_due = buckets
+            .last_prune
+            .is_none_or(|at| now.duration_since(at) >= PRUNE_EVERY);
+        if buckets.map.len() > PRUNE_ABOVE && prune_due {
+            buckets.last_prune = Some(now);
+            buckets
+                .map
+                .retain(|_, b| now.duration_since(b.updated) < Duration::from_secs(60));
         }
-        let bucket = buckets.entry(identity.to_owned()).or_insert(Bucket {
+        let bucket = buckets.map.entry(identity.to_owned()).or_insert(Bucket {
             tokens: capacity,
             updated: now,
         });
@@ -154,6 +172,32 @@ mod tests {
         ));
         assert!(limiter.check_at("b", t0).is_ok(), "identities are separate");
         assert!(limiter.check_at("a", t0 + Duration::from_secs(20)).is_ok());
+    }
+
+    #[test]
+    fn many_fresh_identities_are_pruned_at_most_every_few_seconds() {
+        let limiter = RateLimiter::new(1);
+        let t0 = Instant::now();
+        for i in 0..=PRUNE_ABOVE {
+            assert!(limiter.check_at(&format!("old-{i}"), t0).is_ok());
+        }
+        let later = t0 + Duration::from_secs(61);
+        assert!(limiter.check_at("new-a", later).is_ok());
+        let count = |l: &RateLimiter| l.buckets.lock().map(|b| b.map.len()).unwrap_or(0);
+        assert_eq!(count(&limiter), 1, "refilled buckets are dropped");
+        for i in 0..=PRUNE_ABOVE {
+            assert!(limiter.check_at(&format!("fresh-{i}"), later).is_ok());
+        }
+        let soon = later + Duration::from_secs(1);
+        assert!(limiter.check_at("new-b", soon).is_ok());
+        assert!(
+            count(&limiter) > PRUNE_ABOVE,
+            "no second scan within PRUNE_EVERY"
+        );
+        assert!(
+            limiter.check_at("new-a", soon).is_err(),
+            "a pruned map still limits the identities it keeps"
+        );
     }
 
     #[test]

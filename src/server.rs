@@ -2,10 +2,12 @@
 //!
 //! Connections are served by hyper directly (not `axum::serve`) so that slow clients cannot hold
 //! the server: a request head must arrive within `REQUEST_HEADER_TIMEOUT_SECS` (idle keep-alive
-//! connections close after the same time), a head is at most [`MAX_HEAD_BYTES`], and a request
-//! body may not stall for longer than `REQUEST_BODY_TIMEOUT_SECS`.
+//! connections close after the same time), a head is at most [`MAX_HEAD_BYTES`], a request body
+//! may not stall for longer than `REQUEST_BODY_TIMEOUT_SECS`, and a client that takes none of
+//! the bytes written to it for `STREAM_IDLE_TIMEOUT_SECS` is disconnected.
 
 pub mod body_timeout;
+pub mod write_timeout;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use self::body_timeout::ReadTimeoutBody;
+use self::write_timeout::WriteStallTimeout;
 use crate::config::Config;
 use crate::routes;
 use crate::state::AppState;
@@ -41,6 +44,9 @@ pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 struct ConnectionLimits {
     header_timeout: Duration,
     body_timeout: Duration,
+    /// A client that takes no bytes for this long is disconnected (a stream it stopped reading
+    /// would otherwise hold its permit and Dify's worker for ever).
+    write_timeout: Duration,
 }
 
 impl ConnectionLimits {
@@ -48,6 +54,7 @@ impl ConnectionLimits {
         ConnectionLimits {
             header_timeout: config.request_header_timeout,
             body_timeout: config.request_body_timeout,
+            write_timeout: config.stream_idle_timeout,
         }
     }
 }
@@ -152,7 +159,8 @@ async fn serve_connection(
             app.oneshot(request).await
         }
     });
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let io = TokioIo::new(WriteStallTimeout::new(stream, limits.write_timeout));
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,

@@ -813,6 +813,41 @@ async fn a_slow_but_steady_request_body_is_not_cut() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_a_stream_is_cut_and_frees_its_place() {
+    let app = TestApp::spawn_with_env(vars(&[
+        ("STREAM_IDLE_TIMEOUT_SECS", "1"),
+        ("MAX_STREAMS_PER_IDENTITY", "1"),
+    ]))
+    .await;
+    // Far more than the socket buffers between the proxy and a client that reads nothing.
+    let event = format!(
+        "data: {{\"event\": \"message\", \"answer\": \"{}\"}}\n\n",
+        "x".repeat(64 * 1024)
+    );
+    let chunks = vec![bytes::Bytes::from(event); 512];
+    app.emulator
+        .script("POST", "/chat-messages", Reply::sse(chunks));
+    let mut stalled = app.browser.chat_stream(&json!({"query": "big"})).await;
+    assert_eq!(stalled.status(), 200);
+    assert!(stalled.chunk().await.ok().flatten().is_some());
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let next = app.browser.chat_stream(&json!({"query": "hi"})).await;
+        if next.status() == 200 {
+            break;
+        }
+        assert_eq!(next.status(), 429, "only the stream limit refuses it");
+        assert!(
+            Instant::now() < deadline,
+            "the stalled stream still holds its place"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(stalled);
+}
+
+#[tokio::test]
 async fn an_oversized_request_head_is_refused_with_431_and_reaches_no_upstream() {
     let app = TestApp::spawn().await;
     let huge = "a".repeat(40 * 1024);
