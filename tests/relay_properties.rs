@@ -59,14 +59,14 @@ fn cut(input: &[u8], cuts: &[usize]) -> Vec<Bytes> {
 
 /// Runs the chunks through the real relay, as `POST /chat` does, and returns what it yields.
 fn relay(chunks: &[Bytes]) -> Vec<Bytes> {
+    let owned: Vec<Bytes> = Vec::from(chunks);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("a runtime");
     runtime.block_on(async {
         let upstream =
-            futures_util::stream::iter(chunks.to_vec().into_iter().map(Ok::<_, reqwest::Error>))
-                .boxed();
+            futures_util::stream::iter(owned.into_iter().map(Ok::<_, reqwest::Error>)).boxed();
         let relay = RelayStream::from_stream(
             upstream,
             Duration::from_secs(60),
@@ -104,7 +104,7 @@ enum Piece {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum End {
+enum Finish {
     MessageEnd,
     WorkflowFinished,
     Error,
@@ -116,7 +116,7 @@ struct Generated {
     task_id: String,
     eol: &'static str,
     pieces: Vec<Piece>,
-    end: End,
+    end: Finish,
 }
 
 impl Generated {
@@ -150,16 +150,16 @@ impl Generated {
             }
         }
         let last = match self.end {
-            End::MessageEnd => {
+            Finish::MessageEnd => {
                 let mut event = meta("message_end");
                 event["metadata"] = json!({"usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18, "total_price": "0.0001", "currency": "USD"}});
                 Some(event)
             }
-            End::WorkflowFinished => Some(meta("workflow_finished")),
-            End::Error => Some(
+            Finish::WorkflowFinished => Some(meta("workflow_finished")),
+            Finish::Error => Some(
                 json!({"event": "error", "task_id": self.task_id, "status": 400, "code": "completion_request_error", "message": "模型出错 🚫"}),
             ),
-            End::None => None,
+            Finish::None => None,
         };
         if let Some(event) = last {
             out.push_str(&format!("data: {event}{eol}{eol}"));
@@ -187,10 +187,10 @@ fn generated() -> impl Strategy<Value = Generated> {
         prop_oneof![Just("\n"), Just("\r\n"), Just("\r")],
         proptest::collection::vec(piece(), 0..12),
         prop_oneof![
-            Just(End::MessageEnd),
-            Just(End::WorkflowFinished),
-            Just(End::Error),
-            Just(End::None),
+            Just(Finish::MessageEnd),
+            Just(Finish::WorkflowFinished),
+            Just(Finish::Error),
+            Just(Finish::None),
         ],
     )
         .prop_map(|(task_id, eol, pieces, end)| Generated {
@@ -250,7 +250,7 @@ proptest! {
         let input = stream.render();
         let whole = watch([input.as_slice()]);
         prop_assert_eq!(whole.task_id.as_deref(), match stream.end {
-            End::None if stream.pieces.iter().all(|p| matches!(p, Piece::Ping | Piece::Comment)) => None,
+            Finish::None if stream.pieces.iter().all(|p| matches!(p, Piece::Ping | Piece::Comment)) => None,
             _ => Some(stream.task_id.as_str()),
         });
         let chunks = cut(&input, &cuts);
@@ -268,7 +268,7 @@ proptest! {
         prop_assert_eq!(&relayed[..chunks.len()], &chunks[..], "every chunk as it came");
         let tail = appended(&relayed.concat(), &input);
         match stream.end {
-            End::None => {
+            Finish::None => {
                 prop_assert_eq!(relayed.len(), chunks.len() + 1, "one appended piece");
                 prop_assert!(String::from_utf8_lossy(&tail).contains("upstream_disconnected"));
             }
