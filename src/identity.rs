@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName};
+use axum::http::{HeaderMap, HeaderName, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, Key, SameSite, SignedCookieJar};
@@ -155,11 +155,7 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
             }
         }
     }
-    let jar = SignedCookieJar::from_headers(request.headers(), policy.key.clone());
-    let existing = jar
-        .get(COOKIE_NAME)
-        .map(|c| c.value().to_owned())
-        .filter(|v| is_cookie_id(v));
+    let existing = cookie_identity(request.headers(), &policy.key);
     match existing {
         Some(id) => {
             let identity = Identity(id);
@@ -179,6 +175,23 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
             (jar, response).into_response()
         }
     }
+}
+
+/// The id in our signed cookie, if its signature holds. Only our cookie is verified (a signed
+/// jar built from the headers would check a signature for every cookie the browser sends).
+fn cookie_identity(headers: &HeaderMap, key: &Key) -> Option<String> {
+    let mut jar = cookie::CookieJar::new();
+    headers
+        .get_all(header::COOKIE)
+        .into_iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter(|pair| pair.trim_start().starts_with(COOKIE_NAME))
+        .filter_map(|pair| Cookie::parse_encoded(pair.to_owned()).ok())
+        .filter(|cookie| cookie.name() == COOKIE_NAME)
+        .for_each(|cookie| jar.add_original(cookie));
+    let value = jar.signed(key).get(COOKIE_NAME)?.value().to_owned();
+    is_cookie_id(&value).then_some(value)
 }
 
 fn is_cookie_id(value: &str) -> bool {

@@ -24,6 +24,7 @@ use fantoccini::elements::Element;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::FutureExt as _;
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -189,7 +190,7 @@ async fn new_session(driver: &Driver) -> Client {
     let url = driver.url.clone();
     let c = session_runtime()
         .spawn(async move {
-            ClientBuilder::native()
+            ClientBuilder::new(HttpConnector::new())
                 .capabilities(caps)
                 .connect(&url)
                 .await

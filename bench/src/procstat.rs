@@ -16,11 +16,6 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS")
 }
 
-/// `VmHWM` (peak resident) in KiB.
-pub fn hwm_kib(pid: u32) -> Option<u64> {
-    status_kib(pid, "VmHWM")
-}
-
 fn clock_ticks_per_sec() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -97,7 +92,6 @@ mod tests {
     fn reads_this_process() {
         let pid = std::process::id();
         assert!(rss_kib(pid).unwrap() > 0);
-        assert!(hwm_kib(pid).unwrap() > 0);
         assert!(cpu_time(pid).is_some());
     }
 }

@@ -4,11 +4,9 @@
 pub struct Summary {
     pub n: usize,
     pub p50: u64,
-    pub p90: u64,
     pub p99: u64,
     pub p999: u64,
     pub max: u64,
-    pub mean: u64,
 }
 
 pub fn summarize(mut samples: Vec<u64>) -> Summary {
@@ -20,15 +18,12 @@ pub fn summarize(mut samples: Vec<u64>) -> Summary {
         let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
         samples[rank - 1]
     };
-    let sum: u128 = samples.iter().map(|&s| u128::from(s)).sum();
     Summary {
         n: samples.len(),
         p50: at(0.50),
-        p90: at(0.90),
         p99: at(0.99),
         p999: at(0.999),
         max: samples[samples.len() - 1],
-        mean: (sum / samples.len() as u128) as u64,
     }
 }
 
@@ -44,7 +39,7 @@ mod tests {
     #[test]
     fn nearest_rank_percentiles() {
         let s = summarize((1..=100).collect());
-        assert_eq!((s.p50, s.p90, s.p99, s.max, s.n), (50, 90, 99, 100, 100));
+        assert_eq!((s.p50, s.p99, s.max, s.n), (50, 99, 100, 100));
         assert_eq!(summarize(vec![]).n, 0);
     }
 }

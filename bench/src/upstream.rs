@@ -22,6 +22,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use futures_util::stream;
 use tokio::time::{Interval, MissedTickBehavior};
 
@@ -46,6 +47,11 @@ pub async fn serve(listen: SocketAddr, key: String) -> std::io::Result<()> {
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("upstream listening on http://{}", listener.local_addr()?);
+    // Without TCP_NODELAY a small write that follows an unacknowledged one waits for the
+    // peer's delayed ACK (up to 40 ms): fatal for SSE.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await
 }
 

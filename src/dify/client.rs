@@ -97,6 +97,8 @@ impl DifyClient {
             .pool_max_idle_per_host(1024)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
+            // Retries are ours (idempotent GETs only); reqwest's would clone every request.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .user_agent(concat!("dify-bff/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ApiError::Internal(format!("building the HTTP client: {e}")))?;
@@ -117,10 +119,15 @@ impl DifyClient {
         })
     }
 
+    /// The base URL with `path`'s segments appended. Unlike `Url::join`, this neither re-parses
+    /// the host (IDNA included) on every call nor lets a `..` or `?` in a segment escape it.
     fn url(&self, path: &str) -> Result<Url, ApiError> {
-        self.base
-            .join(path.trim_start_matches('/'))
-            .map_err(|e| ApiError::Internal(format!("joining upstream path: {e}")))
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| ApiError::Internal("DIFY_BASE_URL cannot be a base URL".into()))?
+            .pop_if_empty()
+            .extend(path.trim_start_matches('/').split('/'));
+        Ok(url)
     }
 
     fn request(

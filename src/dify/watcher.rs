@@ -2,6 +2,8 @@
 //! characters may be split anywhere), it learns what the relay needs to know (the `task_id`,
 //! the terminal event, token usage) without ever changing or holding back a byte.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 /// Lines longer than this are not parsed (their bytes are still relayed untouched).
@@ -29,11 +31,16 @@ pub struct Usage {
     pub currency: Option<String>,
 }
 
+/// The fields the watcher reads, borrowed from the event's data (no allocation unless a value
+/// holds escapes).
 #[derive(Deserialize)]
-struct Peek {
-    event: Option<String>,
-    task_id: Option<String>,
-    conversation_id: Option<String>,
+struct Peek<'a> {
+    #[serde(borrow)]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    task_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    conversation_id: Option<Cow<'a, str>>,
     metadata: Option<PeekMetadata>,
 }
 
@@ -72,11 +79,17 @@ impl SseWatcher {
                     continue;
                 }
             }
-            match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            match memchr::memchr2(b'\n', b'\r', rest) {
                 Some(i) => {
-                    self.push_line_bytes(&rest[..i]);
                     self.last_was_cr = rest[i] == b'\r';
-                    self.end_line();
+                    if self.line.is_empty() && !self.line_overflow {
+                        // The whole line is in this chunk: read it in place.
+                        let line = &rest[..i];
+                        self.complete_line(line, line.len() > MAX_LINE);
+                    } else {
+                        self.push_line_bytes(&rest[..i]);
+                        self.end_line();
+                    }
                     rest = &rest[i + 1..];
                 }
                 None => {
@@ -135,9 +148,20 @@ impl SseWatcher {
         self.line.extend_from_slice(bytes);
     }
 
+    /// Ends the line gathered in `self.line` across chunks.
     fn end_line(&mut self) {
         let overflow = std::mem::take(&mut self.line_overflow);
         let line = std::mem::take(&mut self.line);
+        self.complete_line(&line, overflow);
+        if !overflow {
+            // Keep the allocation for the next split line.
+            self.line = line;
+            self.line.clear();
+        }
+    }
+
+    /// One complete line (without its end); `overflow` when it was longer than `MAX_LINE`.
+    fn complete_line(&mut self, line: &[u8], overflow: bool) {
         if line.is_empty() && !overflow {
             self.dispatch();
             return;
@@ -146,15 +170,13 @@ impl SseWatcher {
         if overflow {
             return;
         }
-        if let Some(value) = field_value(&line, b"data") {
+        if let Some(value) = field_value(line, b"data") {
             if self.has_data {
                 self.data.push(b'\n');
             }
             self.data.extend_from_slice(value);
             self.has_data = true;
         }
-        self.line = line;
-        self.line.clear();
     }
 
     fn dispatch(&mut self) {
@@ -166,18 +188,29 @@ impl SseWatcher {
         if !std::mem::take(&mut self.has_data) {
             return;
         }
-        if let Ok(peek) = serde_json::from_slice::<Peek>(&self.data) {
+        let mut data = std::mem::take(&mut self.data);
+        if self.knows_ids() && ANSWER_PREFIXES.iter().any(|p| data.starts_with(p)) {
+            // An answer chunk: once the ids are known it holds nothing the watcher needs.
+        } else if let Ok(peek) = serde_json::from_slice::<Peek>(&data) {
             self.learn(peek);
         }
-        self.data.clear();
+        data.clear();
+        self.data = data;
     }
 
-    fn learn(&mut self, peek: Peek) {
+    fn knows_ids(&self) -> bool {
+        self.task_id.is_some() && self.conversation_id.is_some()
+    }
+
+    fn learn(&mut self, peek: Peek<'_>) {
         if self.task_id.is_none() {
-            self.task_id = peek.task_id;
+            self.task_id = peek.task_id.map(Cow::into_owned);
         }
         if self.conversation_id.is_none() {
-            self.conversation_id = peek.conversation_id.filter(|c| !c.is_empty());
+            self.conversation_id = peek
+                .conversation_id
+                .filter(|c| !c.is_empty())
+                .map(Cow::into_owned);
         }
         let terminal = match peek.event.as_deref() {
             Some("message_end") => Some(Terminal::MessageEnd),
@@ -193,6 +226,13 @@ impl SseWatcher {
         }
     }
 }
+
+/// The start of an answer chunk (the bulk of a stream) as Dify serialises it (Python's
+/// `json.dumps`, `event` first). Anything else, compact JSON included, is parsed.
+const ANSWER_PREFIXES: &[&[u8]] = &[
+    b"{\"event\": \"message\", ",
+    b"{\"event\": \"agent_message\", ",
+];
 
 fn field_value<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     let rest = line.strip_prefix(name)?;

@@ -19,20 +19,25 @@ pub async fn log(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
+    let log = tracing::enabled!(tracing::Level::INFO);
     let request_id = request
         .extensions()
         .get::<RequestId>()
+        .filter(|_| log)
         .map(|r| r.0.clone())
         .unwrap_or_default();
     let response = next.run(request).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
+    metrics::request(method.as_str(), &route, status, elapsed);
+    if !log {
+        return response;
+    }
     let identity = response
         .extensions()
         .get::<Identity>()
         .map(Identity::log_hash)
         .unwrap_or_default();
-    metrics::request(method.as_str(), &route, status, elapsed);
     tracing::info!(
         method = %method,
         route = %route,

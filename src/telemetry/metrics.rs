@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::dify::watcher::Usage;
@@ -73,8 +73,15 @@ pub fn stream_closed() {
     gauge!("difybff_open_streams").decrement(1.0);
 }
 
+/// Called for every relayed chunk: the counter is looked up once, not per call.
 pub fn bytes_relayed(n: usize) {
-    counter!("difybff_stream_bytes_total").increment(n as u64);
+    static BYTES: OnceLock<Counter> = OnceLock::new();
+    BYTES
+        .get_or_init(|| {
+            handle();
+            counter!("difybff_stream_bytes_total")
+        })
+        .increment(n as u64);
 }
 
 pub fn stream_failed(reason: &'static str) {

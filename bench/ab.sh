@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Compare dify-bff builds by the work they do per request, per relayed event and per open
+# stream, which is far steadier than throughput on a shared VM (this one has no hardware
+# performance counters, so instructions come from valgrind's callgrind):
+#   bench/ab.sh bench/target/release/dify-bff.before bench/target/release/dify-bff
+# For each binary: the fast upstream on CPU 0; dify-bff on CPU 1 under callgrind for a fixed
+# JSON load (oha -n) and a fixed SSE load, user-space instructions counted per request / event
+# after a warm-up; then dify-bff natively for its CPU time over the same loads and the RSS that
+# AB_HOLD_STREAMS open streams add. Needs valgrind, perf-free; oha and a built harness.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+bench="$here/target/release/dify-bench"
+key=app-BENCHKEY00000000000000000
+requests=${AB_REQUESTS:-3000}
+streams=${AB_STREAMS:-100}
+events=${AB_EVENTS:-20}
+native_requests=${AB_NATIVE_REQUESTS:-30000}
+hold_streams=${AB_HOLD_STREAMS:-3000}
+ulimit -n "$(ulimit -Hn)"
+work="$(mktemp -d)"
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+
+start() { # binary, runner... ; sets up, bff, port, cookie
+    local bin=$1; shift
+    port=$((20000 + RANDOM % 20000))
+    taskset -c 0 "$bench" upstream --listen 127.0.0.1:$((port + 1)) --key $key >"$work/up.log" 2>&1 &
+    up=$!
+    env -i PATH="$PATH" DIFY_BASE_URL=http://127.0.0.1:$((port + 1))/v1 DIFY_API_KEY=$key HOST=127.0.0.1 \
+        PORT=$port RATE_LIMIT_PER_MINUTE=0 MAX_STREAMS_PER_IDENTITY=100000 RUST_LOG=warn \
+        SESSION_SECRET=bench-secret-0123456789abcdef0123456789 \
+        taskset -c 1 "$@" "$bin" >"$work/bff.log" 2>&1 &
+    bff=$!
+    pids+=("$up" "$bff")
+    for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:$port/healthz && break; sleep 0.2; done
+    cookie=$(curl -si http://127.0.0.1:$port/conversations | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p')
+}
+stop() { kill "$bff" "$up" 2>/dev/null || true; wait "$bff" "$up" 2>/dev/null || true; }
+json() { taskset -c 0 oha -n "$1" -c "$2" --no-tui -H "Cookie: $cookie" "http://127.0.0.1:$port/conversations" >/dev/null; }
+sse() { taskset -c 0 "$bench" sse --addr 127.0.0.1:$port --header "Cookie: $cookie" --streams "$1" --events "$2" --interval-ms "$3" --ramp-ms "$4"; }
+ir() { awk '/^(summary|totals):/{print $2; exit}' "$1"; }
+cpu_ms() { awk '{print ($14+$15)*10}' "/proc/$bff/stat"; }
+
+echo "| binary | instr/request (user, callgrind) | instr/event (user, callgrind) | CPU µs/request | CPU µs/event | RSS KiB/stream ($hold_streams held) |"
+echo "|---|---:|---:|---:|---:|---:|"
+for bin in "$@"; do
+    start "$bin" valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p"
+    json 500 16; sse 20 5 50 200 >/dev/null
+    callgrind_control -z "$bff" >/dev/null
+    json "$requests" 16
+    callgrind_control -d "$bff" >/dev/null; callgrind_control -z "$bff" >/dev/null
+    sse "$streams" "$events" 50 1000 >/dev/null
+    callgrind_control -d "$bff" >/dev/null
+    stop
+    json_ir=$(ir "$(ls "$work"/cg.*.1 | head -1)"); sse_ir=$(ir "$(ls "$work"/cg.*.2 | head -1)")
+    rm -f "$work"/cg.*
+
+    start "$bin"
+    json 5000 64; sse 200 5 200 1000 >/dev/null
+    t0=$(cpu_ms); json "$native_requests" 64; t1=$(cpu_ms)
+    sse 1000 "$events" 200 2000 >/dev/null; t2=$(cpu_ms)
+    before=$(awk '/VmRSS/{print $2}' /proc/$bff/status)
+    sse "$hold_streams" 25 1000 10000 >"$work/hold.log" &
+    holder=$!
+    sleep 20
+    held=$(awk '/VmRSS/{print $2}' /proc/$bff/status)
+    wait $holder
+    grep -q " 0 errors" "$work/hold.log" || { echo "hold run had errors:" >&2; cat "$work/hold.log" >&2; }
+    stop
+    awk -v b="$(basename "$bin")" -v r="$requests" -v s="$((streams * (events + 1)))" -v ji="$json_ir" -v si="$sse_ir" \
+        -v nr="$native_requests" -v ne="$((1000 * (events + 1)))" -v jt="$((t1 - t0))" -v st="$((t2 - t1))" \
+        -v before="$before" -v held="$held" -v n="$hold_streams" 'BEGIN {
+        printf "| %s | %.0f | %.0f | %.1f | %.1f | %.1f |\n", b, ji/r, si/s, jt*1000/nr, st*1000/ne, (held-before)/n }'
+done
