@@ -776,20 +776,39 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-#[tokio::test]
-async fn a_stalled_request_body_is_408_and_reaches_no_upstream() {
-    let app = TestApp::spawn_with_env(vars(&[("REQUEST_BODY_TIMEOUT_SECS", "1")])).await;
-    let mut stream = connect(&app).await;
-    let head = format!(
-        "POST /chat HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"query\": ",
-        app.addr
-    );
-    stream.write_all(head.as_bytes()).await.expect("write");
+/// Sends a request whose body then stops short, and asserts the prompt 408 that follows.
+async fn assert_stalled_body_is_408(app: &TestApp, request_start: &str) {
+    let mut stream = connect(app).await;
+    stream
+        .write_all(request_start.as_bytes())
+        .await
+        .expect("write");
     let started = Instant::now();
     let res = Raw::parse(&read_to_close(&mut stream).await);
     res.assert_error(408, "request_timeout");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_is_408_and_reaches_no_upstream() {
+    let app = TestApp::spawn_with_env(vars(&[("REQUEST_BODY_TIMEOUT_SECS", "1")])).await;
+    let head = format!(
+        "POST /chat HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"query\": ",
+        app.addr
+    );
+    assert_stalled_body_is_408(&app, &head).await;
     assert_nothing_reached_dify(&app);
+}
+
+#[tokio::test]
+async fn an_upload_whose_body_stalls_mid_file_is_408() {
+    let app = TestApp::spawn_with_env(vars(&[("REQUEST_BODY_TIMEOUT_SECS", "1")])).await;
+    let part = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n0123456789";
+    let head = format!(
+        "POST /files/upload HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n{part}",
+        app.addr
+    );
+    assert_stalled_body_is_408(&app, &head).await;
 }
 
 #[tokio::test]

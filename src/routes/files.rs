@@ -18,6 +18,7 @@ use crate::dify::Caller;
 use crate::dify::client::{content_type, map_transport};
 use crate::dify::upstream_error;
 use crate::error::ApiError;
+use crate::server::body_timeout::is_body_timeout;
 use crate::state::AppState;
 
 /// Routes that act for a user (identity required).
@@ -68,9 +69,18 @@ async fn upload(
 
     let exceeded = Arc::new(AtomicBool::new(false));
     let flag = exceeded.clone();
+    // A body that stalls past REQUEST_BODY_TIMEOUT_SECS is the client's 408, however far the
+    // multipart parser or the upstream call had got.
+    let stalled = Arc::new(AtomicBool::new(false));
+    let stall_flag = stalled.clone();
     let mut seen: u64 = 0;
     let body = request.into_body().into_data_stream().map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
+        let chunk = chunk.map_err(|e| {
+            if is_body_timeout(&e) {
+                stall_flag.store(true, Ordering::Release);
+            }
+            std::io::Error::other(e)
+        })?;
         seen += chunk.len() as u64;
         if seen > limit {
             flag.store(true, Ordering::Release);
@@ -86,6 +96,7 @@ async fn upload(
             Ok(Some(_)) => continue,
             Ok(None) => return Err(ApiError::invalid("The upload needs a part named \"file\".")),
             Err(_) if exceeded.load(Ordering::Acquire) => return Err(ApiError::PayloadTooLarge),
+            Err(_) if stalled.load(Ordering::Acquire) => return Err(ApiError::RequestTimeout),
             Err(_) => return Err(ApiError::invalid("The multipart body is malformed.")),
         }
     };
@@ -106,6 +117,9 @@ async fn upload(
     let result = state.dify.send_prepared(builder).await;
     if exceeded.load(Ordering::Acquire) {
         return Err(ApiError::PayloadTooLarge);
+    }
+    if stalled.load(Ordering::Acquire) {
+        return Err(ApiError::RequestTimeout);
     }
     result.map(relay_json)
 }
