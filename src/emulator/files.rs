@@ -192,6 +192,9 @@ where
     Ok(json_response(201, &answer))
 }
 
+/// What `image-preview` serves (Dify's `IMAGE_EXTENSIONS`).
+const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "svg"];
+
 fn invalid_signature() -> ApiError {
     ApiError::http(403, "forbidden", "Invalid request.")
 }
@@ -203,12 +206,25 @@ pub(crate) fn preview(ctx: Ctx, id: &str, preview: Preview) -> Result<Response, 
         .signer
         .verify(preview.path_segment(), id, &ctx.query, unix_now())
     {
-        return Err(invalid_signature());
+        // Dify's FileService answers a bad signature on the preview routes like a missing
+        // file (only /files/tools answers 403).
+        return Err(ApiError::not_found(
+            "File not found or signature is invalid",
+        ));
     }
     let store = lock(&ctx.shared.store);
     let file = store
         .upload(id)
         .ok_or_else(|| ApiError::not_found("File not found or signature is invalid"))?;
+    if preview == Preview::Image
+        && !IMAGE_EXTENSIONS.contains(&file.extension.to_lowercase().as_str())
+    {
+        return Err(ApiError::http(
+            415,
+            "unsupported_file_type",
+            "File type not allowed.",
+        ));
+    }
     let mut resp = file_response(&file.mime_type, file.bytes.clone());
     let as_attachment = ctx
         .query

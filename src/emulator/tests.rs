@@ -1239,15 +1239,29 @@ async fn uploads_are_stored_and_served_through_signed_urls() {
     assert_eq!(
         (denied.status, body(&denied).as_str()),
         (
-            403,
-            "{\"code\": \"forbidden\", \"message\": \"Invalid request.\", \"status\": 403}\n"
+            404,
+            "{\"code\": \"not_found\", \"message\": \"File not found or signature is invalid\", \"status\": 404}\n"
         )
     );
     assert_eq!(
         call(&emu, "GET", &format!("/files/{id}/file-preview"), &[], "")
             .await
             .status,
-        403
+        404
+    );
+    let tool_tampered = format!(
+        "{}x",
+        emu.add_tool_file(Bytes::from_static(b"t"), "text/plain", "txt")
+    );
+    assert_eq!(call(&emu, "GET", &tool_tampered, &[], "").await.status, 403);
+    let not_an_image = emu.signed_image_url(other["id"].as_str().unwrap());
+    let refused = call(&emu, "GET", &not_an_image, &[], "").await;
+    assert_eq!(
+        (refused.status, body(&refused).as_str()),
+        (
+            415,
+            "{\"code\": \"unsupported_file_type\", \"message\": \"File type not allowed.\", \"status\": 415}\n"
+        )
     );
     let tool = emu.add_tool_file(Bytes::from_static(b"tool bytes"), "text/plain", "txt");
     let served = call(&emu, "GET", &tool, &[], "").await;
