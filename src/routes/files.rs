@@ -67,23 +67,19 @@ async fn upload(
         return Err(ApiError::PayloadTooLarge);
     }
 
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let flag = exceeded.clone();
-    // A body that stalls past REQUEST_BODY_TIMEOUT_SECS is the client's 408, however far the
-    // multipart parser or the upstream call had got.
-    let stalled = Arc::new(AtomicBool::new(false));
-    let stall_flag = stalled.clone();
+    let body_end = Arc::new(BodyEnd::default());
+    let seen_end = body_end.clone();
     let mut seen: u64 = 0;
     let body = request.into_body().into_data_stream().map(move |chunk| {
         let chunk = chunk.map_err(|e| {
             if is_body_timeout(&e) {
-                stall_flag.store(true, Ordering::Release);
+                seen_end.stalled.store(true, Ordering::Release);
             }
             std::io::Error::other(e)
         })?;
         seen += chunk.len() as u64;
         if seen > limit {
-            flag.store(true, Ordering::Release);
+            seen_end.too_large.store(true, Ordering::Release);
             return Err(std::io::Error::other(TooLarge));
         }
         Ok(chunk)
@@ -95,9 +91,11 @@ async fn upload(
             Ok(Some(field)) if field.name() == Some("file") => break field,
             Ok(Some(_)) => continue,
             Ok(None) => return Err(ApiError::invalid("The upload needs a part named \"file\".")),
-            Err(_) if exceeded.load(Ordering::Acquire) => return Err(ApiError::PayloadTooLarge),
-            Err(_) if stalled.load(Ordering::Acquire) => return Err(ApiError::RequestTimeout),
-            Err(_) => return Err(ApiError::invalid("The multipart body is malformed.")),
+            Err(_) => {
+                return Err(body_end
+                    .error()
+                    .unwrap_or_else(|| ApiError::invalid("The multipart body is malformed.")));
+            }
         }
     };
     let file_name = file.file_name().unwrap_or("upload").to_owned();
@@ -115,13 +113,31 @@ async fn upload(
         .part("file", part);
     let builder = state.dify.upload_request(&caller)?.multipart(form);
     let result = state.dify.send_prepared(builder).await;
-    if exceeded.load(Ordering::Acquire) {
-        return Err(ApiError::PayloadTooLarge);
-    }
-    if stalled.load(Ordering::Acquire) {
-        return Err(ApiError::RequestTimeout);
+    if let Some(error) = body_end.error() {
+        return Err(error);
     }
     result.map(relay_json)
+}
+
+/// Why the upload body ended early, if it did: the client's error, whatever the multipart
+/// parser or the upstream call made of the broken stream.
+#[derive(Default)]
+struct BodyEnd {
+    too_large: AtomicBool,
+    /// Nothing arrived for REQUEST_BODY_TIMEOUT_SECS.
+    stalled: AtomicBool,
+}
+
+impl BodyEnd {
+    fn error(&self) -> Option<ApiError> {
+        if self.too_large.load(Ordering::Acquire) {
+            Some(ApiError::PayloadTooLarge)
+        } else if self.stalled.load(Ordering::Acquire) {
+            Some(ApiError::RequestTimeout)
+        } else {
+            None
+        }
+    }
 }
 
 const FORWARDED_REQUEST_HEADERS: &[header::HeaderName] = &[
