@@ -38,6 +38,9 @@ start() { # binary, runner... ; sets up, bff, port, cookie
 stop() { kill "$bff" "$up" 2>/dev/null || true; wait "$bff" "$up" 2>/dev/null || true; }
 json() { taskset -c 0 oha -n "$1" -c "$2" --no-tui -H "Cookie: $cookie" "http://127.0.0.1:$port/conversations" >/dev/null; }
 sse() { taskset -c 0 "$bench" sse --addr 127.0.0.1:$port --header "Cookie: $cookie" --streams "$1" --events "$2" --interval-ms "$3" --ramp-ms "$4"; }
+# vgdb finds valgrind's pipes by user and host name, which valgrind took from dify-bff's
+# cleared environment (no USER, HOST=127.0.0.1): ask with the same.
+cgc() { env -u USER -u LOGNAME HOST=127.0.0.1 callgrind_control "$@" >/dev/null; }
 ir() { awk '/^(summary|totals):/{print $2; exit}' "$1"; }
 cpu_ms() { awk '{print ($14+$15)*10}' "/proc/$bff/stat"; }
 
@@ -46,11 +49,11 @@ echo "|---|---:|---:|---:|---:|---:|"
 for bin in "$@"; do
     start "$bin" valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p"
     json 500 16; sse 20 5 50 200 >/dev/null
-    callgrind_control -z "$bff" >/dev/null
+    cgc -z "$bff"
     json "$requests" 16
-    callgrind_control -d "$bff" >/dev/null; callgrind_control -z "$bff" >/dev/null
+    cgc -d "$bff"; cgc -z "$bff"
     sse "$streams" "$events" 50 1000 >/dev/null
-    callgrind_control -d "$bff" >/dev/null
+    cgc -d "$bff"
     stop
     json_ir=$(ir "$(ls "$work"/cg.*.1 | head -1)"); sse_ir=$(ir "$(ls "$work"/cg.*.2 | head -1)")
     rm -f "$work"/cg.*

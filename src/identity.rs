@@ -120,18 +120,12 @@ impl Identity {
     }
 }
 
-/// Refuses peers outside `TRUSTED_PROXIES` in header mode, before anything else runs.
-pub async fn require_trusted_peer(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let policy = &state.identity;
+/// In header mode, a peer outside `TRUSTED_PROXIES` is refused before anything else runs
+/// (the probes excepted).
+pub fn refuse_untrusted_peer(policy: &IdentityPolicy, request: &Request) -> Option<ApiError> {
     let probe = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
-    if !probe && policy.header_mode() && !policy.trusts(peer_ip(request.extensions())) {
-        return ApiError::Unauthorized("This peer may not act for users.".into()).into_response();
-    }
-    next.run(request).await
+    (!probe && policy.header_mode() && !policy.trusts(peer_ip(request.extensions())))
+        .then(|| ApiError::Unauthorized("This peer may not act for users.".into()))
 }
 
 /// Decides the identity, stores it for the handlers and issues a cookie when it is new.

@@ -26,8 +26,30 @@ enum Command {
     Healthcheck,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    match runtime() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("dify-bff: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// One worker per CPU the process may use. With a single CPU (a container limited to one
+/// core, or a pinned process) the scheduler runs on the main thread: no work-stealing queues
+/// and no cross-thread wake-ups for a second worker that would only compete for the same core.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build()
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     let _ = dotenvy::dotenv();
     let healthcheck_only = matches!(cli.command, Some(Command::Healthcheck));

@@ -3,7 +3,6 @@
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
 
 pub const HEADER: &str = "x-request-id";
@@ -18,7 +17,9 @@ pub fn is_valid(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-pub async fn assign(mut request: Request, next: Next) -> Response {
+/// Takes or makes the request's id, stores it for the handlers and returns the header value to
+/// send back.
+pub fn assign(request: &mut Request) -> Option<HeaderValue> {
     let id = request
         .headers()
         .get(HEADER)
@@ -31,9 +32,12 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
         request.headers_mut().insert(HEADER, value.clone());
     }
     request.extensions_mut().insert(RequestId(id));
-    let mut response = next.run(request).await;
+    value
+}
+
+/// Returns the id assigned by [`assign`] with the response.
+pub fn stamp(response: &mut Response, value: Option<HeaderValue>) {
     if let Some(value) = value {
         response.headers_mut().insert(HEADER, value);
     }
-    response
 }

@@ -152,12 +152,14 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let app = app.clone();
-        async move {
+        // Boxed, so the connection task does not keep the handler's space for as long as a
+        // stream lasts: the future ends when the response head is ready.
+        Box::pin(async move {
             let mut request =
                 request.map(|body| Body::new(ReadTimeoutBody::new(body, limits.body_timeout)));
             request.extensions_mut().insert(ConnectInfo(peer));
             app.oneshot(request).await
-        }
+        })
     });
     let io = TokioIo::new(WriteStallTimeout::new(stream, limits.write_timeout));
     let connection = builder.serve_connection(io, service);

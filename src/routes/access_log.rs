@@ -4,48 +4,64 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
+use axum::http::Method;
 use axum::response::Response;
 
 use crate::identity::Identity;
 use crate::request_id::RequestId;
 use crate::telemetry::metrics;
 
-pub async fn log(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let log = tracing::enabled!(tracing::Level::INFO);
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .filter(|_| log)
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    let response = next.run(request).await;
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    metrics::request(method.as_str(), &route, status, elapsed);
-    if !log {
-        return response;
+/// What the log line needs from the request, taken before it is handed on.
+pub struct Entry {
+    started: Instant,
+    method: Method,
+    route: String,
+    /// Set only when INFO lines are written.
+    request_id: Option<String>,
+}
+
+impl Entry {
+    pub fn start(request: &Request) -> Entry {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "unmatched".to_owned());
+        let request_id = tracing::enabled!(tracing::Level::INFO).then(|| {
+            request
+                .extensions()
+                .get::<RequestId>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default()
+        });
+        Entry {
+            started: Instant::now(),
+            method: request.method().clone(),
+            route,
+            request_id,
+        }
     }
-    let identity = response
-        .extensions()
-        .get::<Identity>()
-        .map(Identity::log_hash)
-        .unwrap_or_default();
-    tracing::info!(
-        method = %method,
-        route = %route,
-        status,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        identity = %identity,
-        request_id = %request_id,
-        "request"
-    );
-    response
+
+    pub fn finish(self, response: &Response) {
+        let elapsed = self.started.elapsed();
+        let status = response.status().as_u16();
+        metrics::request(self.method.as_str(), &self.route, status, elapsed);
+        let Some(request_id) = self.request_id else {
+            return;
+        };
+        let identity = response
+            .extensions()
+            .get::<Identity>()
+            .map(Identity::log_hash)
+            .unwrap_or_default();
+        tracing::info!(
+            method = %self.method,
+            route = %self.route,
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            identity = %identity,
+            request_id = %request_id,
+            "request"
+        );
+    }
 }

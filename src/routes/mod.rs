@@ -7,6 +7,7 @@ pub mod chat;
 pub mod chat_request;
 pub mod conversations;
 pub mod files;
+pub mod front_door;
 pub mod health;
 pub mod messages;
 pub mod security;
@@ -15,14 +16,12 @@ pub mod validate;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use tower::ServiceBuilder;
 
 use crate::dify::UpstreamJson;
 use crate::error::ApiError;
 use crate::identity;
-use crate::request_id;
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
@@ -40,21 +39,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router(state.config.metrics_addr.is_none()))
         .fallback(static_files::fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(
-            ServiceBuilder::new()
-                .layer(from_fn(request_id::assign))
-                .layer(from_fn(access_log::log))
-                .layer(from_fn_with_state(state.clone(), security::cors))
-                .layer(from_fn(security::limit_uri))
-                .layer(from_fn_with_state(
-                    state.clone(),
-                    identity::require_trusted_peer,
-                ))
-                .layer(from_fn_with_state(
-                    state.clone(),
-                    security::reject_cross_site,
-                )),
-        )
+        .layer(from_fn_with_state(state.clone(), front_door::front_door))
         .with_state(state)
 }
 

@@ -1,9 +1,8 @@
 //! Cross-site protection (API.md §4): CSRF checks on state-changing requests, the CORS
 //! allow-list, and a cap on the request target's length.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
@@ -22,33 +21,24 @@ const PREFLIGHT_MAX_AGE: &str = "600";
 const VARY_PREFLIGHT: &str =
     "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
 
-/// Refuses request targets longer than [`MAX_URI_BYTES`] before anything else looks at them.
-pub async fn limit_uri(request: Request, next: Next) -> Response {
+/// A request target longer than [`MAX_URI_BYTES`] is refused before anything else looks at it.
+pub fn refuse_long_uri(request: &Request) -> Option<ApiError> {
     let length = request
         .uri()
         .path_and_query()
         .map_or(0, |pq| pq.as_str().len());
-    if length > MAX_URI_BYTES {
-        return ApiError::UriTooLong.into_response();
-    }
-    next.run(request).await
+    (length > MAX_URI_BYTES).then_some(ApiError::UriTooLong)
 }
 
 /// A `POST`/`DELETE` from another site (by `Origin`, or `Sec-Fetch-Site: cross-site`) that is
-/// not allow-listed gets 403 before anything else runs.
-pub async fn reject_cross_site(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// not allow-listed is refused before anything else runs.
+pub fn refuse_cross_site(state: &AppState, request: &Request) -> Option<ApiError> {
     let unsafe_method = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    if unsafe_method && is_cross_site(&state, &request) {
-        return ApiError::Forbidden("Cross-site requests are not allowed.".into()).into_response();
-    }
-    next.run(request).await
+    (unsafe_method && is_cross_site(state, request))
+        .then(|| ApiError::Forbidden("Cross-site requests are not allowed.".into()))
 }
 
 fn is_cross_site(state: &AppState, request: &Request) -> bool {
@@ -104,24 +94,39 @@ fn origin_of(https: bool, host: &str) -> String {
 /// CORS for the configured origins only (API.md §4). An allow-listed origin gets itself echoed
 /// with credentials; preflights from it get the methods and headers, cached. Any other origin
 /// gets no `Access-Control-Allow-*` header at all, so the browser keeps it out.
-pub async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let origin = request.headers().get(header::ORIGIN).cloned();
-    let allowed = origin
-        .as_ref()
-        .and_then(|o| o.to_str().ok())
-        .is_some_and(|o| is_allowed(&state, o));
-    let preflight = request.method() == Method::OPTIONS
-        && origin.is_some()
-        && request
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+pub struct Cors {
+    /// The request's `Origin` when it is allow-listed.
+    allowed_origin: Option<HeaderValue>,
+    preflight: bool,
+}
 
-    if preflight {
+impl Cors {
+    pub fn of(state: &AppState, request: &Request) -> Cors {
+        let origin = request.headers().get(header::ORIGIN);
+        let preflight = request.method() == Method::OPTIONS
+            && origin.is_some()
+            && request
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let allowed_origin = origin
+            .filter(|o| o.to_str().is_ok_and(|o| is_allowed(state, o)))
+            .cloned();
+        Cors {
+            allowed_origin,
+            preflight,
+        }
+    }
+
+    /// A preflight is answered here and goes no further.
+    pub fn preflight(&self) -> Option<Response> {
+        if !self.preflight {
+            return None;
+        }
         let mut response = StatusCode::NO_CONTENT.into_response();
         let headers = response.headers_mut();
         headers.insert(header::VARY, HeaderValue::from_static(VARY_PREFLIGHT));
-        if let (true, Some(origin)) = (allowed, origin) {
-            allow_origin(headers, origin);
+        if let Some(origin) = &self.allowed_origin {
+            allow_origin(headers, origin.clone());
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_METHODS,
                 HeaderValue::from_static(ALLOW_METHODS),
@@ -135,22 +140,22 @@ pub async fn cors(State(state): State<AppState>, request: Request, next: Next) -
                 HeaderValue::from_static(PREFLIGHT_MAX_AGE),
             );
         }
-        return response;
+        Some(response)
     }
 
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    if !state.config.allowed_origins.is_empty() {
-        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    pub fn finish(self, state: &AppState, response: &mut Response) {
+        let headers = response.headers_mut();
+        if !state.config.allowed_origins.is_empty() {
+            headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        if let Some(origin) = self.allowed_origin {
+            allow_origin(headers, origin);
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static(EXPOSE_HEADERS),
+            );
+        }
     }
-    if let (true, Some(origin)) = (allowed, origin) {
-        allow_origin(headers, origin);
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(EXPOSE_HEADERS),
-        );
-    }
-    response
 }
 
 fn allow_origin(headers: &mut HeaderMap, origin: HeaderValue) {

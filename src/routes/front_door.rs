@@ -1,0 +1,45 @@
+//! The one middleware every request passes through (one layer rather than one per concern:
+//! each `from_fn` layer costs a boxed future and a service clone per request). In order: the
+//! request id, the access log, CORS, then the refusals that need no handler: a too-long target,
+//! a peer that may not act for users, a cross-site write.
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::access_log;
+use super::security::{self, Cors};
+use crate::error::ApiError;
+use crate::identity;
+use crate::request_id;
+use crate::state::AppState;
+
+pub async fn front_door(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let request_id = request_id::assign(&mut request);
+    let log = access_log::Entry::start(&request);
+    let cors = Cors::of(&state, &request);
+    let mut response = match cors.preflight() {
+        Some(preflight) => preflight,
+        None => {
+            let mut response = match refusal(&state, &request) {
+                Some(error) => error.into_response(),
+                None => next.run(request).await,
+            };
+            cors.finish(&state, &mut response);
+            response
+        }
+    };
+    log.finish(&response);
+    request_id::stamp(&mut response, request_id);
+    response
+}
+
+fn refusal(state: &AppState, request: &Request) -> Option<ApiError> {
+    security::refuse_long_uri(request)
+        .or_else(|| identity::refuse_untrusted_peer(&state.identity, request))
+        .or_else(|| security::refuse_cross_site(state, request))
+}
