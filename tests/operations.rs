@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::{TestApp, read_stream, sse_events};
 use dify_bff::emulator::EmulatorOptions;
+use reqwest::Method;
 use reqwest::cookie::CookieStore;
 use serde_json::json;
 
@@ -85,6 +86,27 @@ async fn metrics_report_requests_streams_bytes_and_tokens() {
     ] {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");
     }
+}
+
+#[tokio::test]
+async fn metrics_label_unknown_methods_as_other_so_clients_cannot_add_series() {
+    let app = TestApp::spawn().await;
+    for method in ["BREWCOFFEE", "WHEN"] {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let res = app
+            .browser
+            .send(app.browser.request(method, "/conversations"))
+            .await;
+        assert_eq!(res.status, 405);
+    }
+    let text = app.browser.get("/metrics").await.text();
+    assert!(
+        text.contains(
+            "difybff_http_requests_total{method=\"OTHER\",route=\"/conversations\",status=\"405\"}"
+        ),
+        "no OTHER series in:\n{text}"
+    );
+    assert!(!text.contains("BREWCOFFEE") && !text.contains("WHEN"));
 }
 
 #[tokio::test]

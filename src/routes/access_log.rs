@@ -15,18 +15,14 @@ use crate::telemetry::metrics;
 pub struct Entry {
     started: Instant,
     method: Method,
-    route: String,
+    route: Option<MatchedPath>,
     /// Set only when INFO lines are written.
     request_id: Option<String>,
 }
 
 impl Entry {
     pub fn start(request: &Request) -> Entry {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "unmatched".to_owned());
+        let route = request.extensions().get::<MatchedPath>().cloned();
         let request_id = tracing::enabled!(tracing::Level::INFO).then(|| {
             request
                 .extensions()
@@ -44,8 +40,9 @@ impl Entry {
 
     pub fn finish(self, response: &Response) {
         let elapsed = self.started.elapsed();
+        let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
         let status = response.status().as_u16();
-        metrics::request(self.method.as_str(), &self.route, status, elapsed);
+        metrics::request(&self.method, route, status, elapsed);
         let Some(request_id) = self.request_id else {
             return;
         };
@@ -56,7 +53,7 @@ impl Entry {
             .unwrap_or_default();
         tracing::info!(
             method = %self.method,
-            route = %self.route,
+            route = %route,
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             identity = %identity,

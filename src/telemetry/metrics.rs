@@ -1,10 +1,12 @@
 //! Prometheus metrics through the `metrics` facade. The recorder is process-wide and installed
 //! once; every server in the process (tests start many) renders the same registry.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use metrics::{Counter, counter, gauge, histogram};
+use axum::http::Method;
+use metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::dify::watcher::Usage;
@@ -34,19 +36,59 @@ pub fn render() -> String {
     handle().map(PrometheusHandle::render).unwrap_or_default()
 }
 
-pub fn request(method: &str, route: &str, status: u16, elapsed: Duration) {
-    let labels = [
-        ("method", method.to_owned()),
-        ("route", route.to_owned()),
-        ("status", status.to_string()),
-    ];
-    counter!("difybff_http_requests_total", &labels).increment(1);
-    histogram!(
+/// Counts a request and records its latency. The two handles are looked up once per method,
+/// route and status (the facade's macros build and look up a new labelled key on every call),
+/// and methods outside HTTP's own share one label, so a client cannot grow the series.
+pub fn request(method: &Method, route: &str, status: u16, elapsed: Duration) {
+    type ByRoute = HashMap<String, HashMap<(&'static str, u16), (Counter, Histogram)>>;
+    static HANDLES: OnceLock<Mutex<ByRoute>> = OnceLock::new();
+    let method = method_label(method);
+    let mut routes = HANDLES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if !routes.contains_key(route) {
+        routes.insert(route.to_owned(), HashMap::new());
+    }
+    let Some(by_status) = routes.get_mut(route) else {
+        return;
+    };
+    let (count, latency) = by_status
+        .entry((method, status))
+        .or_insert_with(|| request_handles(method, route, status));
+    count.increment(1);
+    latency.record(elapsed.as_secs_f64());
+}
+
+fn request_handles(method: &'static str, route: &str, status: u16) -> (Counter, Histogram) {
+    handle();
+    let count = counter!(
+        "difybff_http_requests_total",
+        "method" => method,
+        "route" => route.to_owned(),
+        "status" => status.to_string()
+    );
+    let latency = histogram!(
         "difybff_http_request_duration_seconds",
-        "method" => method.to_owned(),
+        "method" => method,
         "route" => route.to_owned()
-    )
-    .record(elapsed.as_secs_f64());
+    );
+    (count, latency)
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
 }
 
 pub fn upstream_call(endpoint: &'static str, outcome: &str, elapsed: Duration) {
