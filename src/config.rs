@@ -221,10 +221,17 @@ fn parse_or<T: std::str::FromStr>(
     }
 }
 
+/// The longest timeout accepted: a year. Far beyond any use, and far enough from the clock's
+/// limits that a deadline computed from it never overflows.
+const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 60 * 60;
+
 fn secs(var: &'static str, value: Option<String>, default: u64) -> Result<Duration, ConfigError> {
     let n: u64 = parse_or(var, value, default)?;
-    if n == 0 {
-        return Err(invalid(var, "must be at least 1 second"));
+    if !(1..=MAX_TIMEOUT_SECS).contains(&n) {
+        return Err(invalid(
+            var,
+            format!("must be between 1 and {MAX_TIMEOUT_SECS} seconds"),
+        ));
     }
     Ok(Duration::from_secs(n))
 }
@@ -241,9 +248,15 @@ fn parse_api_key(key: &str) -> Result<SecretString, ConfigError> {
 }
 
 fn parse_base_url(raw: &str) -> Result<Url, ConfigError> {
-    let mut url = Url::parse(raw.trim())
-        .map_err(|e| invalid("DIFY_BASE_URL", format!("is not a URL ({e})")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+    let raw = raw.trim();
+    let mut url =
+        Url::parse(raw).map_err(|e| invalid("DIFY_BASE_URL", format!("is not a URL ({e})")))?;
+    // The URL standard reads `http:///v1` as host `v1` and `http:host` as host `host`; in a
+    // setting, a missing or mangled authority is a mistake to report, not to repair.
+    let has_authority = raw
+        .split_once("://")
+        .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with(['/', '\\']));
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || !has_authority {
         return Err(invalid(
             "DIFY_BASE_URL",
             "must be an http(s) URL with a host",
@@ -392,6 +405,36 @@ mod tests {
         for (var, value) in cases {
             let err = load(&[key(), (var, value)], false).unwrap_err();
             assert_eq!(err.var, var, "{var}={value}");
+        }
+    }
+
+    #[test]
+    fn a_base_url_without_a_host_is_refused_not_repaired() {
+        for value in [
+            "http:///v1",
+            "https:dify.local/v1",
+            "http:/dify.local/v1",
+            "http://",
+        ] {
+            let err = load(&[key(), ("DIFY_BASE_URL", value)], false).unwrap_err();
+            assert_eq!(err.var, "DIFY_BASE_URL", "{value}");
+        }
+    }
+
+    #[test]
+    fn a_timeout_too_long_for_the_clock_is_refused_at_start_up() {
+        for var in [
+            "UPSTREAM_CONNECT_TIMEOUT_SECS",
+            "UPSTREAM_TIMEOUT_SECS",
+            "STREAM_IDLE_TIMEOUT_SECS",
+            "SHUTDOWN_GRACE_SECS",
+            "REQUEST_HEADER_TIMEOUT_SECS",
+            "REQUEST_BODY_TIMEOUT_SECS",
+        ] {
+            let err = load(&[key(), (var, "9223372036854775807")], false).unwrap_err();
+            assert_eq!(err.var, var);
+            let year = load(&[key(), (var, "31536000")], false);
+            assert!(year.is_ok(), "{var}: a year is accepted");
         }
     }
 

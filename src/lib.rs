@@ -14,4 +14,4 @@ pub mod state;
 pub mod telemetry;
 
 pub use config::Config;
-pub use server::serve;
+pub use server::{serve, serve_on};

@@ -85,6 +85,16 @@ async fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let metrics_listener = match config.metrics_addr {
+        Some(metrics_addr) => match TcpListener::bind(metrics_addr).await {
+            Ok(metrics_listener) => Some(metrics_listener),
+            Err(e) => {
+                eprintln!("dify-bff: METRICS_ADDR: cannot listen on {metrics_addr}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -93,7 +103,7 @@ async fn run() -> ExitCode {
     if cli.demo {
         tracing::info!("demo mode: open http://{addr}/ in your browser");
     }
-    match dify_bff::serve(listener, config, shutdown_signal()).await {
+    match dify_bff::serve_on(listener, metrics_listener, config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");

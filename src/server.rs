@@ -59,10 +59,25 @@ impl ConnectionLimits {
     }
 }
 
-/// Serves until `shutdown` resolves, then drains: probes still answer, no new stream starts,
-/// open streams get `SHUTDOWN_GRACE_SECS` to finish, the rest end with `shutting_down`.
+/// [`serve_on`], binding `METRICS_ADDR` (when set) itself.
 pub async fn serve(
     listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    serve_on(listener, metrics_listener, config, shutdown).await
+}
+
+/// Serves until `shutdown` resolves, then drains: probes still answer, no new stream starts,
+/// open streams get `SHUTDOWN_GRACE_SECS` to finish, the rest end with `shutting_down`.
+/// `metrics_listener` is the bound `METRICS_ADDR`, if any.
+pub async fn serve_on(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -72,9 +87,10 @@ pub async fn serve(
     let limits = ConnectionLimits::from_config(&state.config);
     let close = CancellationToken::new();
 
-    if let Some(addr) = state.config.metrics_addr {
-        let metrics_listener = TcpListener::bind(addr).await?;
-        tracing::info!(%addr, "serving /metrics on its own address");
+    if let Some(metrics_listener) = metrics_listener {
+        if let Ok(addr) = metrics_listener.local_addr() {
+            tracing::info!(%addr, "serving /metrics on its own address");
+        }
         let metrics_app = routes::health::metrics_router();
         tokio::spawn(run(metrics_listener, metrics_app, limits, close.clone()));
     }

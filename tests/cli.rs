@@ -85,6 +85,19 @@ fn a_bad_value_stops_start_up_with_exit_2_naming_the_variable() {
 }
 
 #[test]
+fn a_metrics_address_in_use_stops_start_up_with_exit_2_naming_the_variable() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = command()
+        .env("DIFY_API_KEY", "app-abcdefghijklmnopqrstuvwx")
+        .env("PORT", free_port().to_string())
+        .env("METRICS_ADDR", taken.local_addr().unwrap().to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("METRICS_ADDR"));
+}
+
+#[test]
 fn healthcheck_fails_when_nothing_listens() {
     let status = command()
         .arg("healthcheck")

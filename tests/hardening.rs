@@ -313,6 +313,17 @@ async fn header_mode_believes_a_trusted_peer() {
 }
 
 #[tokio::test]
+async fn header_mode_answers_no_preflight_from_an_untrusted_peer() {
+    let app = header_mode(&[
+        ("TRUSTED_PROXIES", "10.0.0.0/8"),
+        ("ALLOWED_ORIGINS", FRIEND),
+    ])
+    .await;
+    let res = app.browser.send(preflight(&app, FRIEND)).await;
+    res.assert_error(401, "unauthorized");
+}
+
+#[tokio::test]
 async fn header_mode_probes_still_answer_an_untrusted_peer() {
     let app = header_mode(&[("TRUSTED_PROXIES", "10.0.0.0/8")]).await;
     assert_eq!(app.browser.get("/healthz").await.status, 200);
@@ -1262,6 +1273,36 @@ async fn assert_traversals_refused(app: &TestApp) {
 async fn path_traversal_on_the_embedded_page_is_404() {
     let app = TestApp::spawn().await;
     assert_traversals_refused(&app).await;
+}
+
+async fn assert_writes_to_page_paths_are_405(app: &TestApp) {
+    for (method, path) in [
+        (Method::POST, "/"),
+        (Method::DELETE, "/"),
+        (Method::PUT, "/index.html"),
+    ] {
+        let res = app.browser.send(app.browser.request(method, path)).await;
+        res.assert_error(405, "method_not_allowed");
+        assert_eq!(res.header("allow"), Some("GET,HEAD"), "{path}");
+    }
+    let res = app
+        .browser
+        .send(app.browser.request(Method::POST, "/no-such-page.html"))
+        .await;
+    res.assert_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn another_method_on_an_embedded_page_path_is_405_with_allow() {
+    let app = TestApp::spawn().await;
+    assert_writes_to_page_paths_are_405(&app).await;
+}
+
+#[tokio::test]
+async fn another_method_on_a_static_dir_page_path_is_405_with_allow() {
+    let dir = format!("{}/static", env!("CARGO_MANIFEST_DIR"));
+    let app = TestApp::spawn_with_env(vec![("STATIC_DIR", dir)]).await;
+    assert_writes_to_page_paths_are_405(&app).await;
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The one middleware every request passes through (one layer rather than one per concern:
 //! each `from_fn` layer costs a boxed future and a service clone per request). In order: the
-//! request id, the access log, CORS, then the refusals that need no handler: a too-long target,
-//! a peer that may not act for users, a cross-site write.
+//! request id, the access log, the refusals that need no handler (a too-long target, a peer
+//! that may not act for users, a cross-site write), then CORS: a refused peer gets no preflight.
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -22,16 +22,20 @@ pub async fn front_door(
     let request_id = request_id::assign(&mut request);
     let log = access_log::Entry::start(&request);
     let cors = Cors::of(&state, &request);
-    let mut response = match cors.preflight() {
-        Some(preflight) => preflight,
-        None => {
-            let mut response = match refusal(&state, &request) {
-                Some(error) => error.into_response(),
-                None => next.run(request).await,
-            };
+    let mut response = match refusal(&state, &request) {
+        Some(error) => {
+            let mut response = error.into_response();
             cors.finish(&state, &mut response);
             response
         }
+        None => match cors.preflight() {
+            Some(preflight) => preflight,
+            None => {
+                let mut response = next.run(request).await;
+                cors.finish(&state, &mut response);
+                response
+            }
+        },
     };
     log.finish(&response);
     request_id::stamp(&mut response, request_id);

@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use rust_embed::Embed;
 use tower::ServiceExt;
@@ -17,18 +17,13 @@ struct Assets;
 
 const CSP: &str = "default-src 'self'; img-src 'self' data: blob: https:; media-src 'self' blob: https:; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'";
 
-/// Serves the page for any `GET` no other route took; anything else unmatched is a JSON 404.
+/// Serves the page for any `GET` no other route took. Another method on one of the page's
+/// paths is a JSON 405; anything else unmatched is a JSON 404.
 pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        return ApiError::NotFound("No such route.".into()).into_response();
+        return not_a_read(&state, request.uri()).await;
     }
-    let mut response = match &state.config.static_dir {
-        Some(dir) => from_dir(dir, request).await,
-        None => {
-            let path = request.uri().path().trim_start_matches('/');
-            embedded(if path.is_empty() { "index.html" } else { path })
-        }
-    };
+    let mut response = page(&state, request).await;
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -42,6 +37,32 @@ pub async fn fallback(State(state): State<AppState>, request: Request) -> Respon
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+    response
+}
+
+async fn page(state: &AppState, request: Request) -> Response {
+    match &state.config.static_dir {
+        Some(dir) => from_dir(dir, request).await,
+        None => {
+            let path = request.uri().path().trim_start_matches('/');
+            embedded(if path.is_empty() { "index.html" } else { path })
+        }
+    }
+}
+
+async fn not_a_read(state: &AppState, uri: &Uri) -> Response {
+    let probe = Request::get(uri.clone()).body(Body::empty());
+    let is_page = match probe {
+        Ok(probe) => page(state, probe).await.status().is_success(),
+        Err(_) => false,
+    };
+    if !is_page {
+        return ApiError::NotFound("No such route.".into()).into_response();
+    }
+    let mut response = ApiError::MethodNotAllowed.into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
     response
 }
 
