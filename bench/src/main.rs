@@ -109,7 +109,10 @@ fn parse_headers(texts: &[String]) -> Result<Vec<(HeaderName, HeaderValue)>, Str
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dify-bench: cannot start the runtime: {e}");
@@ -137,16 +140,15 @@ async fn run(command: Command) -> Result<(), String> {
             token_interval_ms,
             ping_interval_ms,
         } => {
-            let emulator = dify_bff::emulator::Emulator::start(
-                dify_bff::emulator::EmulatorOptions {
+            let emulator =
+                dify_bff::emulator::Emulator::start(dify_bff::emulator::EmulatorOptions {
                     api_key: key,
                     token_interval: Duration::from_millis(token_interval_ms),
                     ping_interval: Duration::from_millis(ping_interval_ms),
                     ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| format!("emulator: {e}"))?;
+                })
+                .await
+                .map_err(|e| format!("emulator: {e}"))?;
             println!("{}", emulator.base_url());
             let _ = tokio::signal::ctrl_c().await;
             Ok(())

@@ -202,7 +202,9 @@ async fn one_stream(
         };
         let now = unix_nanos();
         stats.bytes += data.len() as u64;
-        progress.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        progress
+            .bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         pending.extend_from_slice(&data);
         let mut consumed = 0;
         while let Some(end) = find(&pending[consumed..], b"\n\n") {
@@ -235,7 +237,10 @@ async fn one_stream(
     }
     conn.abort();
     if !ended {
-        return Err(format!("ended after {} events, no message_end", stats.events));
+        return Err(format!(
+            "ended after {} events, no message_end",
+            stats.events
+        ));
     }
     if stats.events != events + 1 {
         return Err(format!("{} events, expected {}", stats.events, events + 1));

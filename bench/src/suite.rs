@@ -54,7 +54,8 @@ pub struct Options {
     /// Seconds the (c) streams are held.
     #[arg(long)]
     pub hold_secs: Option<u64>,
-    /// Also hold the (c) streams through nginx (default: yes, except in smoke mode).
+    /// Also hold the (c) streams through nginx and the stack floor (default: yes, except in
+    /// smoke mode).
     #[arg(long)]
     pub nginx_capacity: Option<bool>,
     /// Seconds of each (a) measurement.
@@ -214,6 +215,8 @@ enum Kind {
     Direct,
     Nginx,
     Bff,
+    /// `floor-proxy`: the fixed stack relaying with nothing of dify-bff's own.
+    Floor,
 }
 
 impl Kind {
@@ -222,6 +225,7 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::Nginx => "nginx",
             Kind::Bff => "dify-bff",
+            Kind::Floor => "stack floor",
         }
     }
 }
@@ -240,6 +244,7 @@ struct Bed {
     upstream: Proc,
     bff: Proc,
     nginx: Proc,
+    floor: Proc,
     endpoints: Vec<Endpoint>,
     report: String,
 }
@@ -257,6 +262,7 @@ impl Bed {
         match kind {
             Kind::Direct => vec![],
             Kind::Bff => vec![self.bff.pid()],
+            Kind::Floor => vec![self.floor.pid()],
             Kind::Nginx => {
                 let mut pids = vec![self.nginx.pid()];
                 pids.extend(procstat::children(self.nginx.pid()));
@@ -266,7 +272,12 @@ impl Bed {
     }
 
     fn all_pids(&self) -> Vec<u32> {
-        let mut pids = vec![std::process::id(), self.upstream.pid(), self.bff.pid()];
+        let mut pids = vec![
+            std::process::id(),
+            self.upstream.pid(),
+            self.bff.pid(),
+            self.floor.pid(),
+        ];
         pids.extend(self.proxy_pids(Kind::Nginx));
         pids
     }
@@ -350,9 +361,11 @@ pub async fn run(opts: Options) -> Result<(), String> {
     let up_port = free_port()?;
     let bff_port = free_port()?;
     let ngx_port = free_port()?;
+    let floor_port = free_port()?;
     let up_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, up_port));
     let bff_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, bff_port));
     let ngx_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ngx_port));
+    let floor_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, floor_port));
 
     let mut upstream = spawn(Spawn {
         name: "upstream",
@@ -379,7 +392,10 @@ pub async fn run(opts: Options) -> Result<(), String> {
         ("RATE_LIMIT_PER_MINUTE", "0".to_owned()),
         ("MAX_STREAMS_PER_IDENTITY", "100000".to_owned()),
         ("MAX_CONCURRENT_STREAMS", "10000".to_owned()),
-        ("SESSION_SECRET", "bench-secret-0123456789abcdef0123456789".to_owned()),
+        (
+            "SESSION_SECRET",
+            "bench-secret-0123456789abcdef0123456789".to_owned(),
+        ),
         ("SHUTDOWN_GRACE_SECS", "1".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
     ]
@@ -424,7 +440,10 @@ pub async fn run(opts: Options) -> Result<(), String> {
             "-p".into(),
             nginx_prefix.to_string_lossy().into_owned(),
             "-e".into(),
-            nginx_prefix.join("error.log").to_string_lossy().into_owned(),
+            nginx_prefix
+                .join("error.log")
+                .to_string_lossy()
+                .into_owned(),
             "-c".into(),
             conf_path.to_string_lossy().into_owned(),
         ],
@@ -433,6 +452,22 @@ pub async fn run(opts: Options) -> Result<(), String> {
         dir: &work,
     })?;
     wait_for_port(ngx_addr, "nginx", &mut nginx).await?;
+
+    let floor_bin = std::path::Path::new(&self_exe).with_file_name("floor-proxy");
+    let mut floor = spawn(Spawn {
+        name: "floor-proxy",
+        cpu: proxy_cpu.as_deref(),
+        program: &floor_bin.to_string_lossy(),
+        args: vec![
+            floor_addr.to_string(),
+            format!("http://{up_addr}/v1"),
+            API_KEY.into(),
+        ],
+        env: vec![],
+        clear_env: true,
+        dir: &work,
+    })?;
+    wait_for_port(floor_addr, "floor-proxy", &mut floor).await?;
 
     // dify-bff gives a fresh identity (and cookie) to a request without one; a browser keeps
     // its cookie, so the load does too.
@@ -476,18 +511,26 @@ pub async fn run(opts: Options) -> Result<(), String> {
                 HeaderValue::from_str(&cookie).map_err(|e| e.to_string())?,
             )],
         },
+        Endpoint {
+            kind: Kind::Floor,
+            addr: floor_addr,
+            json_path: "/conversations".into(),
+            chat_path: "/chat".into(),
+            headers: vec![],
+        },
     ];
     let mut bed = Bed {
         opts: opts.clone(),
         upstream,
         bff,
         nginx,
+        floor,
         endpoints,
         report: String::new(),
     };
 
     // Every route answers the same bytes through every path.
-    for kind in [Kind::Direct, Kind::Nginx] {
+    for kind in [Kind::Direct, Kind::Nginx, Kind::Floor] {
         let e = bed.endpoint(kind);
         let (status, _, body) = fetch(e.addr, &e.json_path, &e.headers).await?;
         if status != 200 || body != bff_body {
@@ -680,7 +723,7 @@ async fn scenario_a(bed: &mut Bed) -> Result<(), String> {
     bed.line("| path | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors | proxy CPU (cores) | proxy CPU µs/request | other CPU |");
     bed.line("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut results = BTreeMap::new();
-    for kind in [Kind::Direct, Kind::Nginx, Kind::Bff] {
+    for kind in [Kind::Direct, Kind::Nginx, Kind::Bff, Kind::Floor] {
         json_load(bed, kind, 64, warm, use_oha).await?;
         let r = json_load(bed, kind, 64, secs, use_oha).await?;
         let (added50, added99) = match results.get(&Kind::Direct) {
@@ -718,18 +761,21 @@ async fn scenario_a(bed: &mut Bed) -> Result<(), String> {
         ));
         results.insert(kind, r);
     }
-    let (d, n, b) = (
+    let (d, n, b, f) = (
         &results[&Kind::Direct],
         &results[&Kind::Nginx],
         &results[&Kind::Bff],
+        &results[&Kind::Floor],
     );
     bed.line(&format!(
-        "\nRatios: dify-bff/nginx requests/s **{:.2}×**; nginx/direct {:.2}×; dify-bff/direct {:.2}×; added p99: dify-bff {:.3} ms vs nginx {:.3} ms.",
+        "\nRatios: dify-bff/nginx requests/s **{:.2}×**; nginx/direct {:.2}×; dify-bff/direct {:.2}×; added p99: dify-bff {:.3} ms vs nginx {:.3} ms. The stack floor (no dify-bff code) reaches {:.2}× nginx; dify-bff reaches {:.2}× the floor.",
         b.rps / n.rps,
         n.rps / d.rps,
         b.rps / d.rps,
         b.p99 - d.p99,
-        n.p99 - d.p99
+        n.p99 - d.p99,
+        f.rps / n.rps,
+        b.rps / f.rps
     ));
     let met = b.rps >= n.rps && (b.p99 - d.p99) <= (n.p99 - d.p99) && b.errors == 0;
     bed.line(&format!(
@@ -838,7 +884,7 @@ async fn scenario_b(bed: &mut Bed) -> Result<Option<BTreeMap<Kind, SseRun>>, Str
             ramp,
         };
         let mut runs = BTreeMap::new();
-        for kind in [Kind::Direct, Kind::Nginx, Kind::Bff] {
+        for kind in [Kind::Direct, Kind::Nginx, Kind::Bff, Kind::Floor] {
             let run = sse_load(bed, kind, load.clone()).await;
             let direct = runs.get(&Kind::Direct).map(|d: &SseRun| d.delay);
             let added = |f: fn(&Summary) -> u64| match direct {
@@ -876,9 +922,8 @@ async fn scenario_b(bed: &mut Bed) -> Result<Option<BTreeMap<Kind, SseRun>>, Str
             runs.insert(kind, run);
         }
         if streams == max_level {
-            let added = (runs[&Kind::Bff].delay.p99 as f64
-                - runs[&Kind::Direct].delay.p99 as f64)
-                / 1e6;
+            let added =
+                (runs[&Kind::Bff].delay.p99 as f64 - runs[&Kind::Direct].delay.p99 as f64) / 1e6;
             let errors = runs.values().map(|r| r.outcome.errors.len()).sum::<usize>();
             goal = Some((streams, added, errors));
             last = Some(runs);
@@ -922,7 +967,7 @@ async fn scenario_c(bed: &mut Bed) -> Result<(), String> {
     bed.line("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut kinds = vec![Kind::Bff];
     if with_nginx {
-        kinds.push(Kind::Nginx);
+        kinds.extend([Kind::Nginx, Kind::Floor]);
     }
     let mut bff_result = None;
     for kind in kinds {
@@ -1051,10 +1096,15 @@ async fn scenario_d(bed: &mut Bed, sse: Option<BTreeMap<Kind, SseRun>>) -> Resul
         ));
     };
     if let Some(runs) = &sse {
-        for kind in [Kind::Nginx, Kind::Bff] {
+        for kind in [Kind::Nginx, Kind::Bff, Kind::Floor] {
             if let Some(run) = runs.get(&kind) {
                 let streams = run.outcome.completed + run.outcome.errors.len();
-                row(bed, &format!("(b) {streams} streams, token events"), kind, run);
+                row(
+                    bed,
+                    &format!("(b) {streams} streams, token events"),
+                    kind,
+                    run,
+                );
             }
         }
     }
@@ -1067,17 +1117,23 @@ async fn scenario_d(bed: &mut Bed, sse: Option<BTreeMap<Kind, SseRun>>) -> Resul
         ramp: Duration::from_millis(100),
     };
     let mut per_mb = BTreeMap::new();
-    for kind in [Kind::Nginx, Kind::Bff] {
+    for kind in [Kind::Nginx, Kind::Bff, Kind::Floor] {
         let run = sse_load(bed, kind, load.clone()).await;
-        row(bed, "bulk: 100 streams, 4 KiB events every 5 ms", kind, &run);
+        row(
+            bed,
+            "bulk: 100 streams, 4 KiB events every 5 ms",
+            kind,
+            &run,
+        );
         per_mb.insert(
             kind,
             run.cpu.proxy.as_secs_f64() * 1e3 / (run.outcome.bytes as f64 / 1e6).max(1e-9),
         );
     }
     bed.line(&format!(
-        "\nBulk CPU per MB: dify-bff/nginx {:.2}×.",
-        per_mb[&Kind::Bff] / per_mb[&Kind::Nginx]
+        "\nBulk CPU per MB: dify-bff/nginx {:.2}×; stack floor/nginx {:.2}×.",
+        per_mb[&Kind::Bff] / per_mb[&Kind::Nginx],
+        per_mb[&Kind::Floor] / per_mb[&Kind::Nginx]
     ));
     Ok(())
 }

@@ -1,0 +1,150 @@
+//! `floor-proxy`: the fixed stack (tokio, hyper's HTTP/1 server, an axum `Router`, reqwest)
+//! relaying the two benchmarked routes with nothing of dify-bff's own: no identity, no
+//! validation, no error normalising, no metrics, no logging, no limits, no timeouts.
+//!
+//! It is the floor under dify-bff on the same stack: what the stack alone costs per JSON
+//! request and per held stream. `bench/README.md` says how to run it next to dify-bff and
+//! nginx; it is never a server to deploy.
+//!
+//! Usage: `floor-proxy LISTEN_ADDR UPSTREAM_BASE KEY`, e.g.
+//! `floor-proxy 127.0.0.1:18084 http://127.0.0.1:18081/v1 app-bench`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+struct Floor {
+    http: reqwest::Client,
+    conversations: String,
+    chat: String,
+    auth: HeaderValue,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [listen, base, key] = args.as_slice() else {
+        eprintln!("usage: floor-proxy LISTEN_ADDR UPSTREAM_BASE KEY");
+        return ExitCode::from(2);
+    };
+    let Ok(listen) = listen.parse::<SocketAddr>() else {
+        eprintln!("floor-proxy: {listen:?} is not an address");
+        return ExitCode::from(2);
+    };
+    // One CPU per proxy in the harness: the same single-threaded scheduler dify-bff runs there.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("floor-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(listen, base, key)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("floor-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(listen: SocketAddr, base: &str, key: &str) -> Result<(), String> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let base = base.trim_end_matches('/');
+    let floor = Arc::new(Floor {
+        http,
+        conversations: format!("{base}/conversations?user=floor&limit=20"),
+        chat: format!("{base}/chat-messages"),
+        auth: HeaderValue::from_str(&format!("Bearer {key}")).map_err(|e| e.to_string())?,
+    });
+    let app = Router::new()
+        .route("/conversations", get(conversations))
+        .route("/chat", post(chat))
+        .with_state(floor);
+    let listener = TcpListener::bind(listen).await.map_err(|e| e.to_string())?;
+    let mut builder = http1::Builder::new();
+    builder.keep_alive(true);
+    let builder = Arc::new(builder);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = terminate.recv() => return Ok(()),
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn conversations(State(floor): State<Arc<Floor>>) -> Response {
+    let sent = floor
+        .http
+        .get(&floor.conversations)
+        .header(header::AUTHORIZATION, floor.auth.clone())
+        .send()
+        .await;
+    match sent {
+        Ok(answer) => {
+            let status = answer.status();
+            match answer.bytes().await {
+                Ok(body) => json(status, body),
+                Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+            }
+        }
+        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+    }
+}
+
+async fn chat(State(floor): State<Arc<Floor>>, request: Request) -> Response {
+    let Ok(body) = axum::body::to_bytes(request.into_body(), 1 << 20).await else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let sent = floor
+        .http
+        .post(&floor.chat)
+        .header(header::AUTHORIZATION, floor.auth.clone())
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await;
+    match sent {
+        Ok(answer) => (
+            answer.status(),
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            Body::from_stream(answer.bytes_stream()),
+        )
+            .into_response(),
+        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+    }
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
