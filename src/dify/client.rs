@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode};
 use bytes::Bytes;
 use reqwest::{Method, RequestBuilder, Url, header};
 use secrecy::ExposeSecret;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::upstream_error;
@@ -219,7 +220,7 @@ impl DifyClient {
         &self,
         path: &str,
         caller: &Caller,
-        body: &Value,
+        body: &(impl Serialize + ?Sized),
     ) -> Result<UpstreamJson, ApiError> {
         let builder = self.request(Method::POST, path, caller)?.json(body);
         self.send(builder).await
@@ -228,7 +229,7 @@ impl DifyClient {
     pub async fn chat_blocking(
         &self,
         caller: &Caller,
-        body: &Value,
+        body: &(impl Serialize + ?Sized),
     ) -> Result<UpstreamJson, ApiError> {
         self.post_json("chat-messages", caller, body).await
     }
@@ -238,7 +239,7 @@ impl DifyClient {
     pub async fn chat_stream(
         &self,
         caller: &Caller,
-        body: &Value,
+        body: &(impl Serialize + ?Sized),
     ) -> Result<reqwest::Response, ApiError> {
         let builder = self
             .request(Method::POST, "chat-messages", caller)?

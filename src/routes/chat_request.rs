@@ -1,5 +1,6 @@
 //! The `POST /chat` body: validated, with only known fields kept (API.md §4).
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::validate;
@@ -84,25 +85,33 @@ impl ChatRequest {
         })
     }
 
-    /// The body Dify gets: our `user`, an explicit `response_mode`, nothing unknown.
-    pub fn to_upstream(&self, user: &str) -> Value {
-        let mut body = json!({
-            "inputs": self.inputs,
-            "query": self.query,
-            "response_mode": self.mode.as_str(),
-            "conversation_id": self.conversation_id,
-            "user": user,
-        });
-        if let Some(map) = body.as_object_mut() {
-            if let Some(files) = &self.files {
-                map.insert("files".into(), Value::Array(files.clone()));
-            }
-            if let Some(auto) = self.auto_generate_name {
-                map.insert("auto_generate_name".into(), Value::Bool(auto));
-            }
+    /// The body Dify gets: our `user`, an explicit `response_mode`, nothing unknown. It
+    /// borrows the request, so it is serialised straight from it, without a copy.
+    pub fn to_upstream<'a>(&'a self, user: &'a str) -> UpstreamChat<'a> {
+        UpstreamChat {
+            inputs: &self.inputs,
+            query: &self.query,
+            response_mode: self.mode.as_str(),
+            conversation_id: &self.conversation_id,
+            user,
+            files: self.files.as_deref(),
+            auto_generate_name: self.auto_generate_name,
         }
-        body
     }
+}
+
+/// `POST /chat-messages` as sent to Dify.
+#[derive(Debug, Serialize)]
+pub struct UpstreamChat<'a> {
+    inputs: &'a Map<String, Value>,
+    query: &'a str,
+    response_mode: &'static str,
+    conversation_id: &'a str,
+    user: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<&'a [Value]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto_generate_name: Option<bool>,
 }
 
 fn parse_file(file: Value) -> Result<Value, ApiError> {
@@ -162,11 +171,22 @@ mod tests {
     fn client_user_and_unknown_fields_are_not_forwarded() {
         let r =
             parse(json!({"query": "hi", "user": "victim", "evil": 1, "inputs": {"a": 1}})).unwrap();
-        let up = r.to_upstream("me");
+        let up = serde_json::to_value(r.to_upstream("me")).unwrap();
         assert_eq!(
             up,
             json!({"inputs": {"a": 1}, "query": "hi", "response_mode": "streaming", "conversation_id": "", "user": "me"})
         );
+    }
+
+    #[test]
+    fn files_and_auto_generate_name_are_sent_only_when_given() {
+        let r = parse(json!({"query": "q", "auto_generate_name": false, "files": []})).unwrap();
+        let up = serde_json::to_value(r.to_upstream("me")).unwrap();
+        assert_eq!(up["auto_generate_name"], json!(false));
+        assert_eq!(up["files"], json!([]));
+        let bare =
+            serde_json::to_value(parse(json!({"query": "q"})).unwrap().to_upstream("me")).unwrap();
+        assert!(bare.get("files").is_none() && bare.get("auto_generate_name").is_none());
     }
 
     #[test]
