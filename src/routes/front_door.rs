@@ -21,24 +21,26 @@ pub async fn front_door(
 ) -> Response {
     let request_id = request_id::assign(&mut request);
     let log = access_log::Entry::start(&request);
-    let cors = Cors::of(&state, &request);
-    let mut response = match refusal(&state, &request) {
-        Some(error) => {
-            let mut response = error.into_response();
-            cors.finish(&state, &mut response);
-            response
-        }
-        None => match cors.preflight() {
-            Some(preflight) => preflight,
-            None => {
-                let mut response = next.run(request).await;
-                cors.finish(&state, &mut response);
-                response
-            }
-        },
-    };
+    let mut response = answer(&state, request, next).await;
     log.finish(&response);
     request_id::stamp(&mut response, request_id);
+    response
+}
+
+/// A refusal (with CORS headers, so an allowed page can read it), a preflight's answer, or
+/// the handler's response.
+async fn answer(state: &AppState, request: Request, next: Next) -> Response {
+    let cors = Cors::of(state, &request);
+    let mut response = match refusal(state, &request) {
+        Some(error) => error.into_response(),
+        None => {
+            if let Some(preflight) = cors.preflight() {
+                return preflight;
+            }
+            next.run(request).await
+        }
+    };
+    cors.finish(state, &mut response);
     response
 }
 
