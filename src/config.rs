@@ -42,6 +42,14 @@ pub struct Config {
     pub request_header_timeout: Duration,
     /// The longest gap between two pieces of a request body before the request fails with 408.
     pub request_body_timeout: Duration,
+    /// The longest a whole request body may take to arrive, however steadily it trickles (408).
+    pub request_body_deadline: Duration,
+    /// Request body bytes held in memory by all requests together; more waits for none: 503.
+    pub max_buffered_body_bytes: usize,
+    /// Open connections per peer address (`0`: no limit); peers in `TRUSTED_PROXIES` are exempt.
+    pub max_connections_per_peer: usize,
+    /// Non-streaming Dify calls in flight at once, their answers included; more is 503.
+    pub max_concurrent_upstream_calls: usize,
     pub metrics_addr: Option<SocketAddr>,
     pub static_dir: Option<PathBuf>,
     pub log_format: LogFormat,
@@ -119,6 +127,12 @@ impl Config {
         let trusted_proxies = list(get("TRUSTED_PROXIES"))
             .map(|entry| parse_cidr(&entry))
             .collect::<Result<Vec<_>, _>>()?;
+        if user_header.is_some() && trusted_proxies.is_empty() {
+            return Err(invalid(
+                "TRUSTED_PROXIES",
+                "is required with USER_HEADER (the CIDRs of the auth proxy; any client could otherwise name any user; `0.0.0.0/0,::/0` trusts every peer on purpose)",
+            ));
+        }
         let allowed_origins = list(get("ALLOWED_ORIGINS"))
             .map(|entry| parse_origin(&entry))
             .collect::<Result<Vec<_>, _>>()?;
@@ -170,6 +184,26 @@ impl Config {
                 "REQUEST_BODY_TIMEOUT_SECS",
                 get("REQUEST_BODY_TIMEOUT_SECS"),
                 30,
+            )?,
+            request_body_deadline: secs(
+                "REQUEST_BODY_DEADLINE_SECS",
+                get("REQUEST_BODY_DEADLINE_SECS"),
+                120,
+            )?,
+            max_buffered_body_bytes: parse_or(
+                "MAX_BUFFERED_BODY_BYTES",
+                get("MAX_BUFFERED_BODY_BYTES"),
+                67_108_864,
+            )?,
+            max_connections_per_peer: parse_or(
+                "MAX_CONNECTIONS_PER_PEER",
+                get("MAX_CONNECTIONS_PER_PEER"),
+                256,
+            )?,
+            max_concurrent_upstream_calls: parse_or(
+                "MAX_CONCURRENT_UPSTREAM_CALLS",
+                get("MAX_CONCURRENT_UPSTREAM_CALLS"),
+                1024,
             )?,
             metrics_addr: get("METRICS_ADDR")
                 .map(|a| {
@@ -275,6 +309,16 @@ fn parse_base_url(raw: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
+/// The base URL as it may be shown (logs): any user name or password replaced by `***`.
+pub fn redacted(url: &Url) -> String {
+    let mut shown = url.clone();
+    if !shown.username().is_empty() || shown.password().is_some() {
+        let _ = shown.set_username("***");
+        let _ = shown.set_password(None);
+    }
+    shown.to_string()
+}
+
 fn parse_same_site(value: Option<String>) -> Result<SameSite, ConfigError> {
     match value
         .as_deref()
@@ -355,6 +399,10 @@ mod tests {
         assert_eq!(config.shutdown_grace, Duration::from_secs(25));
         assert_eq!(config.request_header_timeout, Duration::from_secs(30));
         assert_eq!(config.request_body_timeout, Duration::from_secs(30));
+        assert_eq!(config.request_body_deadline, Duration::from_secs(120));
+        assert_eq!(config.max_buffered_body_bytes, 64 * 1024 * 1024);
+        assert_eq!(config.max_connections_per_peer, 256);
+        assert_eq!(config.max_concurrent_upstream_calls, 1024);
         assert_eq!(config.cookie_same_site, SameSite::Lax);
         assert_eq!(config.log_format, LogFormat::Pretty);
     }
@@ -399,6 +447,10 @@ mod tests {
             ("UPSTREAM_TIMEOUT_SECS", "0"),
             ("REQUEST_HEADER_TIMEOUT_SECS", "0"),
             ("REQUEST_BODY_TIMEOUT_SECS", "soon"),
+            ("REQUEST_BODY_DEADLINE_SECS", "0"),
+            ("MAX_BUFFERED_BODY_BYTES", "lots"),
+            ("MAX_CONNECTIONS_PER_PEER", "-3"),
+            ("MAX_CONCURRENT_UPSTREAM_CALLS", "many"),
             ("METRICS_ADDR", "nine"),
             ("LOG_FORMAT", "xml"),
         ];
@@ -430,6 +482,7 @@ mod tests {
             "SHUTDOWN_GRACE_SECS",
             "REQUEST_HEADER_TIMEOUT_SECS",
             "REQUEST_BODY_TIMEOUT_SECS",
+            "REQUEST_BODY_DEADLINE_SECS",
         ] {
             let err = load(&[key(), (var, "9223372036854775807")], false).unwrap_err();
             assert_eq!(err.var, var);
@@ -457,6 +510,39 @@ mod tests {
             vec!["https://a.example", "http://b.example:8080"]
         );
         assert_eq!(config.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn header_mode_without_trusted_proxies_is_refused() {
+        let err = load(&[key(), ("USER_HEADER", "X-Forwarded-User")], false).unwrap_err();
+        assert_eq!(err.var, "TRUSTED_PROXIES");
+        let everyone = load(
+            &[
+                key(),
+                ("USER_HEADER", "X-Forwarded-User"),
+                ("TRUSTED_PROXIES", "0.0.0.0/0,::/0"),
+            ],
+            false,
+        );
+        assert!(everyone.is_ok(), "trusting everyone on purpose is allowed");
+    }
+
+    #[test]
+    fn a_password_in_the_base_url_is_never_shown() {
+        let config = load(
+            &[
+                key(),
+                ("DIFY_BASE_URL", "https://bob:hunter2@dify.local/v1"),
+            ],
+            false,
+        )
+        .unwrap();
+        let shown = redacted(&config.dify_base_url);
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("bob"),
+            "{shown}"
+        );
+        assert_eq!(shown, "https://***@dify.local/v1/");
     }
 
     #[test]

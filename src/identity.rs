@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderName, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, Key, SameSite, SignedCookieJar};
+use hmac::{Hmac, KeyInit, Mac};
 use ipnet::IpNet;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256, Sha512};
@@ -19,13 +20,20 @@ use crate::error::ApiError;
 use crate::request_id::RequestId;
 use crate::state::AppState;
 
+/// The identity cookie over plain HTTP.
 pub const COOKIE_NAME: &str = "dify_bff_uid";
+/// The identity cookie over HTTPS: browsers accept a `__Host-` cookie only from this host
+/// itself (Secure, `Path=/`, no `Domain`), so a sibling subdomain cannot plant one.
+pub const SECURE_COOKIE_NAME: &str = "__Host-dify_bff_uid";
 const COOKIE_MAX_AGE_DAYS: i64 = 400;
-const MAX_HEADER_IDENTITY: usize = 256;
+/// Dify stores `user` in a varchar(255).
+const MAX_HEADER_IDENTITY: usize = 255;
 
 /// The identity settings, built once at start-up.
 pub struct IdentityPolicy {
     key: Key,
+    /// Keys the identity hashes in logs, so they cannot be reversed by guessing identities.
+    log_key: Hmac<Sha256>,
     same_site: SameSite,
     user_header: Option<HeaderName>,
     trusted_proxies: Vec<IpNet>,
@@ -44,8 +52,10 @@ impl IdentityPolicy {
                 Key::generate()
             }
         };
+        let log_key = log_key(config);
         IdentityPolicy {
             key,
+            log_key,
             same_site: config.cookie_same_site,
             user_header: config.user_header.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
@@ -80,8 +90,24 @@ impl IdentityPolicy {
         self.user_header.is_some()
     }
 
+    /// A short, stable, keyed hash of an identity for logs: never the identity itself.
+    pub fn log_hash(&self, identity: &Identity) -> String {
+        let mut mac = self.log_key.clone();
+        mac.update(identity.0.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn cookie_name(https: bool) -> &'static str {
+        if https {
+            SECURE_COOKIE_NAME
+        } else {
+            COOKIE_NAME
+        }
+    }
+
     fn fresh_cookie(&self, id: String, https: bool) -> Cookie<'static> {
-        Cookie::build((COOKIE_NAME, id))
+        Cookie::build((Self::cookie_name(https), id))
             .http_only(true)
             .path("/")
             .same_site(self.same_site)
@@ -89,6 +115,21 @@ impl IdentityPolicy {
             .max_age(time_days(COOKIE_MAX_AGE_DAYS))
             .build()
     }
+}
+
+/// Derived from `SESSION_SECRET`, so replicas log the same hash for the same user; random
+/// per process without it.
+fn log_key(config: &Config) -> Hmac<Sha256> {
+    let secret: Vec<u8> = match &config.session_secret {
+        Some(secret) => Sha256::new()
+            .chain_update(b"dify-bff identity log hash\0")
+            .chain_update(secret.expose_secret().as_bytes())
+            .finalize()
+            .to_vec(),
+        None => rand::random::<[u8; 32]>().to_vec(),
+    };
+    <Hmac<Sha256> as KeyInit>::new_from_slice(&secret)
+        .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()))
 }
 
 fn time_days(days: i64) -> cookie::time::Duration {
@@ -111,14 +152,6 @@ pub fn peer_ip(request_extensions: &axum::http::Extensions) -> Option<IpAddr> {
 /// The end user of this request, as decided by the middleware.
 #[derive(Clone, Debug)]
 pub struct Identity(pub String);
-
-impl Identity {
-    /// A short, stable hash for logs: never the identity itself.
-    pub fn log_hash(&self) -> String {
-        let digest = Sha256::digest(self.0.as_bytes());
-        digest[..6].iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
 
 /// In header mode, a peer outside `TRUSTED_PROXIES` is refused before anything else runs
 /// (the probes excepted).
@@ -149,7 +182,12 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
             }
         }
     }
-    let existing = cookie_identity(request.headers(), &policy.key);
+    let https = policy.is_https(request.headers(), peer);
+    let existing = cookie_identity(
+        request.headers(),
+        &policy.key,
+        IdentityPolicy::cookie_name(https),
+    );
     match existing {
         Some(id) => {
             let identity = Identity(id);
@@ -160,7 +198,6 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
         }
         None => {
             let id = uuid::Uuid::new_v4().to_string();
-            let https = policy.is_https(request.headers(), peer);
             let identity = Identity(id.clone());
             request.extensions_mut().insert(identity.clone());
             let mut response = next.run(request).await;
@@ -171,20 +208,28 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
     }
 }
 
-/// The id in our signed cookie, if its signature holds. Only our cookie is verified (a signed
-/// jar built from the headers would check a signature for every cookie the browser sends).
-fn cookie_identity(headers: &HeaderMap, key: &Key) -> Option<String> {
-    let mut jar = cookie::CookieJar::new();
-    headers
+/// The id in our signed cookie `name`, if its signature holds. Two cookies of that name (one
+/// planted by a sibling site beside ours) count as none: neither is trusted. Only our cookie is
+/// verified (a signed jar built from the headers would check every cookie the browser sends).
+fn cookie_identity(headers: &HeaderMap, key: &Key, name: &str) -> Option<String> {
+    let mut ours = headers
         .get_all(header::COOKIE)
         .into_iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
-        .filter(|pair| pair.trim_start().starts_with(COOKIE_NAME))
-        .filter_map(|pair| Cookie::parse_encoded(pair.to_owned()).ok())
-        .filter(|cookie| cookie.name() == COOKIE_NAME)
-        .for_each(|cookie| jar.add_original(cookie));
-    let value = jar.signed(key).get(COOKIE_NAME)?.value().to_owned();
+        .filter(|pair| {
+            pair.trim_start()
+                .split_once('=')
+                .is_some_and(|(n, _)| n.trim_end() == name)
+        });
+    let pair = ours.next()?;
+    if ours.next().is_some() {
+        return None;
+    }
+    let cookie = Cookie::parse_encoded(pair.trim().to_owned()).ok()?;
+    let mut jar = cookie::CookieJar::new();
+    jar.add_original(cookie);
+    let value = jar.signed(key).get(name)?.value().to_owned();
     is_cookie_id(&value).then_some(value)
 }
 
@@ -200,11 +245,34 @@ fn header_identity(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     }
     let text = std::str::from_utf8(value.as_bytes()).ok()?;
     let count = text.chars().count();
-    let printable = text.chars().all(|c| !c.is_control());
-    (1..=MAX_HEADER_IDENTITY)
-        .contains(&count)
-        .then_some(text.to_owned())
-        .filter(|_| printable)
+    let printable = text.chars().all(is_printable);
+    ((1..=MAX_HEADER_IDENTITY).contains(&count) && printable).then(|| text.to_owned())
+}
+
+/// Not a control, line or paragraph separator, invisible format character (zero-width,
+/// bidirectional overrides and isolates, soft hyphen, BOM, tags) or whitespace other than the
+/// plain space: two identities that look alike in a log or an admin page must be alike.
+fn is_printable(c: char) -> bool {
+    let invisible = matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFFB}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    );
+    !c.is_control() && !invisible && (c == ' ' || !c.is_whitespace())
 }
 
 /// The caller of an upstream call: identity plus request id.
@@ -221,5 +289,89 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             user: identity.0.clone(),
             trace_id,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn signed(key: &Key, name: &'static str, id: &str) -> String {
+        let mut jar = cookie::CookieJar::new();
+        jar.signed_mut(key).add(Cookie::new(name, id.to_owned()));
+        let cookie = jar.get(name).map(|c| c.value().to_owned());
+        format!("{name}={}", cookie.unwrap_or_default())
+    }
+
+    fn headers(cookie: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(cookie) {
+            headers.insert(header::COOKIE, value);
+        }
+        headers
+    }
+
+    const ID_A: &str = "7d9f3a52-52a4-4f57-9d59-2e3f8c9b0a11";
+    const ID_B: &str = "0b1c2d3e-4f50-4617-8899-aabbccddeeff";
+
+    #[test]
+    fn one_signed_cookie_is_the_identity() {
+        let key = Key::generate();
+        let cookie = signed(&key, COOKIE_NAME, ID_A);
+        let got = cookie_identity(&headers(&cookie), &key, COOKIE_NAME);
+        assert_eq!(got.as_deref(), Some(ID_A));
+    }
+
+    #[test]
+    fn two_identity_cookies_count_as_none() {
+        let key = Key::generate();
+        let both = format!(
+            "{}; {}",
+            signed(&key, COOKIE_NAME, ID_A),
+            signed(&key, COOKIE_NAME, ID_B)
+        );
+        assert_eq!(cookie_identity(&headers(&both), &key, COOKIE_NAME), None);
+    }
+
+    #[test]
+    fn over_https_only_the_host_prefixed_cookie_counts() {
+        let key = Key::generate();
+        let plain = signed(&key, COOKIE_NAME, ID_A);
+        assert_eq!(
+            cookie_identity(&headers(&plain), &key, SECURE_COOKIE_NAME),
+            None
+        );
+        let secure = format!("{plain}; {}", signed(&key, SECURE_COOKIE_NAME, ID_B));
+        let got = cookie_identity(&headers(&secure), &key, SECURE_COOKIE_NAME);
+        assert_eq!(got.as_deref(), Some(ID_B));
+    }
+
+    #[test]
+    fn header_identities_are_1_to_255_printable_characters() {
+        let name = HeaderName::from_static("x-user");
+        let of = |value: &str| {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+                headers.insert(name.clone(), value);
+            }
+            header_identity(&headers, &name)
+        };
+        assert_eq!(
+            of("alice@example.com").as_deref(),
+            Some("alice@example.com")
+        );
+        assert_eq!(of("Zoë Ω").as_deref(), Some("Zoë Ω"));
+        assert!(of(&"a".repeat(255)).is_some());
+        assert!(of(&"a".repeat(256)).is_none(), "Dify stores 255 at most");
+        for hidden in [
+            "al\u{200B}ice",
+            "\u{202E}ecila",
+            "a\u{2028}b",
+            "a\u{FEFF}",
+            "a\u{2066}b",
+        ] {
+            assert!(of(hidden).is_none(), "{hidden:?}");
+        }
     }
 }

@@ -99,7 +99,7 @@ async fn run() -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(upstream = %config.dify_base_url, "dify-bff listening on http://{addr}");
+    tracing::info!(upstream = %dify_bff::config::redacted(&config.dify_base_url), "dify-bff listening on http://{addr}");
     if cli.demo {
         tracing::info!("demo mode: open http://{addr}/ in your browser");
     }

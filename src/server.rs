@@ -44,6 +44,7 @@ pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 struct ConnectionLimits {
     header_timeout: Duration,
     body_timeout: Duration,
+    body_deadline: Duration,
     /// A client that takes no bytes for this long is disconnected (a stream it stopped reading
     /// would otherwise hold its permit and Dify's worker for ever).
     write_timeout: Duration,
@@ -54,6 +55,7 @@ impl ConnectionLimits {
         ConnectionLimits {
             header_timeout: config.request_header_timeout,
             body_timeout: config.request_body_timeout,
+            body_deadline: config.request_body_deadline,
             write_timeout: config.stream_idle_timeout,
         }
     }
@@ -171,8 +173,13 @@ async fn serve_connection(
         // Boxed, so the connection task does not keep the handler's space for as long as a
         // stream lasts: the future ends when the response head is ready.
         Box::pin(async move {
-            let mut request =
-                request.map(|body| Body::new(ReadTimeoutBody::new(body, limits.body_timeout)));
+            let mut request = request.map(|body| {
+                Body::new(ReadTimeoutBody::new(
+                    body,
+                    limits.body_timeout,
+                    limits.body_deadline,
+                ))
+            });
             request.extensions_mut().insert(ConnectInfo(peer));
             app.oneshot(request).await
         })

@@ -13,9 +13,6 @@ use crate::limits::{RateLimiter, StreamLimiter};
 use crate::routes::app::SettingsCache;
 use crate::routes::health::Readiness;
 
-/// Stop calls made for abandoned streams that may be in flight at once.
-const MAX_PENDING_STOPS: usize = 1024;
-
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
@@ -23,9 +20,12 @@ pub struct Inner {
     pub config: Config,
     pub dify: Arc<DifyClient>,
     pub identity: IdentityPolicy,
+    /// `POST /chat` per identity.
     pub rate: RateLimiter,
+    /// The other calls that make Dify spend tokens or storage (suggested questions,
+    /// generated names, uploads), per identity, in a bucket of their own.
+    pub assist_rate: RateLimiter,
     pub streams: Arc<StreamLimiter>,
-    pub stops: Arc<tokio::sync::Semaphore>,
     pub settings: SettingsCache,
     pub readiness: Readiness,
     /// Set when shutdown begins: no new stream starts, readiness fails.
@@ -47,11 +47,11 @@ impl AppState {
         Ok(AppState(Arc::new(Inner {
             identity: IdentityPolicy::new(&config),
             rate: RateLimiter::new(config.rate_limit_per_minute),
+            assist_rate: RateLimiter::new(config.rate_limit_per_minute),
             streams: Arc::new(StreamLimiter::new(
                 config.max_streams_per_identity,
                 config.max_concurrent_streams,
             )),
-            stops: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_STOPS)),
             settings: SettingsCache::default(),
             readiness: Readiness::default(),
             draining: AtomicBool::new(false),

@@ -1,65 +1,33 @@
-//! One client for every Dify call: it owns the HTTP connection pool, the base URL and the key.
-//! Handlers never build upstream URLs or headers themselves.
+//! One client for every Dify call: it owns the connection pool, the base URL and the key, adds
+//! the caller's `user` to every call in one place, and turns every non-2xx answer into an
+//! [`ApiError`] in one place, under one deadline per call. Handlers never build upstream URLs,
+//! bodies or headers themselves.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use axum::http::{HeaderValue, StatusCode};
-use bytes::Bytes;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use reqwest::multipart::{Form, Part};
 use reqwest::{Method, RequestBuilder, Url, header};
 use secrecy::ExposeSecret;
 use serde::Serialize;
-use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use super::answer::{Answer, Guard, ReadError, read_capped};
+use super::bodies::{ChatMessage, Feedback, Rename, UserOnly, WithUser};
+use super::relay::{RelayStream, StopOnAbandon};
+use super::retry::{self, Failure};
 use super::upstream_error;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::telemetry::metrics;
 
-/// Retries of an idempotent `GET` after a connect failure or a 502/503 (so 3 tries at most).
-pub const MAX_GET_RETRIES: u32 = 2;
-/// The first retry waits 50–100 ms, the second 100–200 ms.
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-
-/// A failed exchange and whether trying again could help.
-struct Failure {
-    error: ApiError,
-    retryable: bool,
-}
-
-impl Failure {
-    fn final_(error: ApiError) -> Failure {
-        Failure {
-            error,
-            retryable: false,
-        }
-    }
-
-    /// Only a failed connect (refused, DNS, TLS, connect timeout) is retryable: the request
-    /// never reached Dify.
-    fn transport(e: reqwest::Error) -> Failure {
-        Failure {
-            retryable: e.is_connect(),
-            error: map_transport(e),
-        }
-    }
-}
-
-fn is_retryable_status(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
-    )
-}
-
-/// "Equal jitter": half the exponential step fixed, half random, so retries from many
-/// requests failing together spread out.
-fn backoff(retry: u32) -> Duration {
-    let step = BACKOFF_BASE.saturating_mul(1 << retry.min(8));
-    let half = step / 2;
-    let jitter = rand::random_range(0..=half.as_micros() as u64);
-    half + Duration::from_micros(jitter)
-}
+/// The most of a Dify error body that is read; a larger one is no Dify error: 502.
+pub const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Stop calls made for abandoned streams that may be in flight at once.
+const MAX_PENDING_STOPS: usize = 1024;
 
 /// Who a call is made for: the Dify `user` and the request id sent as `X-Trace-Id`.
 #[derive(Clone, Debug)]
@@ -68,26 +36,34 @@ pub struct Caller {
     pub trace_id: Option<String>,
 }
 
-/// A successful (2xx) upstream answer relayed as it came.
-#[derive(Debug)]
-pub struct UpstreamJson {
-    pub status: StatusCode,
-    pub body: Bytes,
+/// What a call sends besides its path; `user` is added to each kind by [`DifyClient::prepare`].
+enum Payload<'a, B: ?Sized> {
+    Query(&'a [(&'a str, &'a str)]),
+    Json(&'a B),
+    File(Part),
 }
 
-impl UpstreamJson {
-    pub fn body_is_empty(&self) -> bool {
-        self.body.is_empty()
-    }
+fn query<'a>(query: &'a [(&'a str, &'a str)]) -> Payload<'a, ()> {
+    Payload::Query(query)
 }
 
-#[derive(Debug)]
+/// How a non-2xx answer is read: keyed calls, or signed file URLs (no key involved).
+#[derive(Clone, Copy)]
+enum Source {
+    Keyed,
+    File,
+}
+
 pub struct DifyClient {
     http: reqwest::Client,
     base: Url,
     origin: Url,
     auth: HeaderValue,
     timeout: Duration,
+    stream_idle: Duration,
+    /// Non-streaming calls in flight, their relayed answers included.
+    calls: Arc<Semaphore>,
+    stops: Arc<Semaphore>,
 }
 
 impl DifyClient {
@@ -117,7 +93,159 @@ impl DifyClient {
             origin,
             auth,
             timeout: config.upstream_timeout,
+            stream_idle: config.stream_idle_timeout,
+            calls: Arc::new(Semaphore::new(config.max_concurrent_upstream_calls)),
+            stops: Arc::new(Semaphore::new(MAX_PENDING_STOPS)),
         })
+    }
+
+    pub async fn chat_blocking(
+        &self,
+        caller: &Caller,
+        body: &ChatMessage<'_>,
+        slot: Guard,
+    ) -> Result<Answer, ApiError> {
+        let payload = Payload::Json(body);
+        self.call(Method::POST, "chat-messages", caller, payload, Some(slot))
+            .await
+    }
+
+    /// Starts a streaming chat and returns the relay, ready to serve: it holds `slot` for as
+    /// long as it lives and asks Dify to stop the task if the browser leaves early. Only the
+    /// wait for Dify's response headers is bounded by the request timeout; the relay has its
+    /// own idle timeout.
+    pub async fn chat_stream(
+        self: &Arc<Self>,
+        caller: Caller,
+        body: &ChatMessage<'_>,
+        slot: Guard,
+        shutdown: WaitForCancellationFutureOwned,
+    ) -> Result<RelayStream, ApiError> {
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        let builder = self.prepare(Method::POST, "chat-messages", &caller, Payload::Json(body))?;
+        let response = self
+            .exchange(builder, deadline, Source::Keyed)
+            .await
+            .map_err(|f| f.error)?;
+        metrics::time_to_first_byte(started.elapsed());
+        let stop = StopOnAbandon {
+            client: Arc::clone(self),
+            caller,
+            stops: Arc::clone(&self.stops),
+        };
+        Ok(RelayStream::new(
+            response,
+            self.stream_idle,
+            shutdown,
+            stop,
+            Some(slot),
+        ))
+    }
+
+    pub async fn stop(&self, caller: &Caller, task_id: &str) -> Result<Answer, ApiError> {
+        let path = format!("chat-messages/{task_id}/stop");
+        let payload = Payload::Json(&UserOnly {});
+        self.call(Method::POST, &path, caller, payload, None).await
+    }
+
+    pub async fn conversations(
+        &self,
+        caller: &Caller,
+        params: &[(&str, &str)],
+    ) -> Result<Answer, ApiError> {
+        self.get("conversations", caller, params).await
+    }
+
+    pub async fn delete_conversation(&self, caller: &Caller, id: &str) -> Result<Answer, ApiError> {
+        let path = format!("conversations/{id}");
+        let payload = Payload::Json(&UserOnly {});
+        self.call(Method::DELETE, &path, caller, payload, None)
+            .await
+    }
+
+    pub async fn rename_conversation(
+        &self,
+        caller: &Caller,
+        id: &str,
+        body: &Rename<'_>,
+    ) -> Result<Answer, ApiError> {
+        let path = format!("conversations/{id}/name");
+        self.call(Method::POST, &path, caller, Payload::Json(body), None)
+            .await
+    }
+
+    pub async fn messages(
+        &self,
+        caller: &Caller,
+        params: &[(&str, &str)],
+    ) -> Result<Answer, ApiError> {
+        self.get("messages", caller, params).await
+    }
+
+    pub async fn feedback(
+        &self,
+        caller: &Caller,
+        message_id: &str,
+        body: &Feedback<'_>,
+    ) -> Result<Answer, ApiError> {
+        let path = format!("messages/{message_id}/feedbacks");
+        self.call(Method::POST, &path, caller, Payload::Json(body), None)
+            .await
+    }
+
+    pub async fn suggested(&self, caller: &Caller, message_id: &str) -> Result<Answer, ApiError> {
+        self.get(&format!("messages/{message_id}/suggested"), caller, &[])
+            .await
+    }
+
+    /// `parameters`, `info` or `meta`: app settings, the same for every user, but Dify still
+    /// gets our `user` so no call omits it.
+    pub async fn app_settings(&self, caller: &Caller, which: &str) -> Result<Answer, ApiError> {
+        self.get(which, caller, &[]).await
+    }
+
+    /// `POST /files/upload` with the file streamed through as it arrives.
+    pub async fn upload(&self, caller: &Caller, file: Part) -> Result<Answer, ApiError> {
+        let payload = Payload::<()>::File(file);
+        self.call(Method::POST, "files/upload", caller, payload, None)
+            .await
+    }
+
+    /// `GET /info` with the key only, for readiness: the one call made for no user.
+    pub async fn probe(&self, timeout: Duration) -> Result<(), ApiError> {
+        let builder = self.keyed(Method::GET, "info")?;
+        let response = self
+            .exchange(builder, Instant::now() + timeout, Source::Keyed)
+            .await
+            .map_err(|f| f.error)?;
+        let _ = read_capped(response, MAX_ERROR_BODY, Instant::now() + timeout).await;
+        Ok(())
+    }
+
+    /// A signed file URL on Dify's origin (outside `/v1`): no key, no `user`, no cookies; the
+    /// signed query byte for byte. A 304 counts as success.
+    pub async fn file(
+        &self,
+        path_and_query: &str,
+        headers: impl Iterator<Item = (HeaderName, HeaderValue)>,
+    ) -> Result<reqwest::Response, ApiError> {
+        let url = self
+            .origin
+            .join(path_and_query.trim_start_matches('/'))
+            .map_err(|e| ApiError::Internal(format!("joining file path: {e}")))?;
+        let mut builder = self.http.get(url);
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        let deadline = Instant::now() + self.timeout;
+        self.exchange(builder, deadline, Source::File)
+            .await
+            .map_err(|f| f.error)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The base URL with `path`'s segments appended. Unlike `Url::join`, this neither re-parses
@@ -131,268 +259,141 @@ impl DifyClient {
         Ok(url)
     }
 
-    fn request(
+    fn keyed(&self, method: Method, path: &str) -> Result<RequestBuilder, ApiError> {
+        Ok(self
+            .http
+            .request(method, self.url(path)?)
+            .header(header::AUTHORIZATION, self.auth.clone()))
+    }
+
+    /// The one place a call for a user is built: the key, the trace id, and the caller's
+    /// `user` in the query, the JSON body or the multipart form.
+    fn prepare<B: Serialize + ?Sized>(
         &self,
         method: Method,
         path: &str,
         caller: &Caller,
+        payload: Payload<'_, B>,
     ) -> Result<RequestBuilder, ApiError> {
-        let mut builder = self
-            .http
-            .request(method, self.url(path)?)
-            .header(header::AUTHORIZATION, self.auth.clone());
+        let mut builder = self.keyed(method, path)?;
         if let Some(trace) = &caller.trace_id {
             builder = builder.header("X-Trace-Id", trace.as_str());
         }
-        Ok(builder)
-    }
-
-    /// Sends a non-streaming call with the whole-request timeout and relays a 2xx answer.
-    async fn send(&self, builder: RequestBuilder) -> Result<UpstreamJson, ApiError> {
-        let deadline = Instant::now() + self.timeout;
-        self.attempt(builder, deadline).await.map_err(|f| f.error)
-    }
-
-    /// One exchange, bounded by `deadline`; a failure says whether a retry could help.
-    async fn attempt(
-        &self,
-        builder: RequestBuilder,
-        deadline: Instant,
-    ) -> Result<UpstreamJson, Failure> {
-        let exchange = async {
-            let response = builder.send().await.map_err(Failure::transport)?;
-            let status = response.status();
-            let content_type = content_type(&response);
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| Failure::final_(map_transport(e)))?;
-            if status.is_success() {
-                Ok(UpstreamJson { status, body })
-            } else {
-                Err(Failure {
-                    error: upstream_error::from_upstream(status, content_type.as_deref(), &body),
-                    retryable: is_retryable_status(status),
-                })
+        let user = caller.user.as_str();
+        Ok(match payload {
+            Payload::Query(params) => builder.query(&[("user", user)]).query(params),
+            Payload::Json(body) => builder.json(&WithUser { body, user }),
+            Payload::File(file) => {
+                builder.multipart(Form::new().text("user", user.to_owned()).part("file", file))
             }
-        };
-        tokio::time::timeout_at(deadline, exchange)
-            .await
-            .map_err(|_| Failure::final_(ApiError::UpstreamTimeout))?
+        })
     }
 
-    /// An idempotent `GET`: retried at most [`MAX_GET_RETRIES`] times, with jittered backoff,
-    /// after a failed connect or a 502/503, and never past the whole-request timeout.
+    /// A non-streaming call: one of the bounded call slots, the whole-request deadline, and
+    /// the answer relayed as it streams (`guard` lives as long as it does).
+    async fn call<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        caller: &Caller,
+        payload: Payload<'_, B>,
+        guard: Option<Guard>,
+    ) -> Result<Answer, ApiError> {
+        let slot = self.call_slot()?;
+        let deadline = Instant::now() + self.timeout;
+        let builder = self.prepare(method, path, caller, payload)?;
+        let response = self
+            .exchange(builder, deadline, Source::Keyed)
+            .await
+            .map_err(|f| f.error)?;
+        Ok(Answer::new(
+            response,
+            deadline,
+            Some(Box::new((slot, guard))),
+        ))
+    }
+
+    /// An idempotent `GET`: retried after a failed connect or a 502/503 (see [`retry`]), never
+    /// past the whole-request deadline.
     async fn get(
         &self,
         path: &str,
         caller: &Caller,
-        query: &[(&str, &str)],
-    ) -> Result<UpstreamJson, ApiError> {
+        params: &[(&str, &str)],
+    ) -> Result<Answer, ApiError> {
+        let slot = self.call_slot()?;
         let deadline = Instant::now() + self.timeout;
         let mut retries = 0;
         loop {
-            let builder = self.request(Method::GET, path, caller)?.query(query);
-            let failure = match self.attempt(builder, deadline).await {
-                Ok(answer) => return Ok(answer),
+            let builder = self.prepare(Method::GET, path, caller, query(params))?;
+            let failure = match self.exchange(builder, deadline, Source::Keyed).await {
+                Ok(response) => return Ok(Answer::new(response, deadline, Some(Box::new(slot)))),
                 Err(failure) => failure,
             };
-            let pause = backoff(retries);
-            if !failure.retryable
-                || retries >= MAX_GET_RETRIES
-                || Instant::now() + pause >= deadline
-            {
+            let Some(pause) = retry::pause_before(&failure, retries, deadline) else {
                 return Err(failure.error);
-            }
+            };
             retries += 1;
-            tracing::debug!(
-                path,
-                retry = retries,
-                pause_ms = pause.as_millis() as u64,
-                error = %failure.error,
-                "retrying an idempotent upstream GET"
-            );
+            tracing::debug!(path, retry = retries, error = %failure.error, "retrying an idempotent upstream GET");
             tokio::time::sleep(pause).await;
         }
     }
 
-    async fn post_json(
-        &self,
-        path: &str,
-        caller: &Caller,
-        body: &(impl Serialize + ?Sized),
-    ) -> Result<UpstreamJson, ApiError> {
-        let builder = self.request(Method::POST, path, caller)?.json(body);
-        self.send(builder).await
+    fn call_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.calls).try_acquire_owned().map_err(|_| {
+            metrics::rejected("overloaded");
+            ApiError::Overloaded {
+                retry_after_secs: 1,
+            }
+        })
     }
 
-    pub async fn chat_blocking(
+    /// Sends and waits for the response head by `deadline`; a non-2xx answer becomes the
+    /// error the browser gets, from at most [`MAX_ERROR_BODY`] bytes of its body.
+    async fn exchange(
         &self,
-        caller: &Caller,
-        body: &(impl Serialize + ?Sized),
-    ) -> Result<UpstreamJson, ApiError> {
-        self.post_json("chat-messages", caller, body).await
-    }
-
-    /// Starts a streaming chat. Only the wait for the response headers is bounded by the
-    /// request timeout; the body is read by the relay with its own idle timeout.
-    pub async fn chat_stream(
-        &self,
-        caller: &Caller,
-        body: &(impl Serialize + ?Sized),
-    ) -> Result<reqwest::Response, ApiError> {
-        let builder = self
-            .request(Method::POST, "chat-messages", caller)?
-            .json(body);
-        let response = tokio::time::timeout(self.timeout, builder.send())
+        builder: RequestBuilder,
+        deadline: Instant,
+        source: Source,
+    ) -> Result<reqwest::Response, Failure> {
+        let response = tokio::time::timeout_at(deadline, builder.send())
             .await
-            .map_err(|_| ApiError::UpstreamTimeout)?
-            .map_err(map_transport)?;
+            .map_err(|_| Failure::final_(ApiError::UpstreamTimeout))?
+            .map_err(Failure::transport)?;
         let status = response.status();
-        if status.is_success() {
+        let accepted = match source {
+            Source::Keyed => status.is_success(),
+            Source::File => status.is_success() || status == StatusCode::NOT_MODIFIED,
+        };
+        if accepted {
             return Ok(response);
         }
         let content_type = content_type(&response);
-        let body = tokio::time::timeout(self.timeout, response.bytes())
-            .await
-            .map_err(|_| ApiError::UpstreamTimeout)?
-            .map_err(map_transport)?;
-        Err(upstream_error::from_upstream(
-            status,
-            content_type.as_deref(),
-            &body,
-        ))
-    }
-
-    pub async fn stop(&self, caller: &Caller, task_id: &str) -> Result<UpstreamJson, ApiError> {
-        let path = format!("chat-messages/{task_id}/stop");
-        self.post_json(&path, caller, &json!({ "user": caller.user }))
-            .await
-    }
-
-    pub async fn conversations(
-        &self,
-        caller: &Caller,
-        query: &[(&str, &str)],
-    ) -> Result<UpstreamJson, ApiError> {
-        let query = with_user(caller, query);
-        self.get("conversations", caller, &query).await
-    }
-
-    pub async fn delete_conversation(
-        &self,
-        caller: &Caller,
-        id: &str,
-    ) -> Result<UpstreamJson, ApiError> {
-        let builder = self
-            .request(Method::DELETE, &format!("conversations/{id}"), caller)?
-            .json(&json!({ "user": caller.user }));
-        self.send(builder).await
-    }
-
-    pub async fn rename_conversation(
-        &self,
-        caller: &Caller,
-        id: &str,
-        body: &Value,
-    ) -> Result<UpstreamJson, ApiError> {
-        self.post_json(&format!("conversations/{id}/name"), caller, body)
-            .await
-    }
-
-    pub async fn messages(
-        &self,
-        caller: &Caller,
-        query: &[(&str, &str)],
-    ) -> Result<UpstreamJson, ApiError> {
-        let query = with_user(caller, query);
-        self.get("messages", caller, &query).await
-    }
-
-    pub async fn feedback(
-        &self,
-        caller: &Caller,
-        message_id: &str,
-        body: &Value,
-    ) -> Result<UpstreamJson, ApiError> {
-        self.post_json(&format!("messages/{message_id}/feedbacks"), caller, body)
-            .await
-    }
-
-    pub async fn suggested(
-        &self,
-        caller: &Caller,
-        message_id: &str,
-    ) -> Result<UpstreamJson, ApiError> {
-        let query = with_user(caller, &[]);
-        self.get(&format!("messages/{message_id}/suggested"), caller, &query)
-            .await
-    }
-
-    /// `parameters`, `info` or `meta`: app settings, the same for every user, but Dify still
-    /// gets our `user` so no call omits it.
-    pub async fn app_settings(
-        &self,
-        caller: &Caller,
-        which: &str,
-    ) -> Result<UpstreamJson, ApiError> {
-        let query = with_user(caller, &[]);
-        self.get(which, caller, &query).await
-    }
-
-    /// `GET /info` with the key only, for readiness.
-    pub async fn probe(&self, timeout: Duration) -> Result<(), ApiError> {
-        let builder = self
-            .http
-            .get(self.url("info")?)
-            .header(header::AUTHORIZATION, self.auth.clone())
-            .timeout(timeout);
-        let response = builder.send().await.map_err(map_transport)?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let content_type = content_type(&response);
-        let body = response.bytes().await.unwrap_or_default();
-        Err(upstream_error::from_upstream(
-            status,
-            content_type.as_deref(),
-            &body,
-        ))
-    }
-
-    /// A request builder for a file path on Dify's origin (outside `/v1`), without the key.
-    pub fn origin_get(&self, path_and_query: &str) -> Result<RequestBuilder, ApiError> {
-        let url = self
-            .origin
-            .join(path_and_query.trim_start_matches('/'))
-            .map_err(|e| ApiError::Internal(format!("joining file path: {e}")))?;
-        Ok(self.http.get(url))
-    }
-
-    /// A request builder for `files/upload` with the key and trace id set.
-    pub fn upload_request(&self, caller: &Caller) -> Result<RequestBuilder, ApiError> {
-        self.request(Method::POST, "files/upload", caller)
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// Sends a prepared request with the whole-request timeout (used for uploads).
-    pub async fn send_prepared(&self, builder: RequestBuilder) -> Result<UpstreamJson, ApiError> {
-        self.send(builder).await
+        let error = match read_capped(response, MAX_ERROR_BODY, deadline).await {
+            Ok(body) => match source {
+                Source::Keyed => {
+                    upstream_error::from_upstream(status, content_type.as_deref(), &body)
+                }
+                Source::File => {
+                    upstream_error::from_file_upstream(status, content_type.as_deref(), &body)
+                }
+            },
+            Err(ReadError::TooLarge) => ApiError::UpstreamUnavailable(format!(
+                "Dify answered {status} with an error body over {MAX_ERROR_BODY} bytes"
+            )),
+            Err(ReadError::Failed(error)) => error,
+        };
+        Err(Failure::status(error, status))
     }
 }
 
-fn with_user<'a>(caller: &'a Caller, query: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut all = Vec::with_capacity(query.len() + 1);
-    all.push(("user", caller.user.as_str()));
-    all.extend_from_slice(query);
-    all
+impl std::fmt::Debug for DifyClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DifyClient").finish_non_exhaustive()
+    }
 }
 
-pub(crate) fn content_type(response: &reqwest::Response) -> Option<String> {
+fn content_type(response: &reqwest::Response) -> Option<String> {
     response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -406,65 +407,5 @@ pub(crate) fn map_transport(e: reqwest::Error) -> ApiError {
         ApiError::UpstreamTimeout
     } else {
         ApiError::UpstreamUnavailable(e.without_url().to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_stays_within_its_jitter_band() {
-        for _ in 0..200 {
-            let first = backoff(0);
-            assert!((50..=100).contains(&first.as_millis()), "{first:?}");
-            let second = backoff(1);
-            assert!((100..=200).contains(&second.as_millis()), "{second:?}");
-        }
-        assert!(
-            backoff(40) <= BACKOFF_BASE * 256,
-            "large retry counts do not overflow"
-        );
-    }
-
-    #[test]
-    fn backoff_is_jittered() {
-        let samples: std::collections::HashSet<Duration> = (0..50).map(|_| backoff(1)).collect();
-        assert!(samples.len() > 1);
-    }
-
-    #[test]
-    fn only_bad_gateway_and_unavailable_are_retried() {
-        assert!(is_retryable_status(StatusCode::BAD_GATEWAY));
-        assert!(is_retryable_status(StatusCode::SERVICE_UNAVAILABLE));
-        for status in [400, 401, 404, 429, 500, 504] {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            assert!(!is_retryable_status(status), "{status}");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_refused_connect_is_retryable_and_a_broken_exchange_is_not() {
-        let refused = reqwest::get("http://127.0.0.1:1/").await.err();
-        let refused = refused.map(Failure::transport);
-        assert!(refused.as_ref().is_some_and(|f| f.retryable));
-        assert!(matches!(
-            refused.map(|f| f.error),
-            Some(ApiError::UpstreamUnavailable(_))
-        ));
-
-        // A server that accepts and hangs up: the request may have reached it.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await;
-        let Ok(listener) = listener else { return };
-        let Ok(addr) = listener.local_addr() else {
-            return;
-        };
-        tokio::spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                drop(socket);
-            }
-        });
-        let broken = reqwest::get(format!("http://{addr}/")).await.err();
-        assert!(broken.map(Failure::transport).is_some_and(|f| !f.retryable));
     }
 }

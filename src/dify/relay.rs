@@ -50,7 +50,7 @@ pub struct StopOnAbandon {
 }
 
 /// Anything that must live exactly as long as the stream (stream-count permits, gauges).
-pub type StreamGuard = Box<dyn Send + Sync>;
+pub type StreamGuard = super::answer::Guard;
 
 pub struct RelayStream {
     upstream: Option<BoxStream<'static, reqwest::Result<Bytes>>>,

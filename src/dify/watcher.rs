@@ -8,6 +8,9 @@ use serde::Deserialize;
 
 /// Lines longer than this are not parsed (their bytes are still relayed untouched).
 const MAX_LINE: usize = 1 << 20;
+/// Events whose `data` lines add up to more than this are not parsed either: what the watcher
+/// holds stays bounded however an upstream frames its events.
+const MAX_EVENT_DATA: usize = 1 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Terminal {
@@ -55,6 +58,7 @@ pub struct SseWatcher {
     line_overflow: bool,
     data: Vec<u8>,
     has_data: bool,
+    data_overflow: bool,
     event_lines: usize,
     last_was_cr: bool,
     task_id: Option<String>,
@@ -171,11 +175,19 @@ impl SseWatcher {
             return;
         }
         if let Some(value) = field_value(line, b"data") {
-            if self.has_data {
+            let continued = std::mem::replace(&mut self.has_data, true);
+            if self.data_overflow {
+                return;
+            }
+            if self.data.len() + usize::from(continued) + value.len() > MAX_EVENT_DATA {
+                self.data_overflow = true;
+                self.data = Vec::new();
+                return;
+            }
+            if continued {
                 self.data.push(b'\n');
             }
             self.data.extend_from_slice(value);
-            self.has_data = true;
         }
     }
 
@@ -185,7 +197,8 @@ impl SseWatcher {
         }
         self.event_lines = 0;
         self.events += 1;
-        if !std::mem::take(&mut self.has_data) {
+        let overflow = std::mem::take(&mut self.data_overflow);
+        if !std::mem::take(&mut self.has_data) || overflow {
             return;
         }
         let mut data = std::mem::take(&mut self.data);
@@ -350,6 +363,20 @@ mod tests {
         }
         parts.push(input[start..].to_vec());
         parts
+    }
+
+    #[test]
+    fn an_event_of_endless_data_lines_is_not_held_and_later_events_are_still_seen() {
+        let mut w = SseWatcher::new();
+        let line = format!("data: {}\n", "x".repeat(8 * 1024));
+        for _ in 0..1024 {
+            w.feed(line.as_bytes());
+            assert!(w.data.capacity() <= MAX_EVENT_DATA, "{}", w.data.capacity());
+        }
+        w.feed(b"\n");
+        w.feed(STREAM.as_bytes());
+        assert_eq!(w.terminal(), Some(Terminal::MessageEnd));
+        assert_eq!(w.task_id(), Some("t1"));
     }
 
     proptest! {

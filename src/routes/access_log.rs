@@ -7,7 +7,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::response::Response;
 
-use crate::identity::Identity;
+use crate::identity::{Identity, IdentityPolicy};
 use crate::request_id::RequestId;
 use crate::telemetry::metrics;
 
@@ -38,7 +38,7 @@ impl Entry {
         }
     }
 
-    pub fn finish(self, response: &Response) {
+    pub fn finish(self, response: &Response, identities: &IdentityPolicy) {
         let elapsed = self.started.elapsed();
         let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
         let status = response.status().as_u16();
@@ -49,7 +49,7 @@ impl Entry {
         let identity = response
             .extensions()
             .get::<Identity>()
-            .map(Identity::log_hash)
+            .map(|identity| identities.log_hash(identity))
             .unwrap_or_default();
         tracing::info!(
             method = %self.method,

@@ -7,17 +7,18 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 
-use super::relay_json;
-use crate::dify::{Caller, UpstreamJson};
+use crate::dify::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
 pub const SETTINGS_TTL: Duration = Duration::from_secs(10);
+/// Settings are kept, so they are read whole: a larger answer is no app's settings (502).
+const MAX_SETTINGS_BYTES: usize = 1024 * 1024;
 
 #[derive(Default)]
 pub struct SettingsCache(Mutex<HashMap<&'static str, (Instant, Bytes)>>);
@@ -58,14 +59,22 @@ async fn settings(
     which: &'static str,
 ) -> Result<Response, ApiError> {
     if let Some(body) = state.settings.get(which) {
-        return Ok(relay_json(UpstreamJson {
-            status: StatusCode::OK,
-            body,
-        }));
+        return Ok(json(StatusCode::OK, body));
     }
     let answer = state.dify.app_settings(&caller, which).await?;
-    if answer.status == StatusCode::OK {
-        state.settings.put(which, answer.body.clone());
+    let status = answer.status();
+    let body = answer.bytes(MAX_SETTINGS_BYTES).await?;
+    if status == StatusCode::OK {
+        state.settings.put(which, body.clone());
     }
-    Ok(relay_json(answer))
+    Ok(json(status, body))
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }

@@ -1,7 +1,5 @@
 //! `POST /chat` (streamed or blocking) and `POST /chat/{task_id}/stop`.
 
-use std::time::Instant;
-
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -11,13 +9,10 @@ use axum::routing::post;
 
 use super::body::{JsonObject, OptionalJsonObject};
 use super::chat_request::{ChatRequest, ResponseMode};
-use super::relay_json;
 use super::validate;
 use crate::dify::Caller;
-use crate::dify::relay::{RelayStream, StopOnAbandon};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::telemetry::metrics;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -25,6 +20,7 @@ pub fn router() -> Router<AppState> {
         .route("/chat/{task_id}/stop", post(stop))
 }
 
+/// A generation, streamed or blocking, holds one of the caller's stream slots while it lasts.
 async fn chat(
     State(state): State<AppState>,
     caller: Caller,
@@ -35,29 +31,17 @@ async fn chat(
     }
     let request = ChatRequest::parse(body)?;
     state.rate.check(&caller.user)?;
-    let upstream_body = request.to_upstream(&caller.user);
+    let slot = Box::new(state.streams.acquire(&caller.user)?);
+    let message = request.to_upstream();
     if request.mode == ResponseMode::Blocking {
-        return state
-            .dify
-            .chat_blocking(&caller, &upstream_body)
-            .await
-            .map(relay_json);
+        let answer = state.dify.chat_blocking(&caller, &message, slot).await?;
+        return Ok(answer.into_response());
     }
-    let permit = state.streams.acquire(&caller.user)?;
-    let started = Instant::now();
-    let upstream = state.dify.chat_stream(&caller, &upstream_body).await?;
-    metrics::time_to_first_byte(started.elapsed());
-    let relay = RelayStream::new(
-        upstream,
-        state.config.stream_idle_timeout,
-        state.streams_cancel.clone().cancelled_owned(),
-        StopOnAbandon {
-            client: state.dify.clone(),
-            caller,
-            stops: state.stops.clone(),
-        },
-        Some(Box::new(permit)),
-    );
+    let shutdown = state.streams_cancel.clone().cancelled_owned();
+    let relay = state
+        .dify
+        .chat_stream(caller, &message, slot, shutdown)
+        .await?;
     Ok(sse_response(Body::from_stream(relay)))
 }
 
@@ -81,6 +65,5 @@ async fn stop(
     OptionalJsonObject(_): OptionalJsonObject,
 ) -> Result<Response, ApiError> {
     validate::task_id(&task_id)?;
-    let answer = state.dify.stop(&caller, &task_id).await?;
-    Ok(relay_json(answer).into_response())
+    Ok(state.dify.stop(&caller, &task_id).await?.into_response())
 }

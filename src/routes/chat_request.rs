@@ -1,9 +1,9 @@
 //! The `POST /chat` body: validated, with only known fields kept (API.md §4).
 
-use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::validate;
+use crate::dify::bodies::ChatMessage;
 use crate::error::ApiError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,33 +85,18 @@ impl ChatRequest {
         })
     }
 
-    /// The body Dify gets: our `user`, an explicit `response_mode`, nothing unknown. It
-    /// borrows the request, so it is serialised straight from it, without a copy.
-    pub fn to_upstream<'a>(&'a self, user: &'a str) -> UpstreamChat<'a> {
-        UpstreamChat {
+    /// The body Dify gets: an explicit `response_mode`, nothing unknown (the client adds the
+    /// `user`). It borrows the request, so it is serialised straight from it, without a copy.
+    pub fn to_upstream(&self) -> ChatMessage<'_> {
+        ChatMessage {
             inputs: &self.inputs,
             query: &self.query,
             response_mode: self.mode.as_str(),
             conversation_id: &self.conversation_id,
-            user,
             files: self.files.as_deref(),
             auto_generate_name: self.auto_generate_name,
         }
     }
-}
-
-/// `POST /chat-messages` as sent to Dify.
-#[derive(Debug, Serialize)]
-pub struct UpstreamChat<'a> {
-    inputs: &'a Map<String, Value>,
-    query: &'a str,
-    response_mode: &'static str,
-    conversation_id: &'a str,
-    user: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    files: Option<&'a [Value]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    auto_generate_name: Option<bool>,
 }
 
 fn parse_file(file: Value) -> Result<Value, ApiError> {
@@ -171,21 +156,21 @@ mod tests {
     fn client_user_and_unknown_fields_are_not_forwarded() {
         let r =
             parse(json!({"query": "hi", "user": "victim", "evil": 1, "inputs": {"a": 1}})).unwrap();
-        let up = serde_json::to_value(r.to_upstream("me")).unwrap();
+        let up = serde_json::to_value(r.to_upstream()).unwrap();
         assert_eq!(
             up,
-            json!({"inputs": {"a": 1}, "query": "hi", "response_mode": "streaming", "conversation_id": "", "user": "me"})
+            json!({"inputs": {"a": 1}, "query": "hi", "response_mode": "streaming", "conversation_id": ""})
         );
     }
 
     #[test]
     fn files_and_auto_generate_name_are_sent_only_when_given() {
         let r = parse(json!({"query": "q", "auto_generate_name": false, "files": []})).unwrap();
-        let up = serde_json::to_value(r.to_upstream("me")).unwrap();
+        let up = serde_json::to_value(r.to_upstream()).unwrap();
         assert_eq!(up["auto_generate_name"], json!(false));
         assert_eq!(up["files"], json!([]));
         let bare =
-            serde_json::to_value(parse(json!({"query": "q"})).unwrap().to_upstream("me")).unwrap();
+            serde_json::to_value(parse(json!({"query": "q"})).unwrap().to_upstream()).unwrap();
         assert!(bare.get("files").is_none() && bare.get("auto_generate_name").is_none());
     }
 

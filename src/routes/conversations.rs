@@ -7,9 +7,9 @@ use axum::routing::{delete, get, post};
 use serde_json::{Map, Value};
 
 use super::body::{JsonObject, OptionalJsonObject};
-use super::relay_json;
 use super::validate::{self, Query};
 use crate::dify::Caller;
+use crate::dify::bodies::Rename;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -44,11 +44,8 @@ async fn list(
         }
         upstream.push(("sort_by", sort_by));
     }
-    state
-        .dify
-        .conversations(&caller, &upstream)
-        .await
-        .map(relay_json)
+    let answer = state.dify.conversations(&caller, &upstream).await?;
+    Ok(answer.into_response())
 }
 
 async fn remove(
@@ -58,12 +55,12 @@ async fn remove(
     OptionalJsonObject(_): OptionalJsonObject,
 ) -> Result<Response, ApiError> {
     validate::uuid("conversation id", &id)?;
-    let answer = state.dify.delete_conversation(&caller, &id).await?;
-    // Dify ≥ 1.3.1 answers 204 with no body: relay just the status, with no body type.
-    if answer.body_is_empty() {
-        return Ok(answer.status.into_response());
-    }
-    Ok(relay_json(answer))
+    // Dify ≥ 1.3.1 answers 204 with no body: relayed as just the status.
+    Ok(state
+        .dify
+        .delete_conversation(&caller, &id)
+        .await?
+        .into_response())
 }
 
 async fn rename(
@@ -73,37 +70,42 @@ async fn rename(
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     validate::uuid("conversation id", &id)?;
-    let upstream = rename_body(&body, &caller.user)?;
-    state
+    let upstream = rename_body(&body)?;
+    if upstream.auto_generate {
+        // Dify asks the model for the name: charged like other model calls.
+        state.assist_rate.check(&caller.user)?;
+    }
+    let answer = state
         .dify
         .rename_conversation(&caller, &id, &upstream)
-        .await
-        .map(relay_json)
+        .await?;
+    Ok(answer.into_response())
 }
 
 /// `{name}` (1–255 characters) or `{auto_generate: true}`; Dify answers 500 to neither.
-fn rename_body(body: &Map<String, Value>, user: &str) -> Result<Value, ApiError> {
+fn rename_body(body: &Map<String, Value>) -> Result<Rename<'_>, ApiError> {
     let auto_generate = match body.get("auto_generate") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(ApiError::invalid("auto_generate must be a boolean.")),
     };
-    let mut upstream = Map::new();
     if auto_generate {
-        upstream.insert("auto_generate".into(), Value::Bool(true));
-    } else {
-        let name = match body.get("name") {
-            Some(Value::String(name)) if !name.trim().is_empty() => name.trim(),
-            _ => return Err(ApiError::invalid("Give a name, or auto_generate: true.")),
-        };
-        if name.chars().count() > MAX_NAME_CHARS {
-            return Err(ApiError::invalid("name must be at most 255 characters."));
-        }
-        upstream.insert("name".into(), Value::String(name.to_owned()));
-        upstream.insert("auto_generate".into(), Value::Bool(false));
+        return Ok(Rename {
+            name: None,
+            auto_generate,
+        });
     }
-    upstream.insert("user".into(), Value::String(user.to_owned()));
-    Ok(Value::Object(upstream))
+    let name = match body.get("name") {
+        Some(Value::String(name)) if !name.trim().is_empty() => name.trim(),
+        _ => return Err(ApiError::invalid("Give a name, or auto_generate: true.")),
+    };
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::invalid("name must be at most 255 characters."));
+    }
+    Ok(Rename {
+        name: Some(name),
+        auto_generate,
+    })
 }
 
 #[cfg(test)]
@@ -117,17 +119,25 @@ mod tests {
 
     #[test]
     fn rename_needs_a_name_or_auto_generate() {
-        assert!(rename_body(&body(json!({})), "u").is_err());
-        assert!(rename_body(&body(json!({"name": "  "})), "u").is_err());
-        assert!(rename_body(&body(json!({"auto_generate": false})), "u").is_err());
-        assert!(rename_body(&body(json!({"name": "x".repeat(256)})), "u").is_err());
+        assert!(rename_body(&body(json!({}))).is_err());
+        assert!(rename_body(&body(json!({"name": "  "}))).is_err());
+        assert!(rename_body(&body(json!({"auto_generate": false}))).is_err());
+        assert!(rename_body(&body(json!({"name": "x".repeat(256)}))).is_err());
+        let named = body(json!({"name": " Trip ", "user": "evil"}));
         assert_eq!(
-            rename_body(&body(json!({"name": "Trip", "user": "evil"})), "u").unwrap(),
-            json!({"name": "Trip", "auto_generate": false, "user": "u"})
+            rename_body(&named).unwrap(),
+            Rename {
+                name: Some("Trip"),
+                auto_generate: false
+            }
         );
+        let auto = body(json!({"auto_generate": true}));
         assert_eq!(
-            rename_body(&body(json!({"auto_generate": true})), "u").unwrap(),
-            json!({"auto_generate": true, "user": "u"})
+            rename_body(&auto).unwrap(),
+            Rename {
+                name: None,
+                auto_generate: true
+            }
         );
     }
 }

@@ -7,16 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::relay_json;
 use super::validate;
 use crate::dify::Caller;
-use crate::dify::client::{content_type, map_transport};
-use crate::dify::upstream_error;
 use crate::error::ApiError;
 use crate::server::body_timeout::is_body_timeout;
 use crate::state::AppState;
@@ -33,16 +30,20 @@ pub fn passthrough_router() -> Router<AppState> {
         .route("/files/tools/{file}", get(tool_file))
 }
 
-#[derive(Debug)]
-struct TooLarge;
+/// The most that may come before the `file` part's data starts (the parser holds part headers
+/// whole while it looks for their end).
+pub const MAX_UPLOAD_HEAD_BYTES: u64 = 1024 * 1024;
 
-impl std::fmt::Display for TooLarge {
+#[derive(Debug)]
+struct BodyRefused;
+
+impl std::fmt::Display for BodyRefused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("upload larger than MAX_UPLOAD_BYTES")
+        f.write_str("upload body refused")
     }
 }
 
-impl std::error::Error for TooLarge {}
+impl std::error::Error for BodyRefused {}
 
 async fn upload(
     State(state): State<AppState>,
@@ -67,6 +68,8 @@ async fn upload(
         return Err(ApiError::PayloadTooLarge);
     }
 
+    state.assist_rate.check(&caller.user)?;
+
     let body_end = Arc::new(BodyEnd::default());
     let seen_end = body_end.clone();
     let mut seen: u64 = 0;
@@ -80,7 +83,11 @@ async fn upload(
         seen += chunk.len() as u64;
         if seen > limit {
             seen_end.too_large.store(true, Ordering::Release);
-            return Err(std::io::Error::other(TooLarge));
+            return Err(std::io::Error::other(BodyRefused));
+        }
+        if seen > MAX_UPLOAD_HEAD_BYTES && !seen_end.file_found.load(Ordering::Acquire) {
+            seen_end.head_too_large.store(true, Ordering::Release);
+            return Err(std::io::Error::other(BodyRefused));
         }
         Ok(chunk)
     });
@@ -98,6 +105,7 @@ async fn upload(
             }
         }
     };
+    body_end.file_found.store(true, Ordering::Release);
     let file_name = file.file_name().unwrap_or("upload").to_owned();
     let mime = file
         .content_type()
@@ -108,15 +116,11 @@ async fn upload(
         .file_name(file_name)
         .mime_str(&mime)
         .map_err(|_| ApiError::invalid("The file part has an invalid content type."))?;
-    let form = reqwest::multipart::Form::new()
-        .text("user", caller.user.clone())
-        .part("file", part);
-    let builder = state.dify.upload_request(&caller)?.multipart(form);
-    let result = state.dify.send_prepared(builder).await;
+    let result = state.dify.upload(&caller, part).await;
     if let Some(error) = body_end.error() {
         return Err(error);
     }
-    result.map(relay_json)
+    Ok(result?.into_response())
 }
 
 /// Why the upload body ended early, if it did: the client's error, whatever the multipart
@@ -124,6 +128,9 @@ async fn upload(
 #[derive(Default)]
 struct BodyEnd {
     too_large: AtomicBool,
+    /// More than [`MAX_UPLOAD_HEAD_BYTES`] came before the file's data.
+    head_too_large: AtomicBool,
+    file_found: AtomicBool,
     /// Nothing arrived for REQUEST_BODY_TIMEOUT_SECS.
     stalled: AtomicBool,
 }
@@ -132,6 +139,10 @@ impl BodyEnd {
     fn error(&self) -> Option<ApiError> {
         if self.too_large.load(Ordering::Acquire) {
             Some(ApiError::PayloadTooLarge)
+        } else if self.head_too_large.load(Ordering::Acquire) {
+            Some(ApiError::invalid(
+                "The multipart part headers before the file are too large.",
+            ))
         } else if self.stalled.load(Ordering::Acquire) {
             Some(ApiError::RequestTimeout)
         } else {
@@ -215,26 +226,11 @@ async fn pass_through(
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
     };
-    let mut builder = state.dify.origin_get(&target)?;
-    for name in FORWARDED_REQUEST_HEADERS {
-        if let Some(value) = headers.get(name) {
-            builder = builder.header(name, value);
-        }
-    }
-    let response = tokio::time::timeout(state.dify.timeout(), builder.send())
-        .await
-        .map_err(|_| ApiError::UpstreamTimeout)?
-        .map_err(map_transport)?;
+    let forwarded = FORWARDED_REQUEST_HEADERS
+        .iter()
+        .filter_map(|name| Some((name.clone(), headers.get(name)?.clone())));
+    let response = state.dify.file(&target, forwarded).await?;
     let status = response.status();
-    if !(status.is_success() || status == StatusCode::NOT_MODIFIED) {
-        let ct = content_type(&response);
-        let body = response.bytes().await.unwrap_or_default();
-        return Err(upstream_error::from_file_upstream(
-            status,
-            ct.as_deref(),
-            &body,
-        ));
-    }
     let mut out = Response::builder().status(status);
     for name in RELAYED_RESPONSE_HEADERS {
         if let Some(value) = response.headers().get(name) {

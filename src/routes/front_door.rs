@@ -22,7 +22,7 @@ pub async fn front_door(
     let request_id = request_id::assign(&mut request);
     let log = access_log::Entry::start(&request);
     let mut response = answer(&state, request, next).await;
-    log.finish(&response);
+    log.finish(&response, &state.identity);
     request_id::stamp(&mut response, request_id);
     response
 }

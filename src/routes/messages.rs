@@ -2,14 +2,14 @@
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value};
 
 use super::body::JsonObject;
-use super::relay_json;
 use super::validate::{self, Query};
 use crate::dify::Caller;
+use crate::dify::bodies::Feedback;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -38,11 +38,11 @@ async fn list(
     if let Some(limit) = query.limit()? {
         upstream.push(("limit", limit));
     }
-    state
+    Ok(state
         .dify
         .messages(&caller, &upstream)
-        .await
-        .map(relay_json)
+        .await?
+        .into_response())
 }
 
 async fn feedback(
@@ -52,48 +52,42 @@ async fn feedback(
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     validate::uuid("message id", &id)?;
-    let upstream = feedback_body(&body, &caller.user)?;
-    state
-        .dify
-        .feedback(&caller, &id, &upstream)
-        .await
-        .map(relay_json)
+    let upstream = feedback_body(&body)?;
+    let answer = state.dify.feedback(&caller, &id, &upstream).await?;
+    Ok(answer.into_response())
 }
 
-fn feedback_body(body: &Map<String, Value>, user: &str) -> Result<Value, ApiError> {
+fn feedback_body(body: &Map<String, Value>) -> Result<Feedback<'_>, ApiError> {
     let rating = match body.get("rating") {
-        Some(Value::Null) => Value::Null,
-        Some(Value::String(r)) if r == "like" || r == "dislike" => Value::String(r.clone()),
+        Some(Value::Null) => None,
+        Some(Value::String(r)) if r == "like" || r == "dislike" => Some(r.as_str()),
         _ => {
             return Err(ApiError::invalid(
                 "rating must be \"like\", \"dislike\" or null.",
             ));
         }
     };
-    let mut upstream = Map::new();
-    upstream.insert("rating".into(), rating);
-    upstream.insert("user".into(), Value::String(user.to_owned()));
-    match body.get("content") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(c)) if c.chars().count() <= MAX_FEEDBACK_CHARS => {
-            upstream.insert("content".into(), Value::String(c.clone()));
-        }
+    let content = match body.get("content") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) if c.chars().count() <= MAX_FEEDBACK_CHARS => Some(c.as_str()),
         Some(_) => {
             return Err(ApiError::invalid(
                 "content must be a string of at most 10000 characters.",
             ));
         }
-    }
-    Ok(Value::Object(upstream))
+    };
+    Ok(Feedback { rating, content })
 }
 
+/// Dify asks the model for the questions: charged like other model calls.
 async fn suggested(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     validate::uuid("message id", &id)?;
-    state.dify.suggested(&caller, &id).await.map(relay_json)
+    state.assist_rate.check(&caller.user)?;
+    Ok(state.dify.suggested(&caller, &id).await?.into_response())
 }
 
 #[cfg(test)]
@@ -107,19 +101,23 @@ mod tests {
 
     #[test]
     fn rating_is_like_dislike_or_null() {
-        assert!(feedback_body(&body(json!({})), "u").is_err());
-        assert!(feedback_body(&body(json!({"rating": "love"})), "u").is_err());
+        assert!(feedback_body(&body(json!({}))).is_err());
+        assert!(feedback_body(&body(json!({"rating": "love"}))).is_err());
+        let revoke = body(json!({"rating": null}));
         assert_eq!(
-            feedback_body(&body(json!({"rating": null})), "u").unwrap(),
-            json!({"rating": null, "user": "u"})
+            feedback_body(&revoke).unwrap(),
+            Feedback {
+                rating: None,
+                content: None
+            }
         );
+        let liked = body(json!({"rating": "like", "content": "good", "user": "x"}));
         assert_eq!(
-            feedback_body(
-                &body(json!({"rating": "like", "content": "good", "user": "x"})),
-                "u"
-            )
-            .unwrap(),
-            json!({"rating": "like", "user": "u", "content": "good"})
+            feedback_body(&liked).unwrap(),
+            Feedback {
+                rating: Some("like"),
+                content: Some("good")
+            }
         );
     }
 }

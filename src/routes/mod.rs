@@ -15,11 +15,8 @@ pub mod static_files;
 pub mod validate;
 
 use axum::Router;
-use axum::http::{HeaderValue, header};
 use axum::middleware::from_fn_with_state;
-use axum::response::{IntoResponse, Response};
 
-use crate::dify::UpstreamJson;
 use crate::error::ApiError;
 use crate::identity;
 use crate::state::AppState;
@@ -45,17 +42,4 @@ pub fn router(state: AppState) -> Router {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// A successful Dify answer relayed unchanged (status and body).
-pub fn relay_json(answer: UpstreamJson) -> Response {
-    let empty = answer.body_is_empty();
-    let mut response = (answer.status, answer.body).into_response();
-    if !empty {
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-    }
-    response
 }

@@ -1,6 +1,8 @@
 //! A request body that fails when the client stops sending: the gap between two pieces may not
-//! exceed `REQUEST_BODY_TIMEOUT_SECS` (like nginx's `client_body_timeout`). Only time spent
-//! waiting on the client counts, not time the handler spends elsewhere between reads.
+//! exceed `REQUEST_BODY_TIMEOUT_SECS` (like nginx's `client_body_timeout`; only time spent
+//! waiting on the client counts, not time the handler spends elsewhere between reads), and the
+//! whole body must have arrived `REQUEST_BODY_DEADLINE_SECS` after the request head, however
+//! steadily it trickles.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +37,7 @@ pin_project! {
         #[pin]
         inner: B,
         idle: Duration,
+        deadline: Instant,
         // Created on the first wait only, so bodies that never wait (empty ones) cost nothing.
         timer: Option<Pin<Box<Sleep>>>,
         waiting: bool,
@@ -43,10 +46,11 @@ pin_project! {
 }
 
 impl<B> ReadTimeoutBody<B> {
-    pub fn new(inner: B, idle: Duration) -> ReadTimeoutBody<B> {
+    pub fn new(inner: B, idle: Duration, whole: Duration) -> ReadTimeoutBody<B> {
         ReadTimeoutBody {
             inner,
             idle,
+            deadline: Instant::now() + whole,
             timer: None,
             waiting: false,
             timed_out: false,
@@ -73,12 +77,16 @@ where
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 *this.waiting = false;
+                if Instant::now() >= *this.deadline {
+                    *this.timed_out = true;
+                    return Poll::Ready(Some(Err(Box::new(BodyReadTimeout))));
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                let deadline = Instant::now() + *this.idle;
+                let deadline = (Instant::now() + *this.idle).min(*this.deadline);
                 if !*this.waiting {
                     *this.waiting = true;
                     match this.timer.as_mut() {
@@ -117,6 +125,24 @@ mod tests {
 
     type Chunks = Vec<Result<Frame<Bytes>, std::io::Error>>;
 
+    const LONG: Duration = Duration::from_secs(3600);
+
+    fn trickle(
+        gap: Duration,
+        pieces: usize,
+    ) -> impl http_body::Body<Data = Bytes, Error = std::io::Error> {
+        StreamBody::new(stream::unfold(0, move |i| async move {
+            if i == pieces {
+                return None;
+            }
+            tokio::time::sleep(gap).await;
+            Some((
+                Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"x"))),
+                i + 1,
+            ))
+        }))
+    }
+
     fn frames(parts: &[&'static str]) -> Chunks {
         parts
             .iter()
@@ -127,7 +153,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_that_keeps_coming_passes_whole() {
         let body = StreamBody::new(stream::iter(frames(&["ab", "cd"])));
-        let body = ReadTimeoutBody::new(body, Duration::from_secs(1));
+        let body = ReadTimeoutBody::new(body, Duration::from_secs(1), LONG);
         let bytes = body.collect().await.map(|c| c.to_bytes()).ok();
         assert_eq!(bytes.as_deref(), Some(&b"abcd"[..]));
     }
@@ -135,7 +161,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_that_stalls_longer_than_the_gap_fails_with_body_read_timeout() {
         let slow = stream::iter(frames(&["ab"])).chain(stream::pending());
-        let body = ReadTimeoutBody::new(StreamBody::new(slow), Duration::from_secs(5));
+        let body = ReadTimeoutBody::new(StreamBody::new(slow), Duration::from_secs(5), LONG);
         let started = Instant::now();
         let err = body.collect().await.err();
         let err = err
@@ -158,9 +184,26 @@ mod tests {
                 i + 1,
             ))
         });
-        let body = ReadTimeoutBody::new(StreamBody::new(trickle), Duration::from_secs(5));
+        let body = ReadTimeoutBody::new(StreamBody::new(trickle), Duration::from_secs(5), LONG);
         let bytes = body.collect().await.map(|c| c.to_bytes()).ok();
         assert_eq!(bytes.as_deref(), Some(&b"xxxxx"[..]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_trickles_past_the_whole_deadline_fails_there() {
+        let body = trickle(Duration::from_secs(2), 1000);
+        let body = ReadTimeoutBody::new(body, Duration::from_secs(5), Duration::from_secs(60));
+        let started = Instant::now();
+        let err = body.collect().await.err();
+        let err = err
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static));
+        assert!(err.is_some_and(is_body_timeout), "{err:?}");
+        assert!(
+            started.elapsed() <= Duration::from_secs(60),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -1,0 +1,145 @@
+//! A successful Dify answer whose body is not read yet: relayed to the browser as it arrives
+//! (never held whole, however large), or read up to a cap where the server needs the bytes.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{BoxStream, Stream, StreamExt};
+use tokio::time::{Instant, Sleep};
+
+use super::client::map_transport;
+use crate::error::ApiError;
+
+/// Anything that must live exactly as long as the answer is being relayed (permits).
+pub type Guard = Box<dyn Send + Sync>;
+
+pub struct Answer {
+    response: reqwest::Response,
+    deadline: Instant,
+    guard: Option<Guard>,
+}
+
+/// Why a capped read stopped.
+pub(super) enum ReadError {
+    TooLarge,
+    Failed(ApiError),
+}
+
+impl Answer {
+    pub(super) fn new(
+        response: reqwest::Response,
+        deadline: Instant,
+        guard: Option<Guard>,
+    ) -> Self {
+        Answer {
+            response,
+            deadline,
+            guard,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.response.status()
+    }
+
+    /// The whole body, for answers the server keeps (cached settings); over `limit` is a 502.
+    pub async fn bytes(self, limit: usize) -> Result<Bytes, ApiError> {
+        let status = self.response.status();
+        read_capped(self.response, limit, self.deadline)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge => ApiError::UpstreamUnavailable(format!(
+                    "Dify answered {status} with a body over {limit} bytes"
+                )),
+                ReadError::Failed(e) => e,
+            })
+    }
+}
+
+/// Reads a body up to `limit` bytes, by `deadline`.
+pub(super) async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+    deadline: Instant,
+) -> Result<Bytes, ReadError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body = BytesMut::new();
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .map_err(|_| ReadError::Failed(ApiError::UpstreamTimeout))?
+            .map_err(|e| ReadError::Failed(map_transport(e)))?;
+        let Some(chunk) = chunk else {
+            return Ok(body.freeze());
+        };
+        if body.len() + chunk.len() > limit {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+}
+
+/// Dify's status and JSON body, streamed through unchanged; an empty body goes without a type.
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let status = self.response.status();
+        let length = self.response.content_length();
+        if status == StatusCode::NO_CONTENT || length == Some(0) {
+            return status.into_response();
+        }
+        let body = UntilDeadline {
+            inner: self.response.bytes_stream().boxed(),
+            timer: Box::pin(tokio::time::sleep_until(self.deadline)),
+            _guard: self.guard,
+            done: false,
+        };
+        let mut response = Response::new(Body::from_stream(body));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(length) = length {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        response
+    }
+}
+
+/// The body stream, cut when the whole-request deadline passes.
+struct UntilDeadline {
+    inner: BoxStream<'static, reqwest::Result<Bytes>>,
+    timer: Pin<Box<Sleep>>,
+    _guard: Option<Guard>,
+    done: bool,
+}
+
+impl Stream for UntilDeadline {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.timer.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            return Poll::Ready(Some(Err(std::io::ErrorKind::TimedOut.into())));
+        }
+        match this.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                this.done = true;
+                Poll::Ready(Some(Err(std::io::Error::other(e))))
+            }
+            other => other.map(|item| item.map(|chunk| chunk.map_err(std::io::Error::other))),
+        }
+    }
+}
