@@ -1189,3 +1189,445 @@ async fn message_sent_while_the_list_loads_stays_in_the_list() {
     })
     .await;
 }
+
+// ---- Markdown safety ------------------------------------------------------------------------
+
+/// In page context: `audit(root)` lists every element, attribute, class, href or src below `root`
+/// that is outside what rendered Markdown may contain (the content allow-list plus the page's own
+/// code block, table and reasoning parts), and every comment node.
+const AUDIT: &str = r#"
+const ANY = /[\s\S]*/;
+const ALIGN = /^align-(?:left|center|right)$/;
+const ALLOWED = {
+  p: {}, br: {}, hr: {}, h1: {}, h2: {}, h3: {}, h4: {}, h5: {}, h6: {},
+  ul: {}, ol: {start: /^\d+$/}, li: {}, blockquote: {}, pre: {},
+  code: {class: /^language-[\w+#.-]{1,30}$/}, em: {}, strong: {}, del: {},
+  a: {href: ANY, title: ANY, target: /^_blank$/, rel: /^noopener noreferrer$/},
+  img: {src: ANY, alt: ANY, title: ANY, loading: /^lazy$/},
+  table: {}, thead: {}, tbody: {}, tr: {}, th: {class: ALIGN}, td: {class: ALIGN},
+  div: {class: /^(?:code-block|code-head|table-wrap)$/}, span: {class: /^code-lang$/},
+  button: {type: /^button$/, class: /^copy-code$/, 'aria-label': /^Copy code$/},
+  details: {class: /^thinking$/, open: /^$/}, summary: {},
+};
+const compact = (url) => String(url ?? '').replace(/[\u0000-\u0020\u007f-\u009f]/g, '');
+function hrefAllowed(url) {
+  const c = compact(url).toLowerCase();
+  const scheme = /^([^/?#]*?):/.exec(c);
+  return c !== '' && (!scheme || ['http', 'https', 'mailto'].includes(scheme[1]));
+}
+function srcAllowed(url) {
+  return compact(url).startsWith('/') && new URL(url, location.href).origin === location.origin;
+}
+function audit(root) {
+  const problems = [];
+  for (const el of root.querySelectorAll('*')) {
+    const tag = el.localName;
+    const rules = ALLOWED[tag];
+    if (!rules) { problems.push(`<${tag}>`); continue; }
+    for (const { name, value } of el.attributes) {
+      if (!rules[name] || !rules[name].test(value)) problems.push(`<${tag} ${name}="${value}">`);
+    }
+    if (tag === 'a' && !hrefAllowed(el.getAttribute('href'))) problems.push(`<a href="${el.getAttribute('href')}">`);
+    if (tag === 'img' && !srcAllowed(el.getAttribute('src'))) problems.push(`<img src="${el.getAttribute('src')}">`);
+  }
+  const comments = document.createTreeWalker(root, NodeFilter.SHOW_COMMENT);
+  while (comments.nextNode()) problems.push(`<!--${comments.currentNode.data}-->`);
+  return problems;
+}
+"#;
+
+/// Restored inside the link's `href`, the image's quote used to end the attribute, and the rest
+/// became attributes of the link.
+const IMAGE_IN_LINK_URL_ADDS_A_HANDLER: &str = "[x](![a](/onmouseover=window.__pwned=1//))";
+/// The same without script: the page's own full-screen `.scrim` class on a link to another site.
+const IMAGE_IN_LINK_URL_ADDS_THE_SCRIM: &str =
+    "[x](https://evil.example/p![ class=scrim ](/title=))";
+
+#[tokio::test]
+async fn image_inside_a_link_url_adds_no_attribute_to_the_link() {
+    let pieces = [
+        IMAGE_IN_LINK_URL_ADDS_A_HANDLER,
+        "\n\n",
+        IMAGE_IN_LINK_URL_ADDS_THE_SCRIM,
+    ];
+    run(
+        "image_in_link_url",
+        Viewport::Desktop,
+        options(),
+        async |p| {
+            let body = scripted_answer(&uuid::Uuid::new_v4().to_string(), &pieces);
+            p.app.emulator.script(
+                "POST",
+                "/chat-messages",
+                Reply::sse(vec![Bytes::from(body)]),
+            );
+            p.send("Show me a link").await;
+            p.wait_idle().await;
+            p.find(".message.assistant[data-message-id] .usage").await;
+            let report = p
+                .js(&format!(
+                    "{AUDIT}
+                 const answer = document.querySelector('.message.assistant .answer');
+                 for (const el of answer.querySelectorAll('*')) {{
+                   el.dispatchEvent(new MouseEvent('mouseover', {{bubbles: true}}));
+                 }}
+                 const page = innerWidth * innerHeight;
+                 return {{
+                   problems: audit(answer),
+                   scrims: document.querySelectorAll('.message .scrim, .message.scrim').length,
+                   covering: [...answer.querySelectorAll('a')].filter(a => {{
+                     const r = a.getBoundingClientRect();
+                     return r.width * r.height > page / 4;
+                   }}).length,
+                   pwned: typeof window.__pwned,
+                 }};"
+                ))
+                .await;
+            assert_eq!(
+                report,
+                json!({"problems": [], "scrims": 0, "covering": 0, "pwned": "undefined"}),
+                "answer: {}",
+                p.js("return document.querySelector('.message.assistant .answer').innerHTML;")
+                    .await
+            );
+        },
+    )
+    .await;
+}
+
+/// Pieces of hostile Markdown, combined at random into whole answers.
+const HOSTILE: &[&str] = &[
+    "[",
+    "]",
+    "(",
+    ")",
+    "](",
+    "![",
+    "[x](",
+    "![a](",
+    "\"",
+    "'",
+    "<",
+    ">",
+    "`",
+    "```",
+    "```js\n",
+    "\n",
+    "\n\n",
+    " ",
+    "javascript:",
+    "JaVaScRiPt:",
+    "java\tscript:",
+    "&#106;avascript:",
+    "&#x6A;&#x61;vascript:",
+    "javascript&colon;",
+    "vbscript:",
+    "data:text/html,<script>window.__pwned=1</script>",
+    "data:image/svg+xml,<svg onload=window.__pwned=1>",
+    "onerror=",
+    "onmouseover=window.__pwned=1//",
+    "window.__pwned=1",
+    " class=scrim ",
+    "class=\"scrim\"",
+    "style=\"position:fixed;inset:0\"",
+    "id=composer",
+    "<img src=x onerror=window.__pwned=1>",
+    "<svg onload=window.__pwned=1>",
+    "<script>window.__pwned=1</script>",
+    "<iframe src=\"javascript:parent.__pwned=1\"></iframe>",
+    "<a href=\"javascript:window.__pwned=1\">",
+    "</a>",
+    "<details open ontoggle=window.__pwned=1>",
+    "<math><mi xlink:href=\"javascript:window.__pwned=1\">",
+    "<form action=javascript:window.__pwned=1><button>",
+    "<!-- ",
+    " -->",
+    "<think>",
+    "</think>",
+    "https://evil.example/",
+    "//evil.example/x.png",
+    "/\\evil.example/x.png",
+    "/&#9;/evil.example/x.png",
+    "/files/a.png",
+    "mailto:a@example.com",
+    "<https://evil.example>",
+    "<javascript:window.__pwned=1>",
+    " \"title\"",
+    " 'title'",
+    "[ref]",
+    "\n[ref]: javascript:window.__pwned=1\n",
+    "| a | b |\n|:-:|--:|\n",
+    "- ",
+    "- [ ] ",
+    "1. ",
+    "> ",
+    "# ",
+    "**",
+    "_",
+    "~~",
+    "&lt;",
+    "&quot;",
+    "\\",
+];
+
+/// Link and image destinations that must not survive as they are.
+const HOSTILE_URLS: &[&str] = &[
+    "javascript:window.__pwned=1",
+    "JaVaScRiPt:window.__pwned=1",
+    "java\tscript:window.__pwned=1",
+    " javascript:window.__pwned=1",
+    "&#106;avascript:window.__pwned=1",
+    "&#x6A;avascript:window.__pwned=1",
+    "javascript&colon;window.__pwned=1",
+    "<javascript:window.__pwned=1>",
+    "vbscript:window.__pwned=1",
+    "data:text/html,<script>window.__pwned=1</script>",
+    "data:image/png;base64,iVBORw0KGgo=",
+    "//evil.example/x.png",
+    "/\\evil.example/x.png",
+    "/&#9;/evil.example/x.png",
+    "https://evil.example/p",
+    "/files/a.png",
+    "mailto:a@example.com",
+    "x\" onerror=\"window.__pwned=1",
+    "/onmouseover=window.__pwned=1//",
+];
+
+/// A xorshift generator: the same hostile answers every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, bound: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % bound as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.below(from.len())]
+    }
+}
+
+/// A hostile piece, a link or an image; a label, alt text or destination may hold more of them.
+fn hostile_part(rng: &mut Rng, depth: u32) -> String {
+    let inner = |rng: &mut Rng| {
+        if depth < 2 && rng.below(3) == 0 {
+            hostile_part(rng, depth + 1)
+        } else {
+            rng.pick(HOSTILE).to_owned()
+        }
+    };
+    let url = |rng: &mut Rng| {
+        let url = rng.pick(HOSTILE_URLS).to_owned();
+        if rng.below(3) == 0 {
+            url + &inner(rng)
+        } else {
+            url
+        }
+    };
+    match rng.below(4) {
+        0 => format!("[{}]({})", inner(rng), url(rng)),
+        1 => format!("![{}]({})", inner(rng), url(rng)),
+        _ => rng.pick(HOSTILE).to_owned(),
+    }
+}
+
+/// The two attacks, then `count - 2` answers of 2 to 8 hostile parts.
+fn hostile_markdown(count: usize) -> Vec<String> {
+    let mut rng = Rng(0x5eed_0fba_5e5e);
+    let mut cases = vec![
+        IMAGE_IN_LINK_URL_ADDS_A_HANDLER.to_owned(),
+        IMAGE_IN_LINK_URL_ADDS_THE_SCRIM.to_owned(),
+    ];
+    while cases.len() < count {
+        let parts = 2 + rng.below(7);
+        cases.push((0..parts).map(|_| hostile_part(&mut rng, 0)).collect());
+    }
+    cases
+}
+
+#[tokio::test]
+async fn hostile_markdown_renders_only_allow_listed_markup() {
+    let cases = hostile_markdown(400);
+    // Each case goes through the page's own renderer into a live element, then the audit.
+    let script = format!(
+        "const [cases, done] = arguments;
+         {AUDIT}
+         import('/js/markdown.js').then(({{ renderMarkdown }}) => {{
+           const sink = document.createElement('div');
+           sink.className = 'markdown';
+           document.body.append(sink);
+           const failures = [];
+           for (const markdown of cases) {{
+             const holder = document.createElement('div');
+             try {{
+               holder.append(renderMarkdown(markdown));
+             }} catch (e) {{
+               failures.push({{markdown, problems: [`threw ${{e}}`]}});
+               continue;
+             }}
+             const problems = audit(holder);
+             if (problems.length) failures.push({{markdown, problems}});
+             sink.append(holder);
+           }}
+           for (const el of sink.querySelectorAll('*')) {{
+             el.dispatchEvent(new MouseEvent('mouseover', {{bubbles: true}}));
+           }}
+           setTimeout(() => {{
+             const links = sink.querySelectorAll('a').length;
+             const images = sink.querySelectorAll('img').length;
+             sink.remove();
+             done({{failures: failures.length, first: failures.slice(0, 3),
+                    links, images, pwned: typeof window.__pwned}});
+           }}, 300);
+         }}, (e) => done({{error: String(e)}}));"
+    );
+    run(
+        "hostile_markdown",
+        Viewport::Desktop,
+        options(),
+        async |p| {
+            let report =
+                p.c.execute_async(&script, vec![json!(cases)])
+                    .await
+                    .expect("render the hostile Markdown");
+            assert_eq!(report["error"], Value::Null, "{report}");
+            assert_eq!(report["failures"], 0, "{report:#}");
+            assert_eq!(report["pwned"], "undefined", "{report}");
+            for made in ["links", "images"] {
+                assert!(
+                    report[made].as_u64().unwrap_or_default() > 20,
+                    "too few {made} survived to test the checks on: {report}"
+                );
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn markdown_everywhere_renders_under_trusted_types_without_a_violation() {
+    let opts = EmulatorOptions {
+        opening_statement: Some(
+            "Hi, I'm **Ada**. See [the docs](https://docs.dify.ai).".to_owned(),
+        ),
+        ..options()
+    };
+    run("trusted_types", Viewport::Desktop, opts, async |p| {
+        let driver = driver("trusted_types").expect("the driver runs this test");
+        let added = cdp(
+            driver,
+            &p.c,
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": "window.__violations = [];
+                addEventListener('securitypolicyviolation', (e) =>
+                  window.__violations.push(`${e.violatedDirective}: ${e.sample}`));"}),
+        )
+        .await
+        .expect("listen for CSP violations from the start");
+        p.reload().await;
+        p.find("#opening-statement strong").await;
+
+        let conversation = uuid::Uuid::new_v4().to_string();
+        let ids = json!({"conversation_id": conversation, "message_id": uuid::Uuid::new_v4().to_string()});
+        let mut thought = ids.clone();
+        thought.as_object_mut().expect("object").extend(
+            json!({"event": "agent_thought", "id": "t1", "position": 1,
+                   "thought": "Looking it up with **search**.", "tool": "search",
+                   "tool_input": "{\"q\": \"orders\"}", "observation": "3 results"})
+            .as_object()
+            .expect("object")
+            .clone(),
+        );
+        let body = sse_b(&thought)
+            + &scripted_answer(
+                &conversation,
+                &[
+                    "<think>Which **table**?</think>",
+                    "| a | b |\n|:-:|--:|\n| 1 | 2 |\n\n",
+                    "```sh\necho hi\n```\n\n",
+                    "![logo](/favicon.svg) and [docs](https://docs.dify.ai)",
+                ],
+            );
+        p.app
+            .emulator
+            .script("POST", "/chat-messages", Reply::sse(vec![Bytes::from(body)]));
+        p.send("Render everything").await;
+        p.wait_idle().await;
+        p.find(".message.assistant[data-message-id] .usage").await;
+        let last = ".message.assistant:last-of-type";
+        for css in [
+            ".step .markdown strong",
+            ".answer details.thinking strong",
+            ".answer .table-wrap th.align-center",
+            ".answer .code-block .copy-code",
+            ".answer img[src='/favicon.svg']",
+            ".answer a[href='https://docs.dify.ai']",
+        ] {
+            assert_eq!(p.count(&format!("{last} {css}")).await, 1, "{css}");
+        }
+        assert_eq!(p.js("return window.__violations;").await, json!([]));
+        let raw_html = p
+            .js("try { document.createElement('div').innerHTML = '<b>x</b>'; return 'assigned'; }
+                 catch (e) { return e.name; }")
+            .await;
+        assert_eq!(raw_html, "TypeError", "Trusted Types are enforced");
+        cdp(
+            driver,
+            &p.c,
+            "Page.removeScriptToEvaluateOnNewDocument",
+            json!({"identifier": added["value"]["identifier"]}),
+        )
+        .await
+        .expect("stop listening");
+    })
+    .await;
+}
+
+/// The page's own response headers, without a browser.
+async fn page_headers() -> reqwest::header::HeaderMap {
+    let app = TestApp::spawn().await;
+    let res = reqwest::get(format!("{}/", app.base))
+        .await
+        .expect("page loads");
+    assert_eq!(res.status(), 200);
+    res.headers().clone()
+}
+
+fn csp_directives(headers: &reqwest::header::HeaderMap) -> Vec<String> {
+    headers
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .split(';')
+        .map(|d| d.trim().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn page_may_be_framed_only_by_itself() {
+    let headers = page_headers().await;
+    let csp = csp_directives(&headers);
+    assert!(
+        csp.contains(&"frame-ancestors 'self'".to_owned()),
+        "{csp:?}"
+    );
+    assert_eq!(
+        headers.get("x-frame-options").map(|v| v.as_bytes()),
+        Some(&b"SAMEORIGIN"[..])
+    );
+}
+
+#[tokio::test]
+async fn page_requires_trusted_types_for_scripts() {
+    let csp = csp_directives(&page_headers().await);
+    assert!(
+        csp.contains(&"require-trusted-types-for 'script'".to_owned()),
+        "{csp:?}"
+    );
+    assert!(
+        csp.contains(&"trusted-types dompurify".to_owned()),
+        "{csp:?}"
+    );
+}

@@ -104,7 +104,7 @@ class AssistantTurn {
     clearTimeout(this.frame);
     this.frame = 0;
     const start = performance.now();
-    this.answerEl.innerHTML = renderMarkdown(this.answer);
+    this.answerEl.replaceChildren(renderMarkdown(this.answer));
     this.renderedAt = performance.now();
     this.renderCost = this.renderedAt - start;
     this.onRender?.();
@@ -128,7 +128,7 @@ class AssistantTurn {
     const tools = String(t.tool || '').split(';').filter(Boolean).join(', ');
     step.summary.replaceChildren(icon('tool'), h('span', { text: tools ? `Used ${tools}` : 'Reasoning step' }));
     const parts = [];
-    if (t.thought) parts.push(h('div', { class: 'markdown', html: renderMarkdown(t.thought) }));
+    if (t.thought) parts.push(h('div', { class: 'markdown' }, renderMarkdown(t.thought)));
     if (t.tool_input) parts.push(h('p', { class: 'step-label', text: 'Input' }), h('pre', { text: prettyJson(t.tool_input) }));
     if (t.observation) parts.push(h('p', { class: 'step-label', text: 'Result' }), h('pre', { text: prettyJson(t.observation) }));
     step.body.replaceChildren(...parts);

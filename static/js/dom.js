@@ -1,12 +1,12 @@
-// dom.js — tiny element builder and inline SVG icons (no innerHTML except for
-// the output of markdown.js, which escapes everything it is given).
+// dom.js — tiny element builder and inline SVG icons. No HTML strings: the page's
+// Trusted Types policy refuses innerHTML (markdown.js returns DOM nodes).
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
 /**
  * h('button', {class: 'x', type: 'button', 'aria-label': 'Close', onclick: fn}, child, 'text')
- * Special props: class, text (textContent), html (trusted renderer output only),
- * dataset (object), on<event> (listener). `true` sets an empty attribute, null/false skips.
+ * Special props: class, text (textContent), dataset (object), on<event> (listener).
+ * `true` sets an empty attribute, null/false skips.
  */
 export function h(tag, props = {}, ...children) {
   const el = document.createElement(tag);
@@ -14,7 +14,6 @@ export function h(tag, props = {}, ...children) {
     if (value == null || value === false) continue;
     if (key === 'class') el.className = value;
     else if (key === 'text') el.textContent = value;
-    else if (key === 'html') el.innerHTML = value;
     else if (key === 'dataset') Object.assign(el.dataset, value);
     else if (key.startsWith('on') && typeof value === 'function') el.addEventListener(key.slice(2), value);
     else el.setAttribute(key, value === true ? '' : String(value));

@@ -15,7 +15,7 @@ export function createWelcome({ onPick }) {
   return {
     render(params, { name } = {}) {
       const text = (params && params.opening_statement) || '';
-      statement.innerHTML = text ? renderMarkdown(text) : '';
+      statement.replaceChildren(...(text ? [renderMarkdown(text)] : []));
       statement.hidden = !text;
       const greeting = document.getElementById('welcome-greeting');
       greeting.hidden = Boolean(text);

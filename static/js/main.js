@@ -7,7 +7,7 @@
  *   api.js       same-origin fetch/XHR wrappers for the BFF, ApiError,
  *                describeError() (error code → plain words)
  *   sse.js       streaming SSE parser (one TextDecoder + line buffer) and reader
- *   markdown.js  escape-first Markdown renderer with a URL allowlist
+ *   markdown.js  Markdown → sanitized DOM (vendored marked + DOMPurify)
  *   chat.js      #messages view: user / assistant turns, Dify events → DOM,
  *                history pages, feedback, copy, auto-scroll
  *   sidebar.js   conversation list, Load more, rename, delete, mobile drawer
