@@ -137,7 +137,7 @@ impl Config {
             .map(|entry| parse_origin(&entry))
             .collect::<Result<Vec<_>, _>>()?;
 
-        Ok(Config {
+        let config = Config {
             dify_api_key,
             dify_base_url,
             listen: SocketAddr::new(host, port),
@@ -227,7 +227,14 @@ impl Config {
                 Some("json") => LogFormat::Json,
                 Some(_) => return Err(invalid("LOG_FORMAT", "must be `pretty` or `json`")),
             },
-        })
+        };
+        if config.max_buffered_body_bytes < config.max_body_bytes {
+            return Err(invalid(
+                "MAX_BUFFERED_BODY_BYTES",
+                "must be at least MAX_BODY_BYTES (one whole body must fit)",
+            ));
+        }
+        Ok(config)
     }
 }
 

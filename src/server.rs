@@ -7,6 +7,7 @@
 //! the bytes written to it for `STREAM_IDLE_TIMEOUT_SECS` is disconnected.
 
 pub mod body_timeout;
+pub mod peers;
 pub mod write_timeout;
 
 use std::future::Future;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use self::body_timeout::ReadTimeoutBody;
+use self::peers::PeerLimit;
 use self::write_timeout::WriteStallTimeout;
 use crate::config::Config;
 use crate::routes;
@@ -94,10 +96,20 @@ pub async fn serve_on(
             tracing::info!(%addr, "serving /metrics on its own address");
         }
         let metrics_app = routes::health::metrics_router();
-        tokio::spawn(run(metrics_listener, metrics_app, limits, close.clone()));
+        tokio::spawn(run(
+            metrics_listener,
+            metrics_app,
+            limits,
+            None,
+            close.clone(),
+        ));
     }
 
-    let mut server = tokio::spawn(run(listener, app, limits, close.clone()));
+    let peers = PeerLimit::new(
+        state.config.max_connections_per_peer,
+        state.config.trusted_proxies.clone(),
+    );
+    let mut server = tokio::spawn(run(listener, app, limits, peers, close.clone()));
 
     tokio::select! {
         result = &mut server => return result.map_err(std::io::Error::other),
@@ -115,6 +127,7 @@ async fn run(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    peers: Option<Arc<PeerLimit>>,
     close: CancellationToken,
 ) {
     // HTTP/1.1 only: browsers never speak cleartext HTTP/2 (h2c), and h2c's version sniffing
@@ -132,9 +145,23 @@ async fn run(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let slot = match &peers {
+                        Some(peers) => match peers.admit(peer.ip()) {
+                            Some(slot) => slot,
+                            None => {
+                                metrics::rejected("too_many_connections");
+                                tracing::debug!(%peer, "too many connections from this peer; closed");
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
                     let connection =
                         serve_connection(builder.clone(), stream, peer, app.clone(), limits, close.clone());
-                    connections.spawn(connection);
+                    connections.spawn(async move {
+                        let _slot = slot;
+                        connection.await;
+                    });
                 }
                 Err(e) => on_accept_error(e).await,
             },

@@ -26,6 +26,8 @@ pub struct Inner {
     /// generated names, uploads), per identity, in a bucket of their own.
     pub assist_rate: RateLimiter,
     pub streams: Arc<StreamLimiter>,
+    /// Request body bytes all requests may hold in memory at once (`MAX_BUFFERED_BODY_BYTES`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
     pub settings: SettingsCache,
     pub readiness: Readiness,
     /// Set when shutdown begins: no new stream starts, readiness fails.
@@ -51,6 +53,11 @@ impl AppState {
             streams: Arc::new(StreamLimiter::new(
                 config.max_streams_per_identity,
                 config.max_concurrent_streams,
+            )),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(
+                config
+                    .max_buffered_body_bytes
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
             settings: SettingsCache::default(),
             readiness: Readiness::default(),

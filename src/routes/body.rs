@@ -1,8 +1,13 @@
 //! Request bodies: JSON objects only, `application/json` only, size-limited (API.md §4).
 
+use std::sync::Arc;
+
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, header};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use serde_json::{Map, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::server::body_timeout::is_body_timeout;
@@ -29,7 +34,11 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-async fn read_object(request: Request, limit: usize) -> Result<Map<String, Value>, ApiError> {
+async fn read_object(
+    request: Request,
+    limit: usize,
+    budget: &Arc<Semaphore>,
+) -> Result<Map<String, Value>, ApiError> {
     if !is_json(request.headers()) {
         return Err(ApiError::UnsupportedMediaType(
             "The body must be sent as Content-Type: application/json.".into(),
@@ -38,7 +47,7 @@ async fn read_object(request: Request, limit: usize) -> Result<Map<String, Value
     if declared_length(request.headers()).is_some_and(|len| len > limit as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let bytes = read_limited(request, limit).await?;
+    let bytes = read_limited(request, limit, budget).await?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::invalid("The body must be a JSON object.")),
@@ -46,29 +55,55 @@ async fn read_object(request: Request, limit: usize) -> Result<Map<String, Value
     }
 }
 
-/// Reads a whole body up to `limit` bytes; more is 413.
-pub async fn read_limited(request: Request, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(request.into_body(), limit)
-        .await
-        .map_err(|e| {
-            let e = &e as &(dyn std::error::Error + 'static);
-            let too_large = std::iter::successors(Some(e), |err| err.source())
-                .any(|err| err.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                ApiError::PayloadTooLarge
-            } else if is_body_timeout(e) {
-                ApiError::RequestTimeout
-            } else {
-                ApiError::invalid("The request body could not be read.")
-            }
-        })
+/// Reads a whole body up to `limit` bytes (more is 413), each byte charged to `budget`, the
+/// bytes all requests may hold at once (none left is 503). The pieces are copied: each piece
+/// the connection hands over keeps its whole read buffer alive, so a body trickling in byte by
+/// byte would otherwise hold kilobytes per byte.
+pub async fn read_limited(
+    request: Request,
+    limit: usize,
+    budget: &Arc<Semaphore>,
+) -> Result<Bytes, ApiError> {
+    let mut body = request.into_body();
+    let mut bytes = BytesMut::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| read_error(&e))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if bytes.len() + data.len() > limit {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        let charge = u32::try_from(data.len()).map_err(|_| ApiError::PayloadTooLarge)?;
+        let permit = Arc::clone(budget)
+            .try_acquire_many_owned(charge)
+            .map_err(|_| ApiError::Overloaded {
+                retry_after_secs: 1,
+            })?;
+        match held.as_mut() {
+            Some(held) => held.merge(permit),
+            None => held = Some(permit),
+        }
+        bytes.extend_from_slice(&data);
+    }
+    Ok(bytes.freeze())
+}
+
+fn read_error(e: &axum::Error) -> ApiError {
+    let e = e as &(dyn std::error::Error + 'static);
+    if is_body_timeout(e) {
+        ApiError::RequestTimeout
+    } else {
+        ApiError::invalid("The request body could not be read.")
+    }
 }
 
 impl FromRequest<AppState> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        read_object(request, state.config.max_body_bytes)
+        read_object(request, state.config.max_body_bytes, &state.body_budget)
             .await
             .map(JsonObject)
     }
@@ -85,7 +120,7 @@ impl FromRequest<AppState> for OptionalJsonObject {
         if no_body {
             return Ok(OptionalJsonObject(Map::new()));
         }
-        read_object(request, state.config.max_body_bytes)
+        read_object(request, state.config.max_body_bytes, &state.body_budget)
             .await
             .map(OptionalJsonObject)
     }

@@ -46,6 +46,7 @@ async fn answer(state: &AppState, request: Request, next: Next) -> Response {
 
 fn refusal(state: &AppState, request: &Request) -> Option<ApiError> {
     security::refuse_long_uri(request)
+        .or_else(|| security::refuse_duplicate_host(request))
         .or_else(|| identity::refuse_untrusted_peer(&state.identity, request))
         .or_else(|| security::refuse_cross_site(state, request))
 }

@@ -30,6 +30,13 @@ pub fn refuse_long_uri(request: &Request) -> Option<ApiError> {
     (length > MAX_URI_BYTES).then_some(ApiError::UriTooLong)
 }
 
+/// Two `Host` headers leave the proxy's own origin (and so the cross-site check) ambiguous.
+pub fn refuse_duplicate_host(request: &Request) -> Option<ApiError> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    (hosts.next().is_some() && hosts.next().is_some())
+        .then(|| ApiError::invalid("The request has more than one Host header."))
+}
+
 /// A `POST`/`DELETE` from another site (by `Origin`, or `Sec-Fetch-Site: cross-site`) that is
 /// not allow-listed is refused before anything else runs.
 pub fn refuse_cross_site(state: &AppState, request: &Request) -> Option<ApiError> {

@@ -71,6 +71,7 @@ async fn not_a_read(state: &AppState, uri: &Uri) -> Response {
 }
 
 async fn from_dir(dir: &std::path::Path, request: Request) -> Response {
+    let request = single_leading_slash(request);
     let served = ServeDir::new(dir)
         .append_index_html_on_directories(true)
         .oneshot(request)
@@ -79,6 +80,23 @@ async fn from_dir(dir: &std::path::Path, request: Request) -> Response {
         Ok(response) if response.status() != StatusCode::NOT_FOUND => response.map(Body::new),
         _ => ApiError::NotFound("Not found.".into()).into_response(),
     }
+}
+
+/// `//js` would be redirected to `//js/`, which a browser reads as the host `js`.
+fn single_leading_slash(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if !path.starts_with("//") {
+        return request;
+    }
+    let mut target = format!("/{}", path.trim_start_matches('/'));
+    if let Some(query) = request.uri().query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    if let Ok(uri) = target.parse::<Uri>() {
+        *request.uri_mut() = uri;
+    }
+    request
 }
 
 fn embedded(path: &str) -> Response {
