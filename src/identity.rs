@@ -1,9 +1,9 @@
 //! Who the Dify `user` is (API.md §2): a signed cookie holding a random id, or a header set by a
 //! trusted auth proxy. The browser never chooses it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, header};
 use axum::middleware::Next;
@@ -17,7 +17,8 @@ use sha2::{Digest, Sha256, Sha512};
 use crate::config::Config;
 use crate::dify::Caller;
 use crate::error::ApiError;
-use crate::request_id::RequestId;
+use crate::http::peer_trust::peer_ip;
+use crate::http::request_id::RequestId;
 use crate::state::AppState;
 
 /// The identity cookie over plain HTTP.
@@ -143,23 +144,9 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-pub fn peer_ip(request_extensions: &axum::http::Extensions) -> Option<IpAddr> {
-    request_extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
-}
-
 /// The end user of this request, as decided by the middleware.
 #[derive(Clone, Debug)]
 pub struct Identity(pub String);
-
-/// In header mode, a peer outside `TRUSTED_PROXIES` is refused before anything else runs
-/// (the probes excepted).
-pub fn refuse_untrusted_peer(policy: &IdentityPolicy, request: &Request) -> Option<ApiError> {
-    let probe = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
-    (!probe && policy.header_mode() && !policy.trusts(peer_ip(request.extensions())))
-        .then(|| ApiError::Unauthorized("This peer may not act for users.".into()))
-}
 
 /// Decides the identity, stores it for the handlers and issues a cookie when it is new.
 pub async fn resolve(State(state): State<AppState>, mut request: Request, next: Next) -> Response {

@@ -64,7 +64,7 @@ async fn run() -> ExitCode {
         return healthcheck(&config).await;
     }
     logging::init(config.log_format);
-    dify_bff::telemetry::limits::raise_open_files();
+    dify_bff::server::open_files::raise_open_files();
 
     let _emulator = if cli.demo {
         match start_demo(&mut config).await {

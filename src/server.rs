@@ -7,6 +7,7 @@
 //! the bytes written to it for `STREAM_IDLE_TIMEOUT_SECS` is disconnected.
 
 pub mod body_timeout;
+pub mod open_files;
 pub mod peers;
 pub mod write_timeout;
 

@@ -40,7 +40,7 @@ pub struct Caller {
 enum Payload<'a, B: ?Sized> {
     Query(&'a [(&'a str, &'a str)]),
     Json(&'a B),
-    File(Part),
+    File(Box<Part>),
 }
 
 fn query<'a>(query: &'a [(&'a str, &'a str)]) -> Payload<'a, ()> {
@@ -207,7 +207,7 @@ impl DifyClient {
 
     /// `POST /files/upload` with the file streamed through as it arrives.
     pub async fn upload(&self, caller: &Caller, file: Part) -> Result<Answer, ApiError> {
-        let payload = Payload::<()>::File(file);
+        let payload = Payload::<()>::File(Box::new(file));
         self.call(Method::POST, "files/upload", caller, payload, None)
             .await
     }
@@ -283,9 +283,11 @@ impl DifyClient {
         Ok(match payload {
             Payload::Query(params) => builder.query(&[("user", user)]).query(params),
             Payload::Json(body) => builder.json(&WithUser { body, user }),
-            Payload::File(file) => {
-                builder.multipart(Form::new().text("user", user.to_owned()).part("file", file))
-            }
+            Payload::File(file) => builder.multipart(
+                Form::new()
+                    .text("user", user.to_owned())
+                    .part("file", *file),
+            ),
         })
     }
 

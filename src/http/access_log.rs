@@ -7,8 +7,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::response::Response;
 
+use super::request_id::RequestId;
 use crate::identity::{Identity, IdentityPolicy};
-use crate::request_id::RequestId;
 use crate::telemetry::metrics;
 
 /// What the log line needs from the request, taken before it is handed on.

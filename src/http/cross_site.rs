@@ -1,41 +1,12 @@
-//! Cross-site protection (API.md §4): CSRF checks on state-changing requests, the CORS
-//! allow-list, and a cap on the request target's length.
+//! Cross-site refusal (API.md §4): a state-changing request from another site that is not
+//! allow-listed reaches nothing.
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{Method, header};
 
+use super::peer_trust::peer_ip;
 use crate::error::ApiError;
-use crate::identity::peer_ip;
 use crate::state::AppState;
-
-/// The longest path and query accepted (a JSON 414 beyond it). Every legitimate URL is far
-/// shorter; signed file URLs are about 200 bytes.
-pub const MAX_URI_BYTES: usize = 8 * 1024;
-
-const ALLOW_METHODS: &str = "GET, POST, DELETE";
-const ALLOW_HEADERS: &str = "Content-Type, X-Request-Id";
-const EXPOSE_HEADERS: &str = "X-Request-Id";
-/// Seconds browsers may cache a preflight answer.
-const PREFLIGHT_MAX_AGE: &str = "600";
-const VARY_PREFLIGHT: &str =
-    "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
-
-/// A request target longer than [`MAX_URI_BYTES`] is refused before anything else looks at it.
-pub fn refuse_long_uri(request: &Request) -> Option<ApiError> {
-    let length = request
-        .uri()
-        .path_and_query()
-        .map_or(0, |pq| pq.as_str().len());
-    (length > MAX_URI_BYTES).then_some(ApiError::UriTooLong)
-}
-
-/// Two `Host` headers leave the proxy's own origin (and so the cross-site check) ambiguous.
-pub fn refuse_duplicate_host(request: &Request) -> Option<ApiError> {
-    let mut hosts = request.headers().get_all(header::HOST).iter();
-    (hosts.next().is_some() && hosts.next().is_some())
-        .then(|| ApiError::invalid("The request has more than one Host header."))
-}
 
 /// A `POST`/`DELETE` from another site (by `Origin`, or `Sec-Fetch-Site: cross-site`) that is
 /// not allow-listed is refused before anything else runs.
@@ -68,7 +39,7 @@ fn is_cross_site(state: &AppState, request: &Request) -> bool {
     }
 }
 
-fn is_allowed(state: &AppState, origin: &str) -> bool {
+pub fn is_allowed(state: &AppState, origin: &str) -> bool {
     state.config.allowed_origins.iter().any(|o| o == origin)
 }
 
@@ -96,81 +67,6 @@ fn origin_of(https: bool, host: &str) -> String {
     let host = host.trim().to_ascii_lowercase();
     let host = host.strip_suffix(default_port).unwrap_or(&host);
     format!("{scheme}://{host}")
-}
-
-/// CORS for the configured origins only (API.md §4). An allow-listed origin gets itself echoed
-/// with credentials; preflights from it get the methods and headers, cached. Any other origin
-/// gets no `Access-Control-Allow-*` header at all, so the browser keeps it out.
-pub struct Cors {
-    /// The request's `Origin` when it is allow-listed.
-    allowed_origin: Option<HeaderValue>,
-    preflight: bool,
-}
-
-impl Cors {
-    pub fn of(state: &AppState, request: &Request) -> Cors {
-        let origin = request.headers().get(header::ORIGIN);
-        let preflight = request.method() == Method::OPTIONS
-            && origin.is_some()
-            && request
-                .headers()
-                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-        let allowed_origin = origin
-            .filter(|o| o.to_str().is_ok_and(|o| is_allowed(state, o)))
-            .cloned();
-        Cors {
-            allowed_origin,
-            preflight,
-        }
-    }
-
-    /// A preflight is answered here and goes no further.
-    pub fn preflight(&self) -> Option<Response> {
-        if !self.preflight {
-            return None;
-        }
-        let mut response = StatusCode::NO_CONTENT.into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::VARY, HeaderValue::from_static(VARY_PREFLIGHT));
-        if let Some(origin) = &self.allowed_origin {
-            allow_origin(headers, origin.clone());
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static(ALLOW_METHODS),
-            );
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static(ALLOW_HEADERS),
-            );
-            headers.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static(PREFLIGHT_MAX_AGE),
-            );
-        }
-        Some(response)
-    }
-
-    pub fn finish(self, state: &AppState, response: &mut Response) {
-        let headers = response.headers_mut();
-        if !state.config.allowed_origins.is_empty() {
-            headers.append(header::VARY, HeaderValue::from_static("Origin"));
-        }
-        if let Some(origin) = self.allowed_origin {
-            allow_origin(headers, origin);
-            headers.insert(
-                header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static(EXPOSE_HEADERS),
-            );
-        }
-    }
-}
-
-fn allow_origin(headers: &mut HeaderMap, origin: HeaderValue) {
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
 }
 
 #[cfg(test)]

@@ -7,11 +7,9 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::access_log;
-use super::security::{self, Cors};
+use super::cors::Cors;
+use super::{access_log, cross_site, peer_trust, request_id, request_line};
 use crate::error::ApiError;
-use crate::identity;
-use crate::request_id;
 use crate::state::AppState;
 
 pub async fn front_door(
@@ -45,8 +43,8 @@ async fn answer(state: &AppState, request: Request, next: Next) -> Response {
 }
 
 fn refusal(state: &AppState, request: &Request) -> Option<ApiError> {
-    security::refuse_long_uri(request)
-        .or_else(|| security::refuse_duplicate_host(request))
-        .or_else(|| identity::refuse_untrusted_peer(&state.identity, request))
-        .or_else(|| security::refuse_cross_site(state, request))
+    request_line::refuse_long_uri(request)
+        .or_else(|| request_line::refuse_duplicate_host(request))
+        .or_else(|| peer_trust::refuse_untrusted_peer(&state.identity, request))
+        .or_else(|| cross_site::refuse_cross_site(state, request))
 }

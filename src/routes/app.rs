@@ -1,9 +1,5 @@
 //! `GET /parameters`, `/info`, `/meta`: app settings for the page. They are the same for every
-//! user, so successful answers are cached for [`SETTINGS_TTL`].
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+//! user, so successful answers are cached (`state::caches::SETTINGS_TTL`).
 
 use axum::Router;
 use axum::extract::State;
@@ -16,26 +12,8 @@ use crate::dify::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub const SETTINGS_TTL: Duration = Duration::from_secs(10);
 /// Settings are kept, so they are read whole: a larger answer is no app's settings (502).
 const MAX_SETTINGS_BYTES: usize = 1024 * 1024;
-
-#[derive(Default)]
-pub struct SettingsCache(Mutex<HashMap<&'static str, (Instant, Bytes)>>);
-
-impl SettingsCache {
-    fn get(&self, which: &'static str) -> Option<Bytes> {
-        let cache = self.0.lock().ok()?;
-        let (at, body) = cache.get(which)?;
-        (at.elapsed() < SETTINGS_TTL).then(|| body.clone())
-    }
-
-    fn put(&self, which: &'static str, body: Bytes) {
-        if let Ok(mut cache) = self.0.lock() {
-            cache.insert(which, (Instant::now(), body));
-        }
-    }
-}
 
 pub fn router() -> Router<AppState> {
     Router::new()

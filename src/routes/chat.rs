@@ -7,11 +7,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-use super::body::{JsonObject, OptionalJsonObject};
 use super::chat_request::{ChatRequest, ResponseMode};
 use super::validate;
 use crate::dify::Caller;
 use crate::error::ApiError;
+use crate::http::body::{JsonObject, OptionalJsonObject};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {

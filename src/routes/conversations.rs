@@ -6,11 +6,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::{Map, Value};
 
-use super::body::{JsonObject, OptionalJsonObject};
 use super::validate::{self, Query};
 use crate::dify::Caller;
 use crate::dify::bodies::Rename;
 use crate::error::ApiError;
+use crate::http::body::{JsonObject, OptionalJsonObject};
 use crate::state::AppState;
 
 const SORTS: &[&str] = &["created_at", "-created_at", "updated_at", "-updated_at"];

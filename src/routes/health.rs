@@ -1,7 +1,6 @@
 //! `/healthz`, `/readyz` (Dify answers with our key; cached) and `/metrics`.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -15,9 +14,6 @@ use crate::telemetry::metrics;
 
 const READY_TTL: Duration = Duration::from_secs(5);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-
-#[derive(Default)]
-pub struct Readiness(Mutex<Option<(Instant, Result<(), String>)>>);
 
 pub fn router(metrics_here: bool) -> Router<AppState> {
     let router = Router::new()
@@ -51,14 +47,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_draining() {
         return not_ready("shutting down");
     }
-    let cached = state
-        .readiness
-        .0
-        .lock()
-        .ok()
-        .and_then(|c| c.clone())
-        .filter(|(at, _)| at.elapsed() < READY_TTL)
-        .map(|(_, result)| result);
+    let cached = state.readiness.get(READY_TTL);
     let result = match cached {
         Some(result) => result,
         None => {
@@ -67,9 +56,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
                 .probe(PROBE_TIMEOUT)
                 .await
                 .map_err(|e| format!("Dify is not usable: {}", e.message()));
-            if let Ok(mut cache) = state.readiness.0.lock() {
-                *cache = Some((Instant::now(), result.clone()));
-            }
+            state.readiness.put(result.clone());
             result
         }
     };

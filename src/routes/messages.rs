@@ -6,11 +6,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value};
 
-use super::body::JsonObject;
 use super::validate::{self, Query};
 use crate::dify::Caller;
 use crate::dify::bodies::Feedback;
 use crate::error::ApiError;
+use crate::http::body::JsonObject;
 use crate::state::AppState;
 
 const MAX_FEEDBACK_CHARS: usize = 10_000;

@@ -1,16 +1,12 @@
 //! The router: one module per resource, and the layers every request passes through.
 
-pub mod access_log;
 pub mod app;
-pub mod body;
 pub mod chat;
 pub mod chat_request;
 pub mod conversations;
 pub mod files;
-pub mod front_door;
 pub mod health;
 pub mod messages;
-pub mod security;
 pub mod static_files;
 pub mod validate;
 
@@ -36,7 +32,10 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router(state.config.metrics_addr.is_none()))
         .fallback(static_files::fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(state.clone(), front_door::front_door))
+        .layer(from_fn_with_state(
+            state.clone(),
+            crate::http::front_door::front_door,
+        ))
         .with_state(state)
 }
 

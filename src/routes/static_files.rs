@@ -109,7 +109,12 @@ fn embedded(path: &str) -> Response {
     } else {
         "public, max-age=300"
     };
-    let mut response = Response::new(Body::from(file.data.into_owned()));
+    // Built into the binary (release builds), the bytes are borrowed for good: no copy.
+    let body = match file.data {
+        std::borrow::Cow::Borrowed(bytes) => Body::from(bytes::Bytes::from_static(bytes)),
+        std::borrow::Cow::Owned(bytes) => Body::from(bytes),
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(mime.as_ref()) {

@@ -5,13 +5,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
+pub mod caches;
+pub mod limits;
+
+use self::caches::{Readiness, SettingsCache};
+use self::limits::{RateLimiter, StreamLimiter};
 use crate::config::Config;
 use crate::dify::DifyClient;
 use crate::error::ApiError;
 use crate::identity::IdentityPolicy;
-use crate::limits::{RateLimiter, StreamLimiter};
-use crate::routes::app::SettingsCache;
-use crate::routes::health::Readiness;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
