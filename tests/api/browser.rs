@@ -8,7 +8,6 @@
 //! Dify emulator. Without Chromium the tests print a loud skip, unless `CI=true`, where they
 //! fail. Screenshots land in `target/screenshots/`.
 
-mod common;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
@@ -18,8 +17,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::TestApp;
-use dify_bff::emulator::{EmulatorOptions, Recorded, Reply, Step};
+use crate::support::TestApp;
+use dify_emulator::{EmulatorOptions, Recorded, Reply, Step};
 use fantoccini::elements::Element;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};

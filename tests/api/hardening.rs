@@ -2,12 +2,11 @@
 //! clients, upstream retries, and abuse. Every refused request gets our JSON error and never
 //! reaches Dify; no response or log line ever shows the key or the session secret.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestApp, TestResponse, Vars, assert_no_secret, read_stream};
-use dify_bff::emulator::{EmulatorOptions, Reply, Step};
+use crate::support::{TestApp, TestResponse, Vars, assert_no_secret, read_stream};
+use dify_emulator::{EmulatorOptions, Reply, Step};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -688,7 +687,7 @@ async fn slow_app(extra: &[(&'static str, &str)]) -> TestApp {
     .await
 }
 
-async fn open_slow_stream(browser: &common::Browser) -> reqwest::Response {
+async fn open_slow_stream(browser: &crate::support::Browser) -> reqwest::Response {
     let response = browser.chat_stream(&json!({"query": "SLOW please"})).await;
     assert_eq!(response.status(), 200);
     response
@@ -1360,7 +1359,7 @@ async fn a_cookie_not_signed_with_our_secret_never_maps_to_the_id_it_names() {
         .unwrap_or_default();
 
     // The harness secret really is what signs our cookies: a cookie made with it is accepted.
-    let genuine = signed_cookie(&victim, common::SESSION_SECRET);
+    let genuine = signed_cookie(&victim, crate::support::SESSION_SECRET);
     let res = app
         .browser
         .send(

@@ -1,11 +1,10 @@
 //! Who the Dify `user` is: a signed cookie per browser; the browser never chooses it.
 
-mod common;
 
-use common::{Browser, TestApp};
+use crate::support::{Browser, TestApp};
 use serde_json::json;
 
-fn set_cookie(res: &common::TestResponse) -> Option<String> {
+fn set_cookie(res: &crate::support::TestResponse) -> Option<String> {
     res.header("set-cookie").map(str::to_owned)
 }
 

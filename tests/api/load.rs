@@ -11,14 +11,13 @@
 //! `LOAD_STREAMS` overrides the number of streams (default 1000). It prints wall time, errors,
 //! peak concurrent upstream streams, bytes relayed and time-to-first-byte percentiles.
 
-mod common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{TestApp, Vars, assert_no_secret};
-use dify_bff::emulator::{Reply, Step};
+use crate::support::{TestApp, Vars, assert_no_secret};
+use dify_emulator::{Reply, Step};
 use sha2::{Digest, Sha256};
 
 const DEFAULT_STREAMS: usize = 1000;

@@ -1,11 +1,10 @@
 //! Probes, metrics, request ids, logs and graceful shutdown.
 
-mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, read_stream, sse_events};
-use dify_bff::emulator::EmulatorOptions;
+use crate::support::{TestApp, read_stream, sse_events};
+use dify_emulator::EmulatorOptions;
 use reqwest::Method;
 use reqwest::cookie::CookieStore;
 use serde_json::json;
@@ -254,7 +253,7 @@ async fn request_log_lines_carry_fields_but_no_contents_or_cookies() {
         .unwrap()
         .to_owned();
 
-    let logs = common::logs::captured();
+    let logs = crate::support::logs::captured();
     let line = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -1,13 +1,12 @@
 //! The SSE relay: Dify's bytes reach the browser unchanged, in order, as they arrive, and a
 //! stream that breaks gets exactly one closing error event.
 
-mod common;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{TestApp, fixture, fixture_body, read_stream, sse_events};
-use dify_bff::emulator::{Reply, Step};
+use crate::support::{TestApp, fixture, fixture_body, read_stream, sse_events};
+use dify_emulator::{Reply, Step};
 use serde_json::json;
 
 const CHAT: &str = "/chat-messages";

@@ -1,20 +1,19 @@
 //! Dify's errors, in each of its shapes, and transport failures become our one JSON error.
 
-mod common;
 
-use common::{TestApp, fixture};
-use dify_bff::emulator::Reply;
+use crate::support::{TestApp, fixture};
+use dify_emulator::Reply;
 use serde_json::json;
 
 const CHAT: &str = "/chat-messages";
 
-async fn blocking(app: &TestApp) -> common::TestResponse {
+async fn blocking(app: &TestApp) -> crate::support::TestResponse {
     app.browser
         .chat(&json!({"query": "hi", "response_mode": "blocking"}))
         .await
 }
 
-async fn streaming(app: &TestApp) -> common::TestResponse {
+async fn streaming(app: &TestApp) -> crate::support::TestResponse {
     app.browser.chat(&json!({"query": "hi"})).await
 }
 

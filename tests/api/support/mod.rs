@@ -1,7 +1,6 @@
 //! The test harness: the real server on an ephemeral port against the Dify emulator, a client
 //! per browser (each with its own cookie jar), and a watch for secrets in every response and
 //! log line.
-#![allow(dead_code)]
 
 pub mod logs;
 
@@ -11,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dify_bff::config::Config;
-use dify_bff::emulator::{Emulator, EmulatorOptions, Recorded};
+use dify_emulator::{Emulator, EmulatorOptions, Recorded};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -305,12 +304,12 @@ pub fn fixture(name: &str) -> Vec<u8> {
 
 /// The de-chunked body of a capture's response.
 pub fn fixture_body(name: &str) -> Vec<u8> {
-    let reply = dify_bff::emulator::Reply::from_capture(&fixture(name)).expect("capture parses");
+    let reply = dify_emulator::Reply::from_capture(&fixture(name)).expect("capture parses");
     reply
         .steps
         .iter()
         .filter_map(|s| match s {
-            dify_bff::emulator::Step::Send(b) => Some(b.to_vec()),
+            dify_emulator::Step::Send(b) => Some(b.to_vec()),
             _ => None,
         })
         .flatten()
