@@ -8,7 +8,6 @@
 //! Dify emulator. Without Chromium the tests print a loud skip, unless `CI=true`, where they
 //! fail. Screenshots land in `target/screenshots/`.
 
-
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -16,8 +15,8 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crate::support::TestApp;
+use bytes::Bytes;
 use dify_emulator::{EmulatorOptions, Recorded, Reply, Step};
 use fantoccini::elements::Element;
 use fantoccini::key::Key;

@@ -3,7 +3,6 @@
 //! Each call reaches Dify with our `user`; bad input never reaches it; another identity's
 //! things stay out of reach.
 
-
 use std::time::Duration;
 
 use crate::support::{Browser, TestApp, fixture, fixture_body, read_stream, sse_events};

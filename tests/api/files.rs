@@ -1,11 +1,10 @@
 //! `POST /files/upload` streamed to Dify with our `user`, its limits and errors; and the
 //! pass-through of the signed file URLs Dify puts into messages, which reaches only those paths.
 
-
 use std::time::Duration;
 
-use bytes::Bytes;
 use crate::support::{TestApp, TestResponse};
+use bytes::Bytes;
 use dify_emulator::{Recorded, Reply};
 use reqwest::Method;
 use serde_json::json;

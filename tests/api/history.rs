@@ -1,6 +1,5 @@
 //! Blocking chat, conversation lists and message history through the proxy.
 
-
 use crate::support::{TestApp, fixture, fixture_body};
 use dify_emulator::Reply;
 use serde_json::json;

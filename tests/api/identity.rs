@@ -1,7 +1,8 @@
 //! Who the Dify `user` is: a signed cookie per browser; the browser never chooses it.
 
-
-use crate::support::{Browser, TestApp};
+use crate::support::raw::raw;
+use crate::support::{Browser, TestApp, assert_nothing_reached_dify, blocking, preflight, vars};
+use reqwest::Method;
 use serde_json::json;
 
 fn set_cookie(res: &crate::support::TestResponse) -> Option<String> {
@@ -214,4 +215,251 @@ async fn unknown_body_fields_are_not_forwarded() {
         ]
     );
     assert_eq!(body["inputs"], json!({"topic": "kept"}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trusted-header identity (USER_HEADER, behind an authenticating proxy)
+
+const USER_HEADER: &str = "X-Forwarded-User";
+const FRIEND: &str = "https://app.example";
+
+async fn header_mode(extra: &[(&'static str, &str)]) -> TestApp {
+    let mut all = vars(&[("USER_HEADER", USER_HEADER)]);
+    all.extend(vars(extra));
+    TestApp::spawn_with_env(all).await
+}
+
+#[tokio::test]
+async fn header_mode_makes_the_header_value_the_dify_user() {
+    let app = header_mode(&[]).await;
+    let res = app
+        .browser
+        .send(
+            app.browser
+                .request(Method::GET, "/conversations")
+                .header(USER_HEADER, "alice@example.com"),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let sent = app.upstream_requests("/v1/conversations");
+    assert_eq!(sent[0].user().as_deref(), Some("alice@example.com"));
+}
+
+#[tokio::test]
+async fn header_mode_without_the_header_is_401_and_reaches_no_upstream() {
+    let app = header_mode(&[]).await;
+    app.browser
+        .get("/conversations")
+        .await
+        .assert_error(401, "unauthorized");
+    app.browser
+        .chat(&blocking("hi"))
+        .await
+        .assert_error(401, "unauthorized");
+    assert_nothing_reached_dify(&app);
+}
+
+#[tokio::test]
+async fn header_mode_accepts_1_to_256_printable_characters() {
+    let app = header_mode(&[]).await;
+    let max_ascii = "a".repeat(256);
+    let max_unicode = "é".repeat(256);
+    for user in [
+        "x",
+        max_ascii.as_str(),
+        max_unicode.as_str(),
+        "Jane Doe (SSO)",
+    ] {
+        let res = app
+            .browser
+            .send(
+                app.browser
+                    .request(Method::GET, "/conversations")
+                    .header(USER_HEADER, user),
+            )
+            .await;
+        assert_eq!(
+            res.status,
+            200,
+            "{} chars: {}",
+            user.chars().count(),
+            res.text()
+        );
+    }
+    let users: Vec<String> = app
+        .upstream_requests("/v1/conversations")
+        .iter()
+        .filter_map(|r| r.user())
+        .collect();
+    assert_eq!(users[2], max_unicode);
+}
+
+#[tokio::test]
+async fn header_mode_refuses_over_long_unprintable_or_non_utf8_identities() {
+    let app = header_mode(&[]).await;
+    let too_long = "a".repeat(257);
+    let bad: [&[u8]; 3] = [too_long.as_bytes(), b"alice\tbob", b"\xff\xfe alice"];
+    for value in bad {
+        let header = reqwest::header::HeaderValue::from_bytes(value).expect("a header value");
+        let res = app
+            .browser
+            .send(
+                app.browser
+                    .request(Method::GET, "/conversations")
+                    .header(USER_HEADER, header),
+            )
+            .await;
+        res.assert_error(401, "unauthorized");
+    }
+    assert_nothing_reached_dify(&app);
+}
+
+#[tokio::test]
+async fn header_mode_refuses_a_repeated_identity_header() {
+    let app = header_mode(&[]).await;
+    let res = raw(
+        &app,
+        "GET",
+        "/conversations",
+        &format!("{USER_HEADER}: alice\r\n{USER_HEADER}: bob\r\n"),
+    )
+    .await;
+    res.assert_error(401, "unauthorized");
+    assert_nothing_reached_dify(&app);
+}
+
+#[tokio::test]
+async fn header_mode_issues_no_cookie() {
+    let app = header_mode(&[]).await;
+    let res = app
+        .browser
+        .send(
+            app.browser
+                .request(Method::GET, "/conversations")
+                .header(USER_HEADER, "alice"),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    assert!(res.header("set-cookie").is_none(), "{:?}", res.headers);
+    let refused = app.browser.get("/conversations").await;
+    assert!(refused.header("set-cookie").is_none());
+}
+
+#[tokio::test]
+async fn header_mode_refuses_every_request_from_an_untrusted_peer() {
+    let app = header_mode(&[("TRUSTED_PROXIES", "10.0.0.0/8")]).await;
+    for (method, path) in [
+        (Method::GET, "/conversations"),
+        (Method::GET, "/parameters"),
+        (Method::POST, "/chat"),
+    ] {
+        let res = app
+            .browser
+            .send(
+                app.browser
+                    .request(method, path)
+                    .header(USER_HEADER, "alice")
+                    .json(&blocking("hi")),
+            )
+            .await;
+        res.assert_error(401, "unauthorized");
+    }
+    assert_nothing_reached_dify(&app);
+}
+
+#[tokio::test]
+async fn header_mode_believes_a_trusted_peer() {
+    let app = header_mode(&[("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.0/8")]).await;
+    let res = app
+        .browser
+        .send(
+            app.browser
+                .request(Method::POST, "/chat")
+                .header(USER_HEADER, "alice")
+                .json(&blocking("hi")),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let sent = app.upstream_requests("/v1/chat-messages");
+    assert_eq!(sent[0].user().as_deref(), Some("alice"));
+}
+
+#[tokio::test]
+async fn header_mode_answers_no_preflight_from_an_untrusted_peer() {
+    let app = header_mode(&[
+        ("TRUSTED_PROXIES", "10.0.0.0/8"),
+        ("ALLOWED_ORIGINS", FRIEND),
+    ])
+    .await;
+    let res = app.browser.send(preflight(&app, FRIEND)).await;
+    res.assert_error(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn header_mode_probes_still_answer_an_untrusted_peer() {
+    let app = header_mode(&[("TRUSTED_PROXIES", "10.0.0.0/8")]).await;
+    assert_eq!(app.browser.get("/healthz").await.status, 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forged identities
+
+/// A `dify_bff_uid` cookie carrying `id`, signed with a key made from `secret` as the proxy does.
+fn signed_cookie(id: &str, secret: &str) -> String {
+    use sha2::{Digest, Sha512};
+    let key = cookie::Key::from(&Sha512::digest(secret.as_bytes()));
+    let mut jar = cookie::CookieJar::new();
+    jar.signed_mut(&key)
+        .add(cookie::Cookie::new("dify_bff_uid", id.to_owned()));
+    let value = jar
+        .get("dify_bff_uid")
+        .map(|c| c.value().to_owned())
+        .unwrap_or_default();
+    format!("dify_bff_uid={value}")
+}
+
+#[tokio::test]
+async fn a_cookie_not_signed_with_our_secret_never_maps_to_the_id_it_names() {
+    let app = TestApp::spawn().await;
+    app.browser.chat_blocking("the victim's chat", "").await;
+    let victim = app.upstream_requests("/v1/chat-messages")[0]
+        .user()
+        .unwrap_or_default();
+
+    // The harness secret really is what signs our cookies: a cookie made with it is accepted.
+    let genuine = signed_cookie(&victim, crate::support::SESSION_SECRET);
+    let res = app
+        .browser
+        .send(
+            reqwest::Client::new()
+                .get(app.browser.url("/conversations"))
+                .header("cookie", genuine),
+        )
+        .await;
+    assert!(res.header("set-cookie").is_none());
+    assert_eq!(res.json()["data"].as_array().map(Vec::len), Some(1));
+
+    for forged in [
+        signed_cookie(&victim, "another-secret-of-at-least-thirty-two-bytes!!"),
+        format!("dify_bff_uid={victim}"),
+        signed_cookie(&victim, "").replace("dify_bff_uid=", "dify_bff_uid=AAAA"),
+    ] {
+        let res = app
+            .browser
+            .send(
+                reqwest::Client::new()
+                    .get(app.browser.url("/conversations"))
+                    .header("cookie", forged),
+            )
+            .await;
+        assert_eq!(res.status, 200);
+        assert!(res.header("set-cookie").is_some(), "a fresh identity");
+        assert_eq!(
+            res.json()["data"].as_array().map(Vec::len),
+            Some(0),
+            "nothing of the victim's"
+        );
+        let sent = app.upstream_requests("/v1/conversations");
+        assert_ne!(sent.last().and_then(|r| r.user()), Some(victim.clone()));
+    }
 }

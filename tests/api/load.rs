@@ -11,12 +11,11 @@
 //! `LOAD_STREAMS` overrides the number of streams (default 1000). It prints wall time, errors,
 //! peak concurrent upstream streams, bytes relayed and time-to-first-byte percentiles.
 
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crate::support::{TestApp, Vars, assert_no_secret};
+use bytes::Bytes;
 use dify_emulator::{Reply, Step};
 use sha2::{Digest, Sha256};
 

@@ -6,15 +6,18 @@
 
 mod support;
 
+mod bad_requests;
 mod browser;
 mod chat;
 mod cli;
+mod cross_site;
 mod files;
-mod hardening;
 mod history;
 mod identity;
+mod limits;
 mod load;
 mod operations;
 mod relay_properties;
+mod slow_clients;
 mod streaming;
 mod upstream_errors;

@@ -1,6 +1,5 @@
 //! Probes, metrics, request ids, logs and graceful shutdown.
 
-
 use std::time::Duration;
 
 use crate::support::{TestApp, read_stream, sse_events};

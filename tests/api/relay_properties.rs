@@ -4,7 +4,6 @@
 //! count and usage as when fed the stream whole. A stream cut short gets exactly one error
 //! event that parses on its own.
 
-
 use std::time::Duration;
 
 use bytes::Bytes;

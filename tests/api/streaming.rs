@@ -1,11 +1,10 @@
 //! The SSE relay: Dify's bytes reach the browser unchanged, in order, as they arrive, and a
 //! stream that breaks gets exactly one closing error event.
 
-
 use std::time::Duration;
 
-use bytes::Bytes;
 use crate::support::{TestApp, fixture, fixture_body, read_stream, sse_events};
+use bytes::Bytes;
 use dify_emulator::{Reply, Step};
 use serde_json::json;
 

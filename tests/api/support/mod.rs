@@ -3,6 +3,7 @@
 //! log line.
 
 pub mod logs;
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use dify_bff::config::Config;
 use dify_emulator::{Emulator, EmulatorOptions, Recorded};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -314,4 +315,41 @@ pub fn fixture_body(name: &str) -> Vec<u8> {
         })
         .flatten()
         .collect()
+}
+
+/// Variables for `spawn_with_env`, from string pairs.
+pub fn vars(pairs: &[(&'static str, &str)]) -> Vars {
+    pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+}
+
+/// A blocking `POST /chat` body.
+pub fn blocking(query: &str) -> Value {
+    json!({"query": query, "response_mode": "blocking"})
+}
+
+/// Fails the test if the emulator received any request.
+pub fn assert_nothing_reached_dify(app: &TestApp) {
+    let received = app.emulator.requests();
+    assert!(
+        received.is_empty(),
+        "Dify received {:?}",
+        received
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// The proxy's own origin, as a browser on its page sends it.
+pub fn own_origin(app: &TestApp) -> String {
+    format!("http://{}", app.addr)
+}
+
+/// A CORS preflight for `POST /chat` from `origin`.
+pub fn preflight(app: &TestApp, origin: &str) -> reqwest::RequestBuilder {
+    app.browser
+        .request(Method::OPTIONS, "/chat")
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
 }
