@@ -6,9 +6,9 @@ use clap::{Parser, Subcommand};
 use dify_bff::config::Config;
 #[cfg(feature = "demo")]
 use dify_bff::config::DEMO_API_KEY;
+use dify_bff::telemetry::logging;
 #[cfg(feature = "demo")]
 use dify_emulator::{Emulator, EmulatorOptions};
-use dify_bff::telemetry::logging;
 use tokio::net::TcpListener;
 
 /// A backend-for-frontend for Dify chat apps: holds the Dify API key, gives each browser its
