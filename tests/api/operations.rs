@@ -171,7 +171,8 @@ async fn shutdown_lets_an_open_stream_finish_and_refuses_new_ones() {
     let mut app = TestApp::spawn_with(
         vec![("SHUTDOWN_GRACE_SECS", "30".into())],
         EmulatorOptions {
-            slow_interval: Duration::from_millis(100),
+            // 30 pieces: the answer takes 750 ms, long enough to outlast the checks below.
+            slow_interval: Duration::from_millis(25),
             ..EmulatorOptions::default()
         },
     )
@@ -207,10 +208,9 @@ async fn shutdown_lets_an_open_stream_finish_and_refuses_new_ones() {
 
 #[tokio::test]
 async fn streams_still_open_after_the_grace_end_with_shutting_down() {
-    let mut app = TestApp::spawn_with(
-        vec![("SHUTDOWN_GRACE_SECS", "1".into())],
-        EmulatorOptions::default(),
-    )
+    let mut app = TestApp::spawn_with_config(vec![], EmulatorOptions::default(), |c| {
+        c.shutdown_grace = Duration::from_millis(200);
+    })
     .await;
     let mut stream = app
         .browser

@@ -6,13 +6,24 @@ use std::time::{Duration, Instant};
 
 use crate::support::raw::{Raw, connect, read_to_close};
 use crate::support::{TestApp, assert_nothing_reached_dify, blocking, vars};
-use dify_emulator::Reply;
+use dify_bff::Config;
+use dify_emulator::{EmulatorOptions, Reply};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
+// Short timeouts keep these tests fast: the environment sets whole seconds, so they are set on
+// the parsed Config.
+const HEADER_TIMEOUT: Duration = Duration::from_millis(200);
+const BODY_TIMEOUT: Duration = Duration::from_millis(300);
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_millis(200);
+
+async fn with_timeouts(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    TestApp::spawn_with_config(vec![], EmulatorOptions::default(), adjust).await
+}
+
 #[tokio::test]
 async fn a_request_head_that_never_ends_is_cut_after_the_header_timeout() {
-    let app = TestApp::spawn_with_env(vars(&[("REQUEST_HEADER_TIMEOUT_SECS", "1")])).await;
+    let app = with_timeouts(|c| c.request_header_timeout = HEADER_TIMEOUT).await;
     let mut stream = connect(&app).await;
     let started = Instant::now();
     stream
@@ -22,13 +33,13 @@ async fn a_request_head_that_never_ends_is_cut_after_the_header_timeout() {
     let answer = read_to_close(&mut stream).await;
     let waited = started.elapsed();
     assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
-    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert!(waited >= HEADER_TIMEOUT * 9 / 10, "{waited:?}");
     assert!(waited < Duration::from_secs(5), "{waited:?}");
 }
 
 #[tokio::test]
 async fn a_silent_connection_is_closed_after_the_header_timeout() {
-    let app = TestApp::spawn_with_env(vars(&[("REQUEST_HEADER_TIMEOUT_SECS", "1")])).await;
+    let app = with_timeouts(|c| c.request_header_timeout = HEADER_TIMEOUT).await;
     let mut stream = connect(&app).await;
     let started = Instant::now();
     read_to_close(&mut stream).await;
@@ -37,7 +48,7 @@ async fn a_silent_connection_is_closed_after_the_header_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
-    let app = TestApp::spawn_with_env(vars(&[("REQUEST_HEADER_TIMEOUT_SECS", "1")])).await;
+    let app = with_timeouts(|c| c.request_header_timeout = HEADER_TIMEOUT).await;
     let mut stream = connect(&app).await;
     stream
         .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr).as_bytes())
@@ -64,7 +75,7 @@ async fn assert_stalled_body_is_408(app: &TestApp, request_start: &str) {
 
 #[tokio::test]
 async fn a_stalled_request_body_is_408_and_reaches_no_upstream() {
-    let app = TestApp::spawn_with_env(vars(&[("REQUEST_BODY_TIMEOUT_SECS", "1")])).await;
+    let app = with_timeouts(|c| c.request_body_timeout = BODY_TIMEOUT).await;
     let head = format!(
         "POST /chat HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"query\": ",
         app.addr
@@ -75,7 +86,7 @@ async fn a_stalled_request_body_is_408_and_reaches_no_upstream() {
 
 #[tokio::test]
 async fn an_upload_whose_body_stalls_mid_file_is_408() {
-    let app = TestApp::spawn_with_env(vars(&[("REQUEST_BODY_TIMEOUT_SECS", "1")])).await;
+    let app = with_timeouts(|c| c.request_body_timeout = BODY_TIMEOUT).await;
     let part = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n0123456789";
     let head = format!(
         "POST /files/upload HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n{part}",
@@ -86,7 +97,7 @@ async fn an_upload_whose_body_stalls_mid_file_is_408() {
 
 #[tokio::test]
 async fn a_slow_but_steady_request_body_is_not_cut() {
-    let app = TestApp::spawn_with_env(vars(&[("REQUEST_BODY_TIMEOUT_SECS", "1")])).await;
+    let app = with_timeouts(|c| c.request_body_timeout = BODY_TIMEOUT).await;
     let body = serde_json::to_vec(&blocking("slowly typed")).expect("json");
     let mut stream = connect(&app).await;
     let head = format!(
@@ -95,9 +106,9 @@ async fn a_slow_but_steady_request_body_is_not_cut() {
         body.len()
     );
     stream.write_all(head.as_bytes()).await.expect("write");
-    // 1.6 s in all, but never more than 0.4 s between pieces.
+    // 400 ms in all, longer than the body timeout, but never more than 100 ms between pieces.
     for piece in body.chunks(body.len().div_ceil(4)) {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(BODY_TIMEOUT / 3).await;
         stream.write_all(piece).await.expect("write");
     }
     let res = Raw::parse(&read_to_close(&mut stream).await);
@@ -106,10 +117,11 @@ async fn a_slow_but_steady_request_body_is_not_cut() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_a_stream_is_cut_and_frees_its_place() {
-    let app = TestApp::spawn_with_env(vars(&[
-        ("STREAM_IDLE_TIMEOUT_SECS", "1"),
-        ("MAX_STREAMS_PER_IDENTITY", "1"),
-    ]))
+    let app = TestApp::spawn_with_config(
+        vars(&[("MAX_STREAMS_PER_IDENTITY", "1")]),
+        EmulatorOptions::default(),
+        |c| c.stream_idle_timeout = STREAM_IDLE_TIMEOUT,
+    )
     .await;
     // Far more than the socket buffers between the proxy and a client that reads nothing.
     let event = format!(
@@ -134,7 +146,7 @@ async fn a_client_that_stops_reading_a_stream_is_cut_and_frees_its_place() {
             Instant::now() < deadline,
             "the stalled stream still holds its place"
         );
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(stalled);
 }

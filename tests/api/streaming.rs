@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::support::{TestApp, fixture, fixture_body, read_stream, sse_events};
 use bytes::Bytes;
-use dify_emulator::{Reply, Step};
+use dify_emulator::{EmulatorOptions, Reply, Step};
 use serde_json::json;
 
 const CHAT: &str = "/chat-messages";
@@ -248,7 +248,10 @@ async fn a_complete_stream_gets_nothing_appended() {
 
 #[tokio::test]
 async fn an_idle_upstream_ends_the_stream_with_upstream_timeout() {
-    let app = TestApp::spawn_with_env(vec![("STREAM_IDLE_TIMEOUT_SECS", "1".into())]).await;
+    let app = TestApp::spawn_with_config(vec![], EmulatorOptions::default(), |c| {
+        c.stream_idle_timeout = Duration::from_millis(200);
+    })
+    .await;
     let event = utf8_event(1, "then silence");
     let reply = Reply {
         status: 200,

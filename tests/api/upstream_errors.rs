@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{TestApp, fixture, read_stream, vars};
-use dify_emulator::{Reply, Step};
+use crate::support::{TestApp, fixture, read_stream};
+use dify_emulator::{EmulatorOptions, Reply, Step};
 use serde_json::json;
 
 const CHAT: &str = "/chat-messages";
@@ -145,7 +145,10 @@ async fn a_refused_connection_is_a_502() {
 
 #[tokio::test]
 async fn a_hanging_upstream_is_a_504_after_the_upstream_timeout() {
-    let app = TestApp::spawn_with_env(vec![("UPSTREAM_TIMEOUT_SECS", "1".into())]).await;
+    let app = TestApp::spawn_with_config(vec![], EmulatorOptions::default(), |c| {
+        c.upstream_timeout = Duration::from_millis(200);
+    })
+    .await;
     app.emulator
         .script("POST", CHAT, Reply::hang_before_headers());
     streaming(&app).await.assert_error(504, "upstream_timeout");
@@ -233,7 +236,11 @@ async fn a_get_is_not_retried_after_other_errors() {
 
 #[tokio::test]
 async fn get_retries_never_run_past_the_upstream_timeout() {
-    let app = TestApp::spawn_with_env(vars(&[("UPSTREAM_TIMEOUT_SECS", "1")])).await;
+    let timeout = Duration::from_millis(300);
+    let app = TestApp::spawn_with_config(vec![], EmulatorOptions::default(), |c| {
+        c.upstream_timeout = timeout;
+    })
+    .await;
     assert_eq!(
         app.browser.get("/conversations").await.status,
         200,
@@ -242,14 +249,14 @@ async fn get_retries_never_run_past_the_upstream_timeout() {
     app.emulator.clear_requests();
     for _ in 0..3 {
         let mut slow = dify_503();
-        slow.steps
-            .insert(0, Step::Pause(Duration::from_millis(600)));
+        slow.steps.insert(0, Step::Pause(timeout * 6 / 10));
         app.emulator.script("GET", "/conversations", slow);
     }
     let started = Instant::now();
     let res = app.browser.get("/conversations").await;
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(1500), "{took:?}");
+    // Three answers 180 ms apart plus the backoffs would take over 700 ms.
+    assert!(took < timeout + Duration::from_millis(250), "{took:?}");
     assert!(
         res.status == 503 || res.status == 504,
         "{} {}",

@@ -46,6 +46,16 @@ impl TestApp {
     }
 
     pub async fn spawn_with(vars: Vars, options: EmulatorOptions) -> TestApp {
+        Self::spawn_with_config(vars, options, |_| {}).await
+    }
+
+    /// Like `spawn_with`, then `adjust` changes the parsed `Config` before the server starts:
+    /// timeouts are whole seconds in the environment, so tests set short `Duration`s here.
+    pub async fn spawn_with_config(
+        vars: Vars,
+        options: EmulatorOptions,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestApp {
         logs::install();
         let emulator = Emulator::start(EmulatorOptions {
             api_key: API_KEY.to_owned(),
@@ -53,7 +63,8 @@ impl TestApp {
         })
         .await
         .expect("emulator starts");
-        let config = config_for(&emulator.base_url(), vars);
+        let mut config = config_for(&emulator.base_url(), vars);
+        adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
