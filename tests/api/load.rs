@@ -5,7 +5,7 @@
 //! Run it with:
 //!
 //! ```text
-//! cargo test --release --test load -- --ignored --nocapture
+//! cargo test --release --test api load:: -- --ignored --nocapture
 //! ```
 //!
 //! `LOAD_STREAMS` overrides the number of streams (default 1000). It prints wall time, errors,
@@ -119,7 +119,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "load check: cargo test --release --test load -- --ignored --nocapture"]
+#[ignore = "load check: cargo test --release --test api load:: -- --ignored --nocapture"]
 async fn a_thousand_concurrent_streams_arrive_byte_for_byte() {
     let n = streams();
     let files = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
