@@ -34,14 +34,20 @@ RUN apt-get update \
 
 WORKDIR /build
 
+# The production binary is built without the default `demo` feature: the Dify emulator
+# (crates/dify-emulator, for `--demo` and the tests) is not compiled into the image.
+# .ci/build-musl.sh uses the same flags.
+
 # 1) Dependency layer: build every dependency against a dummy crate, so that
-#    changing src/ or static/ does not recompile the ~300 crates again.
+#    changing src/ or static/ does not recompile the ~300 crates again. The workspace
+#    needs its members' manifests; the emulator is not built (no `demo` feature).
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+COPY crates/dify-emulator/Cargo.toml crates/dify-emulator/
+RUN mkdir src crates/dify-emulator/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
-    && cargo build --release --locked --target x86_64-unknown-linux-musl \
-    && rm -rf src \
+    && touch src/lib.rs crates/dify-emulator/src/lib.rs \
+    && cargo build --release --locked --target x86_64-unknown-linux-musl -p dify-bff --no-default-features \
+    && rm -rf src crates \
         target/x86_64-unknown-linux-musl/release/.fingerprint/dify-bff-* \
         target/x86_64-unknown-linux-musl/release/deps/dify_bff-* \
         target/x86_64-unknown-linux-musl/release/deps/libdify_bff-* \
@@ -50,15 +56,17 @@ RUN mkdir src \
 # and without this cargo could treat the dummy build as up to date.
 
 # 2) The real crate. static/ is embedded into the binary (rust-embed).
+COPY crates ./crates
 COPY src ./src
 COPY static ./static
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl \
+RUN cargo build --release --locked --target x86_64-unknown-linux-musl -p dify-bff --no-default-features \
     && cp target/x86_64-unknown-linux-musl/release/dify-bff /dify-bff \
     && readelf --program-headers --wide /dify-bff > /tmp/program-headers \
     && if grep -q INTERP /tmp/program-headers; then \
          echo 'dify-bff is dynamically linked; distroless/static has no libc' >&2; exit 1; \
        fi \
-    && /dify-bff --version
+    && /dify-bff --version \
+    && { timeout 10 /dify-bff --demo >/dev/null 2>&1; test $? -eq 2; }
 
 ############################################################################
 # Runtime: no shell, no libc, CA certificates at /etc/ssl/certs, tzdata,

@@ -14,8 +14,9 @@
 set -euo pipefail
 
 TARGET=x86_64-unknown-linux-musl
-# Keep in step with both `cargo build` lines in the Dockerfile.
-CARGO_BUILD_FLAGS=(--release --locked --target "$TARGET")
+# Keep in step with both `cargo build` lines in the Dockerfile. Without the default `demo`
+# feature: the production binary carries no Dify emulator.
+CARGO_BUILD_FLAGS=(--release --locked --target "$TARGET" -p dify-bff --no-default-features)
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
@@ -47,4 +48,12 @@ if grep -q INTERP <<<"$program_headers"; then
 fi
 
 "$bin" --version
+
+# The production binary has no emulator: `--demo` must refuse (exit 2), not start serving.
+demo_status=0
+timeout 10 "$bin" --demo >/dev/null 2>&1 || demo_status=$?
+if [[ "$demo_status" -ne 2 ]]; then
+    echo "build-musl: $bin --demo exited $demo_status, not 2: was it built with the demo feature?" >&2
+    exit 1
+fi
 echo "build-musl: OK, $(du -h "$bin" | cut -f1) static binary at $bin" >&2

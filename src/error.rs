@@ -163,15 +163,8 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
-            .extensions_mut()
-            .insert(ErrorCode(self.code().to_owned()));
-        response
     }
 }
-
-/// Attached to error responses so logs and metrics can report the code.
-#[derive(Clone, Debug)]
-pub struct ErrorCode(pub String);
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,6 @@
 
 pub mod config;
 pub mod dify;
-pub mod emulator;
 pub mod error;
 pub mod http;
 pub mod identity;

@@ -3,9 +3,12 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dify_bff::config::{Config, DEMO_API_KEY};
-use dify_bff::emulator::{Emulator, EmulatorOptions};
+use dify_bff::config::Config;
+#[cfg(feature = "demo")]
+use dify_bff::config::DEMO_API_KEY;
 use dify_bff::telemetry::logging;
+#[cfg(feature = "demo")]
+use dify_emulator::{Emulator, EmulatorOptions};
 use tokio::net::TcpListener;
 
 /// A backend-for-frontend for Dify chat apps: holds the Dify API key, gives each browser its
@@ -51,9 +54,15 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 async fn run() -> ExitCode {
     let cli = Cli::parse();
+    if cli.demo && !cfg!(feature = "demo") {
+        eprintln!(
+            "dify-bff: this build has no demo: build with the default `demo` feature (cargo run -- --demo)"
+        );
+        return ExitCode::from(2);
+    }
     let _ = dotenvy::dotenv();
     let healthcheck_only = matches!(cli.command, Some(Command::Healthcheck));
-    let mut config = match Config::from_env(cli.demo || healthcheck_only) {
+    let config = match Config::from_env(cli.demo || healthcheck_only) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("dify-bff: {e}");
@@ -66,6 +75,9 @@ async fn run() -> ExitCode {
     logging::init(config.log_format);
     dify_bff::server::open_files::raise_open_files();
 
+    #[cfg(feature = "demo")]
+    let mut config = config;
+    #[cfg(feature = "demo")]
     let _emulator = if cli.demo {
         match start_demo(&mut config).await {
             Ok(emulator) => Some(emulator),
@@ -112,6 +124,7 @@ async fn run() -> ExitCode {
     }
 }
 
+#[cfg(feature = "demo")]
 async fn start_demo(config: &mut Config) -> std::io::Result<Emulator> {
     let emulator = Emulator::start(EmulatorOptions {
         api_key: DEMO_API_KEY.to_owned(),

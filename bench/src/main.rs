@@ -141,7 +141,7 @@ async fn run(command: Command) -> Result<(), String> {
             ping_interval_ms,
         } => {
             let emulator =
-                dify_bff::emulator::Emulator::start(dify_bff::emulator::EmulatorOptions {
+                dify_emulator::Emulator::start(dify_emulator::EmulatorOptions {
                     api_key: key,
                     token_interval: Duration::from_millis(token_interval_ms),
                     ping_interval: Duration::from_millis(ping_interval_ms),

@@ -91,17 +91,6 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-pub fn upstream_call(endpoint: &'static str, outcome: &str, elapsed: Duration) {
-    counter!("difybff_upstream_requests_total", "endpoint" => endpoint, "outcome" => outcome.to_owned())
-        .increment(1);
-    histogram!("difybff_upstream_duration_seconds", "endpoint" => endpoint)
-        .record(elapsed.as_secs_f64());
-}
-
-pub fn upstream_error(code: &str) {
-    counter!("difybff_upstream_errors_total", "code" => code.to_owned()).increment(1);
-}
-
 pub fn time_to_first_byte(elapsed: Duration) {
     histogram!("difybff_stream_first_byte_seconds").record(elapsed.as_secs_f64());
 }

@@ -1,9 +1,9 @@
 //! The test harness: the real server on an ephemeral port against the Dify emulator, a client
 //! per browser (each with its own cookie jar), and a watch for secrets in every response and
 //! log line.
-#![allow(dead_code)]
 
 pub mod logs;
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dify_bff::config::Config;
-use dify_bff::emulator::{Emulator, EmulatorOptions, Recorded};
+use dify_emulator::{Emulator, EmulatorOptions, Recorded};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -46,6 +46,16 @@ impl TestApp {
     }
 
     pub async fn spawn_with(vars: Vars, options: EmulatorOptions) -> TestApp {
+        Self::spawn_with_config(vars, options, |_| {}).await
+    }
+
+    /// Like `spawn_with`, then `adjust` changes the parsed `Config` before the server starts:
+    /// timeouts are whole seconds in the environment, so tests set short `Duration`s here.
+    pub async fn spawn_with_config(
+        vars: Vars,
+        options: EmulatorOptions,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestApp {
         logs::install();
         let emulator = Emulator::start(EmulatorOptions {
             api_key: API_KEY.to_owned(),
@@ -53,7 +63,8 @@ impl TestApp {
         })
         .await
         .expect("emulator starts");
-        let config = config_for(&emulator.base_url(), vars);
+        let mut config = config_for(&emulator.base_url(), vars);
+        adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
@@ -305,14 +316,51 @@ pub fn fixture(name: &str) -> Vec<u8> {
 
 /// The de-chunked body of a capture's response.
 pub fn fixture_body(name: &str) -> Vec<u8> {
-    let reply = dify_bff::emulator::Reply::from_capture(&fixture(name)).expect("capture parses");
+    let reply = dify_emulator::Reply::from_capture(&fixture(name)).expect("capture parses");
     reply
         .steps
         .iter()
         .filter_map(|s| match s {
-            dify_bff::emulator::Step::Send(b) => Some(b.to_vec()),
+            dify_emulator::Step::Send(b) => Some(b.to_vec()),
             _ => None,
         })
         .flatten()
         .collect()
+}
+
+/// Variables for `spawn_with_env`, from string pairs.
+pub fn vars(pairs: &[(&'static str, &str)]) -> Vars {
+    pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+}
+
+/// A blocking `POST /chat` body.
+pub fn blocking(query: &str) -> Value {
+    json!({"query": query, "response_mode": "blocking"})
+}
+
+/// Fails the test if the emulator received any request.
+pub fn assert_nothing_reached_dify(app: &TestApp) {
+    let received = app.emulator.requests();
+    assert!(
+        received.is_empty(),
+        "Dify received {:?}",
+        received
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// The proxy's own origin, as a browser on its page sends it.
+pub fn own_origin(app: &TestApp) -> String {
+    format!("http://{}", app.addr)
+}
+
+/// A CORS preflight for `POST /chat` from `origin`.
+pub fn preflight(app: &TestApp, origin: &str) -> reqwest::RequestBuilder {
+    app.browser
+        .request(Method::OPTIONS, "/chat")
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
 }

@@ -1,20 +1,20 @@
 //! Dify's errors, in each of its shapes, and transport failures become our one JSON error.
 
-mod common;
+use std::time::{Duration, Instant};
 
-use common::{TestApp, fixture};
-use dify_bff::emulator::Reply;
+use crate::support::{TestApp, fixture, read_stream};
+use dify_emulator::{EmulatorOptions, Reply, Step};
 use serde_json::json;
 
 const CHAT: &str = "/chat-messages";
 
-async fn blocking(app: &TestApp) -> common::TestResponse {
+async fn blocking(app: &TestApp) -> crate::support::TestResponse {
     app.browser
         .chat(&json!({"query": "hi", "response_mode": "blocking"}))
         .await
 }
 
-async fn streaming(app: &TestApp) -> common::TestResponse {
+async fn streaming(app: &TestApp) -> crate::support::TestResponse {
     app.browser.chat(&json!({"query": "hi"})).await
 }
 
@@ -145,7 +145,10 @@ async fn a_refused_connection_is_a_502() {
 
 #[tokio::test]
 async fn a_hanging_upstream_is_a_504_after_the_upstream_timeout() {
-    let app = TestApp::spawn_with_env(vec![("UPSTREAM_TIMEOUT_SECS", "1".into())]).await;
+    let app = TestApp::spawn_with_config(vec![], EmulatorOptions::default(), |c| {
+        c.upstream_timeout = Duration::from_millis(200);
+    })
+    .await;
     app.emulator
         .script("POST", CHAT, Reply::hang_before_headers());
     streaming(&app).await.assert_error(504, "upstream_timeout");
@@ -168,4 +171,136 @@ async fn the_emulators_own_validation_errors_come_back_in_our_shape() {
         .chat(&json!({"query": "hi", "conversation_id": "1c6ae8c6-0ba8-4b54-bd48-1d2d5e7b7ed2", "response_mode": "blocking"}))
         .await;
     res.assert_error(404, "not_found");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream retries
+
+fn dify_503() -> Reply {
+    Reply::json(
+        503,
+        &json!({"code": "unavailable", "message": "Service Unavailable", "status": 503}),
+    )
+}
+
+#[tokio::test]
+async fn an_idempotent_get_is_retried_after_a_503() {
+    let app = TestApp::spawn().await;
+    app.emulator.script("GET", "/conversations", dify_503());
+    let res = app.browser.get("/conversations").await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(app.upstream_requests("/v1/conversations").len(), 2);
+}
+
+#[tokio::test]
+async fn an_idempotent_get_is_retried_after_a_502_html_page() {
+    let app = TestApp::spawn().await;
+    app.emulator.script(
+        "GET",
+        "/parameters",
+        Reply::html(502, "<html><body>Bad Gateway</body></html>"),
+    );
+    let res = app.browser.get("/parameters").await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(app.upstream_requests("/v1/parameters").len(), 2);
+}
+
+#[tokio::test]
+async fn an_idempotent_get_is_retried_at_most_twice() {
+    let app = TestApp::spawn().await;
+    for _ in 0..4 {
+        app.emulator.script("GET", "/conversations", dify_503());
+    }
+    let res = app.browser.get("/conversations").await;
+    res.assert_error(503, "unavailable");
+    assert_eq!(app.upstream_requests("/v1/conversations").len(), 3);
+}
+
+#[tokio::test]
+async fn a_get_is_not_retried_after_other_errors() {
+    let app = TestApp::spawn().await;
+    app.emulator.script(
+        "GET",
+        "/conversations",
+        Reply::json(
+            500,
+            &json!({"code": "unknown", "message": "Internal Server Error", "status": 500}),
+        ),
+    );
+    app.browser
+        .get("/conversations")
+        .await
+        .assert_error(500, "unknown");
+    assert_eq!(app.upstream_requests("/v1/conversations").len(), 1);
+}
+
+#[tokio::test]
+async fn get_retries_never_run_past_the_upstream_timeout() {
+    let timeout = Duration::from_millis(300);
+    let app = TestApp::spawn_with_config(vec![], EmulatorOptions::default(), |c| {
+        c.upstream_timeout = timeout;
+    })
+    .await;
+    assert_eq!(
+        app.browser.get("/conversations").await.status,
+        200,
+        "warm-up"
+    );
+    app.emulator.clear_requests();
+    for _ in 0..3 {
+        let mut slow = dify_503();
+        slow.steps.insert(0, Step::Pause(timeout * 6 / 10));
+        app.emulator.script("GET", "/conversations", slow);
+    }
+    let started = Instant::now();
+    let res = app.browser.get("/conversations").await;
+    let took = started.elapsed();
+    // Three answers 180 ms apart plus the backoffs would take over 700 ms.
+    assert!(took < timeout + Duration::from_millis(250), "{took:?}");
+    assert!(
+        res.status == 503 || res.status == 504,
+        "{} {}",
+        res.status,
+        res.text()
+    );
+    assert!(app.upstream_requests("/v1/conversations").len() <= 2);
+}
+
+#[tokio::test]
+async fn post_chat_is_never_retried() {
+    let app = TestApp::spawn().await;
+    app.emulator.script(
+        "POST",
+        "/chat-messages",
+        Reply::html(502, "<html>Bad Gateway</html>"),
+    );
+    app.browser
+        .chat(&crate::support::blocking("once"))
+        .await
+        .assert_error(502, "upstream_unavailable");
+    app.emulator.script("POST", "/chat-messages", dify_503());
+    let res = app.browser.chat(&json!({"query": "once, streaming"})).await;
+    res.assert_error(503, "unavailable");
+    assert_eq!(app.upstream_requests("/v1/chat-messages").len(), 2);
+}
+
+#[tokio::test]
+async fn a_stream_cut_by_dify_is_not_retried() {
+    let app = TestApp::spawn().await;
+    app.emulator.script(
+        "POST",
+        "/chat-messages",
+        Reply::sse(vec![bytes::Bytes::from_static(
+            b"data: {\"event\": \"message\", \"task_id\": \"t1\", \"answer\": \"Hel",
+        )])
+        .then(Step::Drop),
+    );
+    let response = app.browser.chat_stream(&json!({"query": "hi"})).await;
+    let body = read_stream(response).await;
+    assert!(
+        String::from_utf8_lossy(&body).contains("upstream_disconnected"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(app.upstream_requests("/v1/chat-messages").len(), 1);
 }

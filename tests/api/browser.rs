@@ -8,8 +8,6 @@
 //! Dify emulator. Without Chromium the tests print a loud skip, unless `CI=true`, where they
 //! fail. Screenshots land in `target/screenshots/`.
 
-mod common;
-
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -17,9 +15,9 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::support::TestApp;
 use bytes::Bytes;
-use common::TestApp;
-use dify_bff::emulator::{EmulatorOptions, Recorded, Reply, Step};
+use dify_emulator::{EmulatorOptions, Recorded, Reply, Step};
 use fantoccini::elements::Element;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};

@@ -1,13 +1,11 @@
 //! `POST /files/upload` streamed to Dify with our `user`, its limits and errors; and the
 //! pass-through of the signed file URLs Dify puts into messages, which reaches only those paths.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::support::{TestApp, TestResponse};
 use bytes::Bytes;
-use common::{TestApp, TestResponse};
-use dify_bff::emulator::{Recorded, Reply};
+use dify_emulator::{Recorded, Reply};
 use reqwest::Method;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

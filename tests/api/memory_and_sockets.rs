@@ -1,20 +1,11 @@
 //! What one client can take of the server: request body bytes held in memory, and sockets.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestApp, Vars};
+use crate::support::raw::connect;
+use crate::support::{TestApp, vars};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn vars(pairs: &[(&'static str, &str)]) -> Vars {
-    pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
-}
-
-async fn connect(app: &TestApp) -> TcpStream {
-    TcpStream::connect(app.addr).await.expect("connect")
-}
 
 /// Sends a `POST /chat` head declaring `length` body bytes, then `body`.
 async fn post_chat(stream: &mut TcpStream, app: &TestApp, length: usize, body: &[u8]) {

@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::capture::{CapturedResponse, parse_response};
+use super::pyjson::{PING, python_json};
 use super::*;
 
 const KEY: &str = "app-TESTKEY0000000000000000";

@@ -38,7 +38,6 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-pub use pyjson::{PING, python_json, sse_data};
 pub use record::Recorded;
 pub use script::{Reply, Step};
 pub use store::UploadedFile;

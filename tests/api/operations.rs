@@ -1,11 +1,9 @@
 //! Probes, metrics, request ids, logs and graceful shutdown.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestApp, read_stream, sse_events};
-use dify_bff::emulator::EmulatorOptions;
+use crate::support::{TestApp, read_stream, sse_events};
+use dify_emulator::EmulatorOptions;
 use reqwest::Method;
 use reqwest::cookie::CookieStore;
 use serde_json::json;
@@ -173,7 +171,8 @@ async fn shutdown_lets_an_open_stream_finish_and_refuses_new_ones() {
     let mut app = TestApp::spawn_with(
         vec![("SHUTDOWN_GRACE_SECS", "30".into())],
         EmulatorOptions {
-            slow_interval: Duration::from_millis(100),
+            // 30 pieces: the answer takes 750 ms, long enough to outlast the checks below.
+            slow_interval: Duration::from_millis(25),
             ..EmulatorOptions::default()
         },
     )
@@ -209,10 +208,9 @@ async fn shutdown_lets_an_open_stream_finish_and_refuses_new_ones() {
 
 #[tokio::test]
 async fn streams_still_open_after_the_grace_end_with_shutting_down() {
-    let mut app = TestApp::spawn_with(
-        vec![("SHUTDOWN_GRACE_SECS", "1".into())],
-        EmulatorOptions::default(),
-    )
+    let mut app = TestApp::spawn_with_config(vec![], EmulatorOptions::default(), |c| {
+        c.shutdown_grace = Duration::from_millis(200);
+    })
     .await;
     let mut stream = app
         .browser
@@ -254,7 +252,7 @@ async fn request_log_lines_carry_fields_but_no_contents_or_cookies() {
         .unwrap()
         .to_owned();
 
-    let logs = common::logs::captured();
+    let logs = crate::support::logs::captured();
     let line = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -4,8 +4,6 @@
 //! count and usage as when fed the stream whole. A stream cut short gets exactly one error
 //! event that parses on its own.
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -88,7 +86,7 @@ fn crlf(input: &[u8]) -> Vec<u8> {
 }
 
 fn recorded() -> Vec<u8> {
-    common::fixture_body(RECORDED)
+    crate::support::fixture_body(RECORDED)
 }
 
 // A generated stream: events in Dify's shapes with raw UTF-8 answers, pings and comments, any

@@ -1,13 +1,11 @@
 //! The SSE relay: Dify's bytes reach the browser unchanged, in order, as they arrive, and a
 //! stream that breaks gets exactly one closing error event.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::support::{TestApp, fixture, fixture_body, read_stream, sse_events};
 use bytes::Bytes;
-use common::{TestApp, fixture, fixture_body, read_stream, sse_events};
-use dify_bff::emulator::{Reply, Step};
+use dify_emulator::{EmulatorOptions, Reply, Step};
 use serde_json::json;
 
 const CHAT: &str = "/chat-messages";
@@ -250,7 +248,10 @@ async fn a_complete_stream_gets_nothing_appended() {
 
 #[tokio::test]
 async fn an_idle_upstream_ends_the_stream_with_upstream_timeout() {
-    let app = TestApp::spawn_with_env(vec![("STREAM_IDLE_TIMEOUT_SECS", "1".into())]).await;
+    let app = TestApp::spawn_with_config(vec![], EmulatorOptions::default(), |c| {
+        c.stream_idle_timeout = Duration::from_millis(200);
+    })
+    .await;
     let event = utf8_event(1, "then silence");
     let reply = Reply {
         status: 200,

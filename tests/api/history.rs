@@ -1,9 +1,7 @@
 //! Blocking chat, conversation lists and message history through the proxy.
 
-mod common;
-
-use common::{TestApp, fixture, fixture_body};
-use dify_bff::emulator::Reply;
+use crate::support::{TestApp, fixture, fixture_body};
+use dify_emulator::Reply;
 use serde_json::json;
 
 #[tokio::test]

@@ -3,12 +3,10 @@
 //! Each call reaches Dify with our `user`; bad input never reaches it; another identity's
 //! things stay out of reach.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Browser, TestApp, fixture, fixture_body, read_stream, sse_events};
-use dify_bff::emulator::{EmulatorOptions, Recorded, Reply, Step};
+use crate::support::{Browser, TestApp, fixture, fixture_body, read_stream, sse_events};
+use dify_emulator::{EmulatorOptions, Recorded, Reply, Step};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -106,7 +104,7 @@ async fn post_raw(
     path: &str,
     content_type: &str,
     body: &str,
-) -> common::TestResponse {
+) -> crate::support::TestResponse {
     browser
         .send(
             browser

@@ -5,20 +5,18 @@
 //! Run it with:
 //!
 //! ```text
-//! cargo test --release --test load -- --ignored --nocapture
+//! cargo test --release --test api load:: -- --ignored --nocapture
 //! ```
 //!
 //! `LOAD_STREAMS` overrides the number of streams (default 1000). It prints wall time, errors,
 //! peak concurrent upstream streams, bytes relayed and time-to-first-byte percentiles.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::support::{TestApp, Vars, assert_no_secret};
 use bytes::Bytes;
-use common::{TestApp, Vars, assert_no_secret};
-use dify_bff::emulator::{Reply, Step};
+use dify_emulator::{Reply, Step};
 use sha2::{Digest, Sha256};
 
 const DEFAULT_STREAMS: usize = 1000;
@@ -121,7 +119,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "load check: cargo test --release --test load -- --ignored --nocapture"]
+#[ignore = "load check: cargo test --release --test api load:: -- --ignored --nocapture"]
 async fn a_thousand_concurrent_streams_arrive_byte_for_byte() {
     let n = streams();
     let files = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);

@@ -1,0 +1,24 @@
+//! dify-bff's integration tests: one binary, one module per behaviour area. Each test runs the
+//! real server on an ephemeral port against the Dify emulator (`support`), except `cli`, which
+//! runs the built binary, and `relay_properties`, which drives the relay directly.
+//!
+//! `cargo test --test api` runs them all; `cargo test --test api streaming::` one area.
+
+mod support;
+
+mod bad_requests;
+mod browser;
+mod chat;
+mod cli;
+mod cross_site;
+mod files;
+mod history;
+mod identity;
+mod limits;
+mod load;
+mod memory_and_sockets;
+mod operations;
+mod relay_properties;
+mod slow_clients;
+mod streaming;
+mod upstream_errors;
