@@ -85,9 +85,11 @@ LABEL org.opencontainers.image.title="dify-bff" \
 
 COPY --from=builder /dify-bff /dify-bff
 
+# /metrics shows token counts and cost: it gets a port of its own, not the public one.
 ENV HOST=0.0.0.0 \
-    PORT=3000
-EXPOSE 3000
+    PORT=3000 \
+    METRICS_ADDR=0.0.0.0:9090
+EXPOSE 3000 9090
 
 # 65532:65532 is distroless's "nonroot" user. It is given as a number so that
 # Kubernetes' runAsNonRoot can check it without a runAsUser in the pod spec.
