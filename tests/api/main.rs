@@ -6,6 +6,7 @@
 
 mod support;
 
+mod abuse;
 mod bad_requests;
 mod browser;
 mod chat;

@@ -3,24 +3,19 @@
 //! huge or endless upstream bodies, endless multipart heads, header and cookie identity tricks,
 //! reversible log hashes, bodies that trickle forever, and a few page and request-head oddities.
 
-// The shared harness of the `api` test binary, used by this binary of its own.
-#[allow(dead_code)]
-#[path = "api/support/mod.rs"]
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::raw::{Raw, raw_bytes};
+use crate::support::{
+    Browser, TestApp, TestResponse, assert_nothing_reached_dify, blocking, logs, read_stream, vars,
+};
 use bytes::Bytes;
 use dify_emulator::{EmulatorOptions, Reply, Step};
 use reqwest::Method;
 use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::raw::{Raw, raw_bytes};
-use support::{
-    Browser, TestApp, TestResponse, assert_nothing_reached_dify, blocking, logs, read_stream, vars,
-};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
