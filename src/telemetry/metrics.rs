@@ -2,7 +2,7 @@
 //! once; every server in the process (tests start many) renders the same registry.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::http::Method;
@@ -38,26 +38,31 @@ pub fn render() -> String {
 
 /// Counts a request and records its latency. The two handles are looked up once per method,
 /// route and status (the facade's macros build and look up a new labelled key on every call),
-/// and methods outside HTTP's own share one label, so a client cannot grow the series.
+/// and methods outside HTTP's own share one label, so a client cannot grow the series. Known
+/// handles are read under a shared lock; only a first sighting takes the exclusive one.
 pub fn request(method: &Method, route: &str, status: u16, elapsed: Duration) {
     type ByRoute = HashMap<String, HashMap<(&'static str, u16), (Counter, Histogram)>>;
-    static HANDLES: OnceLock<Mutex<ByRoute>> = OnceLock::new();
+    static HANDLES: OnceLock<RwLock<ByRoute>> = OnceLock::new();
     let method = method_label(method);
-    let mut routes = HANDLES
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if !routes.contains_key(route) {
-        routes.insert(route.to_owned(), HashMap::new());
-    }
-    let Some(by_status) = routes.get_mut(route) else {
-        return;
+    let handles = HANDLES.get_or_init(RwLock::default);
+    let record = |(count, latency): &(Counter, Histogram)| {
+        count.increment(1);
+        latency.record(elapsed.as_secs_f64());
     };
-    let (count, latency) = by_status
-        .entry((method, status))
-        .or_insert_with(|| request_handles(method, route, status));
-    count.increment(1);
-    latency.record(elapsed.as_secs_f64());
+    {
+        let known = handles.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = known.get(route).and_then(|m| m.get(&(method, status))) {
+            record(found);
+            return;
+        }
+    }
+    let mut handles = handles.write().unwrap_or_else(PoisonError::into_inner);
+    let by_status = handles.entry(route.to_owned()).or_default();
+    record(
+        by_status
+            .entry((method, status))
+            .or_insert_with(|| request_handles(method, route, status)),
+    );
 }
 
 fn request_handles(method: &'static str, route: &str, status: u16) -> (Counter, Histogram) {
