@@ -13,6 +13,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use ipnet::IpNet;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256, Sha512};
+use unicode_normalization::UnicodeNormalization;
 
 use crate::config::Config;
 use crate::dify::Caller;
@@ -224,6 +225,8 @@ fn is_cookie_id(value: &str) -> bool {
     value.len() == 36 && uuid::Uuid::try_parse(value).is_ok()
 }
 
+/// The header's value, in Unicode's composed form (NFC: `Zoe` + U+0308 and `Zoë` are one
+/// user), if it is 1–255 printable characters.
 fn header_identity(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut values = headers.get_all(name).iter();
     let value = values.next()?;
@@ -231,35 +234,42 @@ fn header_identity(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
         return None;
     }
     let text = std::str::from_utf8(value.as_bytes()).ok()?;
+    let text: String = text.nfc().collect();
     let count = text.chars().count();
-    let printable = text.chars().all(is_printable);
-    ((1..=MAX_HEADER_IDENTITY).contains(&count) && printable).then(|| text.to_owned())
+    ((1..=MAX_HEADER_IDENTITY).contains(&count) && text.chars().all(is_printable)).then_some(text)
 }
 
-/// Not a control, line or paragraph separator, invisible format character (zero-width,
-/// bidirectional overrides and isolates, soft hyphen, BOM, tags) or whitespace other than the
-/// plain space: two identities that look alike in a log or an admin page must be alike.
+/// Not a control, format (zero-width, bidirectional), private-use, unassigned or
+/// non-character code point, no line or paragraph separator, no space but the plain one, and
+/// none of the other default-ignorable or blank-looking characters: two identities that look
+/// alike in a log or an admin page must be alike.
 fn is_printable(c: char) -> bool {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
     let invisible = matches!(
         c,
-        '\u{00AD}'
-            | '\u{034F}'
-            | '\u{061C}'
+        '\u{034F}'
             | '\u{115F}'..='\u{1160}'
             | '\u{17B4}'..='\u{17B5}'
             | '\u{180B}'..='\u{180F}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{206F}'
+            | '\u{2800}'
             | '\u{3164}'
             | '\u{FE00}'..='\u{FE0F}'
-            | '\u{FEFF}'
             | '\u{FFA0}'
-            | '\u{FFF0}'..='\u{FFFB}'
-            | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0000}'..='\u{E0FFF}'
+            | '\u{E0100}'..='\u{E01EF}'
     );
-    !c.is_control() && !invisible && (c == ' ' || !c.is_whitespace())
+    let category = c.general_category();
+    let hidden = matches!(
+        category,
+        G::Control
+            | G::Format
+            | G::Surrogate
+            | G::PrivateUse
+            | G::Unassigned
+            | G::LineSeparator
+            | G::ParagraphSeparator
+    );
+    let odd_space = category == G::SpaceSeparator && c != ' ';
+    !invisible && !hidden && !odd_space
 }
 
 /// The caller of an upstream call: identity plus request id.

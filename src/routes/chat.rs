@@ -1,5 +1,7 @@
 //! `POST /chat` (streamed or blocking) and `POST /chat/{task_id}/stop`.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -32,11 +34,21 @@ async fn chat(
     let request = ChatRequest::parse(body)?;
     state.rate.check(&caller.user)?;
     let slot = Box::new(state.streams.acquire(&caller.user)?);
-    let message = request.to_upstream();
     if request.mode == ResponseMode::Blocking {
-        let answer = state.dify.chat_blocking(&caller, &message, slot).await?;
+        // Dify answers a blocking chat only when the whole generation is done, and nothing can
+        // stop it before (its task id comes with the answer): the call runs to its end, slot
+        // held, even when the browser leaves.
+        let dify = Arc::clone(&state.dify);
+        let call = tokio::spawn(async move {
+            dify.chat_blocking(&caller, &request.to_upstream(), slot)
+                .await
+        });
+        let answer = call
+            .await
+            .map_err(|e| ApiError::Internal(format!("blocking chat task: {e}")))??;
         return Ok(answer.into_response());
     }
+    let message = request.to_upstream();
     let shutdown = state.streams_cancel.clone().cancelled_owned();
     let relay = state
         .dify

@@ -1,8 +1,8 @@
 //! `POST /files/upload` (streamed to Dify, never buffered whole) and the pass-through of the
 //! signed file URLs Dify puts in messages (`/files/{id}/file-preview` and friends).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::body::Body;
@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::{StreamExt, TryStreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::validate;
 use crate::dify::Caller;
@@ -72,6 +73,7 @@ async fn upload(
 
     let body_end = Arc::new(BodyEnd::default());
     let seen_end = body_end.clone();
+    let budget = Arc::clone(&state.body_budget);
     let mut seen: u64 = 0;
     let body = request.into_body().into_data_stream().map(move |chunk| {
         let chunk = chunk.map_err(|e| {
@@ -85,9 +87,15 @@ async fn upload(
             seen_end.too_large.store(true, Ordering::Release);
             return Err(std::io::Error::other(BodyRefused));
         }
-        if seen > MAX_UPLOAD_HEAD_BYTES && !seen_end.file_found.load(Ordering::Acquire) {
-            seen_end.head_too_large.store(true, Ordering::Release);
-            return Err(std::io::Error::other(BodyRefused));
+        if !seen_end.file_found.load(Ordering::Acquire) {
+            if seen > MAX_UPLOAD_HEAD_BYTES {
+                seen_end.head_too_large.store(true, Ordering::Release);
+                return Err(std::io::Error::other(BodyRefused));
+            }
+            // The parser holds what comes before the file: charged like a buffered JSON body.
+            if !seen_end.charge(&budget, chunk.len()) {
+                return Err(std::io::Error::other(BodyRefused));
+            }
         }
         Ok(chunk)
     });
@@ -106,6 +114,7 @@ async fn upload(
         }
     };
     body_end.file_found.store(true, Ordering::Release);
+    body_end.release_head();
     let file_name = file.file_name().unwrap_or("upload").to_owned();
     let mime = file
         .content_type()
@@ -128,6 +137,10 @@ async fn upload(
 #[derive(Default)]
 struct BodyEnd {
     too_large: AtomicBool,
+    /// The shared budget of buffered body bytes had no room for the part headers.
+    overloaded: AtomicBool,
+    /// The budget held for what came before the file's data.
+    head: Mutex<Option<OwnedSemaphorePermit>>,
     /// More than [`MAX_UPLOAD_HEAD_BYTES`] came before the file's data.
     head_too_large: AtomicBool,
     file_found: AtomicBool,
@@ -136,9 +149,36 @@ struct BodyEnd {
 }
 
 impl BodyEnd {
+    fn charge(&self, budget: &Arc<Semaphore>, bytes: usize) -> bool {
+        let permit = u32::try_from(bytes)
+            .ok()
+            .and_then(|n| Arc::clone(budget).try_acquire_many_owned(n).ok());
+        let Some(permit) = permit else {
+            self.overloaded.store(true, Ordering::Release);
+            return false;
+        };
+        let mut head = self.head.lock().unwrap_or_else(PoisonError::into_inner);
+        match head.as_mut() {
+            Some(held) => held.merge(permit),
+            None => *head = Some(permit),
+        }
+        true
+    }
+
+    fn release_head(&self) {
+        self.head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
     fn error(&self) -> Option<ApiError> {
         if self.too_large.load(Ordering::Acquire) {
             Some(ApiError::PayloadTooLarge)
+        } else if self.overloaded.load(Ordering::Acquire) {
+            Some(ApiError::Overloaded {
+                retry_after_secs: 1,
+            })
         } else if self.head_too_large.load(Ordering::Acquire) {
             Some(ApiError::invalid(
                 "The multipart part headers before the file are too large.",

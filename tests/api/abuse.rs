@@ -287,6 +287,25 @@ async fn a_blocking_chat_while_a_stream_of_the_same_identity_is_open_is_429() {
 }
 
 #[tokio::test]
+async fn a_blocking_chat_keeps_its_slot_until_dify_answers_even_when_the_browser_left() {
+    let app = TestApp::spawn_with_env(vars(&[("MAX_STREAMS_PER_IDENTITY", "1")])).await;
+    settle_identity(&app, &app.browser).await;
+    app.emulator.script("POST", CHAT, slow_blocking_answer());
+    let left = app
+        .browser
+        .request(Method::POST, "/chat")
+        .json(&blocking("leaving"))
+        .timeout(Duration::from_millis(50))
+        .send()
+        .await;
+    assert!(left.is_err(), "the browser gave up before Dify answered");
+    assert_rate_limited(&app.browser.chat(&blocking("meanwhile")).await);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    app.emulator.script("POST", CHAT, slow_blocking_answer());
+    assert_eq!(app.browser.chat(&blocking("after")).await.status, 200);
+}
+
+#[tokio::test]
 async fn a_finished_blocking_chat_frees_its_stream_slot() {
     let app = TestApp::spawn_with_env(vars(&[("MAX_STREAMS_PER_IDENTITY", "1")])).await;
     settle_identity(&app, &app.browser).await;
@@ -419,6 +438,37 @@ async fn multipart_part_headers_that_never_end_are_400_without_waiting_for_the_b
 }
 
 #[tokio::test]
+async fn part_headers_held_by_uploads_count_against_the_shared_body_budget() {
+    let app = TestApp::spawn_with_env(vars(&[
+        ("MAX_BODY_BYTES", "1000"),
+        ("MAX_BUFFERED_BODY_BYTES", "1500"),
+    ]))
+    .await;
+    let mut head = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\nX-Pad: "
+    )
+    .into_bytes();
+    head.resize(1400, b'a');
+    let request = format!(
+        "POST /files/upload HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\n\r\n",
+        app.addr,
+        head.len() + 1024
+    );
+    let mut holder = TcpStream::connect(app.addr).await.expect("connect");
+    holder.write_all(request.as_bytes()).await.expect("head");
+    holder.write_all(&head).await.expect("part head");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let refused = upload(&app.browser, multipart_png()).await;
+    refused.assert_error(503, "overloaded");
+
+    drop(holder);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let res = upload(&app.browser, multipart_png()).await;
+    assert_eq!(res.status, 201, "the budget is freed: {}", res.text());
+}
+
+#[tokio::test]
 async fn a_small_upload_is_still_relayed_to_dify() {
     let app = TestApp::spawn().await;
     let res = upload(&app.browser, multipart_png()).await;
@@ -483,7 +533,17 @@ async fn as_header_user(app: &TestApp, user: &[u8]) -> TestResponse {
 #[tokio::test]
 async fn header_identities_with_invisible_or_bidi_characters_are_401() {
     let app = header_mode().await;
-    for c in ['\u{200B}', '\u{202E}', '\u{2028}', '\u{2066}'] {
+    for c in [
+        '\u{200B}',
+        '\u{202E}',
+        '\u{2028}',
+        '\u{2066}',
+        '\u{1BCA0}',
+        '\u{13430}',
+        '\u{0600}',
+        '\u{2800}',
+        '\u{FFFE}',
+    ] {
         let user = format!("alice{c}@example.com");
         let res = as_header_user(&app, user.as_bytes()).await;
         res.assert_error(401, "unauthorized");
@@ -491,6 +551,20 @@ async fn header_identities_with_invisible_or_bidi_characters_are_401() {
     assert!(app.upstream_requests("/v1/conversations").is_empty());
     // The same identity without the invisible character is accepted.
     assert_eq!(as_header_user(&app, b"alice@example.com").await.status, 200);
+}
+
+#[tokio::test]
+async fn look_alike_header_identities_in_composed_and_decomposed_form_are_one_user() {
+    let app = header_mode().await;
+    for user in ["Zo\u{00EB}", "Zoe\u{0308}"] {
+        assert_eq!(as_header_user(&app, user.as_bytes()).await.status, 200);
+    }
+    let users: Vec<String> = app
+        .upstream_requests("/v1/conversations")
+        .iter()
+        .filter_map(|r| r.user())
+        .collect();
+    assert_eq!(users, ["Zo\u{00EB}", "Zo\u{00EB}"]);
 }
 
 #[tokio::test]

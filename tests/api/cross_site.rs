@@ -94,6 +94,28 @@ async fn cors_actual_request_from_an_allowed_origin_gets_origin_and_credentials(
 }
 
 #[tokio::test]
+async fn cors_exposes_the_request_id_stream_id_and_retry_after_to_an_allowed_origin() {
+    let app = TestApp::spawn_with_env(vars(&[("ALLOWED_ORIGINS", FRIEND)])).await;
+    let res = app
+        .browser
+        .send(
+            app.browser
+                .request(Method::GET, "/conversations")
+                .header("origin", FRIEND),
+        )
+        .await;
+    let exposed: Vec<String> = res
+        .header("access-control-expose-headers")
+        .unwrap_or_default()
+        .split(',')
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    for header in ["x-request-id", "x-stream-id", "retry-after"] {
+        assert!(exposed.iter().any(|h| h == header), "{header}: {exposed:?}");
+    }
+}
+
+#[tokio::test]
 async fn cors_error_answers_to_an_allowed_origin_are_readable_by_it() {
     let app = TestApp::spawn_with_env(vars(&[("ALLOWED_ORIGINS", FRIEND)])).await;
     let res = app
