@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use super::chat_request::{ChatRequest, ResponseMode};
+use super::path::TaskIdParam;
 use super::validate;
+use crate::apps::App;
 use crate::dify::Caller;
 use crate::error::ApiError;
 use crate::http::body::{JsonObject, OptionalJsonObject};
@@ -23,6 +25,7 @@ pub fn router() -> Router<AppState> {
 /// A generation, streamed or blocking, holds one of the caller's stream slots while it lasts.
 async fn chat(
     State(state): State<AppState>,
+    app: App,
     caller: Caller,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
@@ -34,11 +37,11 @@ async fn chat(
     let slot = Box::new(state.streams.acquire(&caller.user)?);
     let message = request.to_upstream();
     if request.mode == ResponseMode::Blocking {
-        let answer = state.dify.chat_blocking(&caller, &message, slot).await?;
+        let answer = app.dify.chat_blocking(&caller, &message, slot).await?;
         return Ok(answer.into_response());
     }
     let shutdown = state.streams_cancel.clone().cancelled_owned();
-    let relay = state
+    let relay = app
         .dify
         .chat_stream(caller, &message, slot, shutdown)
         .await?;
@@ -59,11 +62,11 @@ fn sse_response(body: Body) -> Response {
 }
 
 async fn stop(
-    State(state): State<AppState>,
+    app: App,
     caller: Caller,
-    Path(task_id): Path<String>,
+    Path(TaskIdParam { task_id }): Path<TaskIdParam>,
     OptionalJsonObject(_): OptionalJsonObject,
 ) -> Result<Response, ApiError> {
     validate::task_id(&task_id)?;
-    Ok(state.dify.stop(&caller, &task_id).await?.into_response())
+    Ok(app.dify.stop(&caller, &task_id).await?.into_response())
 }

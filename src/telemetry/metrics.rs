@@ -39,8 +39,10 @@ pub fn render() -> String {
 /// Counts a request and records its latency. The two handles are looked up once per method,
 /// route and status (the facade's macros build and look up a new labelled key on every call),
 /// and methods outside HTTP's own share one label, so a client cannot grow the series.
-pub fn request(method: &Method, route: &str, status: u16, elapsed: Duration) {
-    type ByRoute = HashMap<String, HashMap<(&'static str, u16), (Counter, Histogram)>>;
+/// `app` is the request's app (one of the configured names, or empty for routes of no app).
+pub fn request(method: &Method, route: &str, app: &str, status: u16, elapsed: Duration) {
+    type ByStatus = HashMap<(&'static str, u16), (Counter, Histogram)>;
+    type ByRoute = HashMap<String, HashMap<String, ByStatus>>;
     static HANDLES: OnceLock<Mutex<ByRoute>> = OnceLock::new();
     let method = method_label(method);
     let mut routes = HANDLES
@@ -50,28 +52,41 @@ pub fn request(method: &Method, route: &str, status: u16, elapsed: Duration) {
     if !routes.contains_key(route) {
         routes.insert(route.to_owned(), HashMap::new());
     }
-    let Some(by_status) = routes.get_mut(route) else {
+    let Some(by_app) = routes.get_mut(route) else {
+        return;
+    };
+    if !by_app.contains_key(app) {
+        by_app.insert(app.to_owned(), HashMap::new());
+    }
+    let Some(by_status) = by_app.get_mut(app) else {
         return;
     };
     let (count, latency) = by_status
         .entry((method, status))
-        .or_insert_with(|| request_handles(method, route, status));
+        .or_insert_with(|| request_handles(method, route, app, status));
     count.increment(1);
     latency.record(elapsed.as_secs_f64());
 }
 
-fn request_handles(method: &'static str, route: &str, status: u16) -> (Counter, Histogram) {
+fn request_handles(
+    method: &'static str,
+    route: &str,
+    app: &str,
+    status: u16,
+) -> (Counter, Histogram) {
     handle();
     let count = counter!(
         "difybff_http_requests_total",
         "method" => method,
         "route" => route.to_owned(),
+        "app" => app.to_owned(),
         "status" => status.to_string()
     );
     let latency = histogram!(
         "difybff_http_request_duration_seconds",
         "method" => method,
-        "route" => route.to_owned()
+        "route" => route.to_owned(),
+        "app" => app.to_owned()
     );
     (count, latency)
 }
@@ -93,6 +108,28 @@ fn method_label(method: &Method) -> &'static str {
 
 pub fn time_to_first_byte(elapsed: Duration) {
     histogram!("difybff_stream_first_byte_seconds").record(elapsed.as_secs_f64());
+}
+
+/// A chat stream Dify started for `app` (its response headers arrived).
+pub fn app_stream(app: &str) {
+    counter!("difybff_app_streams_total", "app" => app.to_owned()).increment(1);
+}
+
+/// One upstream exchange of `app`: `None` timed out, `Some(None)` failed to connect or send,
+/// else Dify's status class.
+pub fn upstream_call(app: &str, sent: Option<Option<&reqwest::Response>>) {
+    let outcome = match sent {
+        None => "timeout",
+        Some(None) => "error",
+        Some(Some(response)) => match response.status().as_u16() {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        },
+    };
+    counter!("difybff_upstream_calls_total", "app" => app.to_owned(), "outcome" => outcome)
+        .increment(1);
 }
 
 pub fn stream_opened() {
