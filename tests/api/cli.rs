@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dify-bff");
 
-fn command() -> Command {
+pub(crate) fn command() -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -14,12 +14,12 @@ fn command() -> Command {
     cmd
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
 
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -28,7 +28,7 @@ impl Drop for Running {
     }
 }
 
-fn wait_healthy(port: u16) {
+pub(crate) fn wait_healthy(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         let ok = command()
@@ -159,7 +159,11 @@ fn demo_serves_two_apps_and_answers_chat_with_json_logs() {
         .iter()
         .filter_map(|a| a["name"].as_str())
         .collect();
-    assert_eq!(names, ["chat", "helper"], "the demo's picker lists two apps");
+    assert_eq!(
+        names,
+        ["chat", "helper"],
+        "the demo's picker lists two apps"
+    );
     assert!(page.contains("<html"), "the page is served");
     assert!(answer.contains("\"event\": \"message_end\""), "{answer}");
     let text: String = answer
