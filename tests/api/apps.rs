@@ -75,27 +75,8 @@ impl TwoApps {
         sales: EmulatorOptions,
         more: Vec<AppConfig>,
     ) -> TwoApps {
-        let sales = Emulator::start(EmulatorOptions {
-            api_key: SECOND_API_KEY.to_owned(),
-            ..sales
-        })
-        .await
-        .expect("second emulator starts");
-        let sales_base = sales.base_url();
-        let app = TestApp::spawn_with_config(env, support, |config| {
-            let support_base = config
-                .dify_base_url
-                .as_str()
-                .trim_end_matches('/')
-                .to_owned();
-            let mut apps = vec![
-                app("support", API_KEY, &support_base),
-                app("sales", SECOND_API_KEY, &sales_base),
-            ];
-            apps.extend(more);
-            config.apps = AppsConfig { apps, named: true };
-        })
-        .await;
+        let sales = start_sales(sales).await;
+        let app = serve_two_apps(&sales, env, support, more).await;
         TwoApps { app, sales }
     }
 
@@ -114,6 +95,41 @@ impl TwoApps {
             .filter(|r| r.path == path)
             .collect()
     }
+}
+
+/// The `sales` app's Dify, accepting [`SECOND_API_KEY`] only.
+pub async fn start_sales(options: EmulatorOptions) -> Emulator {
+    Emulator::start(EmulatorOptions {
+        api_key: SECOND_API_KEY.to_owned(),
+        ..options
+    })
+    .await
+    .expect("second emulator starts")
+}
+
+/// The server with `support` (on the harness's own emulator, started with `support`) and
+/// `sales` on `sales`, then `more`.
+pub async fn serve_two_apps(
+    sales: &Emulator,
+    env: Vars,
+    support: EmulatorOptions,
+    more: Vec<AppConfig>,
+) -> TestApp {
+    let sales_base = sales.base_url();
+    TestApp::spawn_with_config(env, support, |config| {
+        let support_base = config
+            .dify_base_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned();
+        let mut apps = vec![
+            app("support", API_KEY, &support_base),
+            app("sales", SECOND_API_KEY, &sales_base),
+        ];
+        apps.extend(more);
+        config.apps = AppsConfig { apps, named: true };
+    })
+    .await
 }
 
 fn blocking_in(conversation_id: &str) -> Value {
