@@ -1,6 +1,7 @@
 //! dify-bff: a backend-for-frontend for Dify chat apps. It holds the Dify key, gives each
 //! browser its own identity and relays Dify's answers byte for byte.
 
+pub mod apps;
 pub mod config;
 pub mod dify;
 pub mod error;

@@ -80,7 +80,7 @@ async fn run() -> ExitCode {
     #[cfg(feature = "demo")]
     let _emulator = if cli.demo {
         match start_demo(&mut config).await {
-            Ok(emulator) => Some(emulator),
+            Ok(emulators) => Some(emulators),
             Err(e) => {
                 tracing::error!(error = %e, "could not start the demo emulator");
                 return ExitCode::from(1);
@@ -111,7 +111,15 @@ async fn run() -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(upstream = %dify_bff::config::redacted(&config.dify_base_url), "dify-bff listening on http://{addr}");
+    for app in &config.apps.apps {
+        let path = if config.apps.named {
+            format!("/apps/{}/", app.name)
+        } else {
+            "/".to_owned()
+        };
+        tracing::info!(app = %app.name, upstream = %dify_bff::config::redacted(&app.base_url), path = %path, "serving a Dify app");
+    }
+    tracing::info!("dify-bff listening on http://{addr}");
     if cli.demo {
         tracing::info!("demo mode: open http://{addr}/ in your browser");
     }
@@ -124,20 +132,69 @@ async fn run() -> ExitCode {
     }
 }
 
+/// The demo serves two emulated apps, so the app picker shows: a plain chat, and a helper with
+/// an input form, its own opening statement and image uploads.
 #[cfg(feature = "demo")]
-async fn start_demo(config: &mut Config) -> std::io::Result<Emulator> {
-    let emulator = Emulator::start(EmulatorOptions {
+async fn start_demo(config: &mut Config) -> std::io::Result<Vec<Emulator>> {
+    use dify_bff::config::{AppConfig, AppsConfig};
+    use dify_emulator::AppInfo;
+    use serde_json::json;
+
+    let chat = EmulatorOptions {
         api_key: DEMO_API_KEY.to_owned(),
         demo: true,
+        info: Some(AppInfo {
+            name: "Demo chat".to_owned(),
+            description: "A plain chat: ask anything.".to_owned(),
+            mode: "chat".to_owned(),
+        }),
         ..EmulatorOptions::default()
-    })
-    .await?;
-    config.dify_api_key = DEMO_API_KEY.to_owned().into();
-    config.dify_base_url =
-        reqwest::Url::parse(&format!("{}/", emulator.base_url())).map_err(std::io::Error::other)?;
-    tracing::info!(emulator = %emulator.base_url(), "demo: using the built-in Dify emulator");
-    Ok(emulator)
+    };
+    let helper = EmulatorOptions {
+        api_key: DEMO_HELPER_KEY.to_owned(),
+        demo: true,
+        opening_statement: Some(
+            "Hi! I am the helper app of the demo: tell me your name and what to help with."
+                .to_owned(),
+        ),
+        user_input_form: json!([{"text-input": {
+            "label": "Your name", "variable": "name", "required": false, "max_length": 48, "default": "",
+        }}]),
+        file_upload: json!({"image": {
+            "enabled": true, "number_limits": 3, "detail": "high",
+            "transfer_methods": ["local_file", "remote_url"],
+        }}),
+        info: Some(AppInfo {
+            name: "Demo helper".to_owned(),
+            description: "A chatflow with an input form and image uploads.".to_owned(),
+            mode: "advanced-chat".to_owned(),
+        }),
+        ..EmulatorOptions::default()
+    };
+    let mut emulators = Vec::new();
+    let mut apps = Vec::new();
+    for (name, key, options) in [
+        ("chat", DEMO_API_KEY, chat),
+        ("helper", DEMO_HELPER_KEY, helper),
+    ] {
+        let emulator = Emulator::start(options).await?;
+        let base_url = reqwest::Url::parse(&format!("{}/", emulator.base_url()))
+            .map_err(std::io::Error::other)?;
+        tracing::info!(app = name, emulator = %emulator.base_url(), "demo: a built-in Dify emulator");
+        apps.push(AppConfig {
+            name: name.to_owned(),
+            api_key: key.to_owned().into(),
+            base_url,
+        });
+        emulators.push(emulator);
+    }
+    config.apps = AppsConfig { apps, named: true };
+    Ok(emulators)
 }
+
+/// The demo helper app's key (the emulator accepts it; it guards nothing).
+#[cfg(feature = "demo")]
+const DEMO_HELPER_KEY: &str = "app-demohelper000000000000000";
 
 async fn healthcheck(config: &Config) -> ExitCode {
     let host = if config.listen.ip().is_unspecified() {

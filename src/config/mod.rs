@@ -11,12 +11,13 @@ use ipnet::IpNet;
 use reqwest::Url;
 use secrecy::SecretString;
 
+pub use self::apps::{AppConfig, AppsConfig, DEFAULT_APP, is_app_name};
 pub use self::parse::redacted;
 use self::parse::{
-    invalid, list, parse_api_key, parse_base_url, parse_cidr, parse_or, parse_origin,
-    parse_same_site, secs,
+    invalid, list, parse_base_url, parse_cidr, parse_or, parse_origin, parse_same_site, secs,
 };
 
+pub mod apps;
 mod parse;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +28,9 @@ pub enum LogFormat {
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub dify_api_key: SecretString,
+    /// The apps served (API.md §5): the one of `DIFY_API_KEY`, or named ones.
+    pub apps: AppsConfig,
+    /// `DIFY_BASE_URL`: the base of every app that names none of its own.
     pub dify_base_url: Url,
     pub listen: SocketAddr,
     pub cookie_same_site: SameSite,
@@ -95,21 +98,12 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 
-        let dify_api_key = match get("DIFY_API_KEY") {
-            Some(key) => parse_api_key(&key)?,
-            None if demo => SecretString::from(DEMO_API_KEY),
-            None => {
-                return Err(invalid(
-                    "DIFY_API_KEY",
-                    "is required (the Dify app key, app-…); use --demo to run without one",
-                ));
-            }
-        };
         let dify_base_url = parse_base_url(
             get("DIFY_BASE_URL")
                 .as_deref()
                 .unwrap_or("https://api.dify.ai/v1"),
         )?;
+        let apps = apps::parse(&get, &dify_base_url, demo, DEMO_API_KEY)?;
         let host: IpAddr = parse_or("HOST", get("HOST"), IpAddr::from([127, 0, 0, 1]))?;
         let port: u16 = parse_or("PORT", get("PORT"), 3000)?;
         let session_secret = match get("SESSION_SECRET") {
@@ -139,7 +133,7 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
 
         let config = Config {
-            dify_api_key,
+            apps,
             dify_base_url,
             listen: SocketAddr::new(host, port),
             cookie_same_site: parse_same_site(get("COOKIE_SAMESITE"))?,
@@ -241,3 +235,5 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_apps;

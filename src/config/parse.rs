@@ -5,7 +5,6 @@ use std::time::Duration;
 use axum_extra::extract::cookie::SameSite;
 use ipnet::IpNet;
 use reqwest::Url;
-use secrecy::SecretString;
 
 use super::ConfigError;
 
@@ -59,37 +58,24 @@ pub(super) fn secs(
     Ok(Duration::from_secs(n))
 }
 
-pub(super) fn parse_api_key(key: &str) -> Result<SecretString, ConfigError> {
-    let key = key.trim();
-    if !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(invalid(
-            "DIFY_API_KEY",
-            "contains characters that cannot go in a header",
-        ));
-    }
-    Ok(SecretString::from(key.to_owned()))
+pub(super) fn parse_base_url(raw: &str) -> Result<Url, ConfigError> {
+    parse_base_url_for("DIFY_BASE_URL", raw)
 }
 
-pub(super) fn parse_base_url(raw: &str) -> Result<Url, ConfigError> {
+/// A Dify Service API base URL in `var` (`DIFY_BASE_URL`, or an app's in `DIFY_APPS`).
+pub(super) fn parse_base_url_for(var: &'static str, raw: &str) -> Result<Url, ConfigError> {
     let raw = raw.trim();
-    let mut url =
-        Url::parse(raw).map_err(|e| invalid("DIFY_BASE_URL", format!("is not a URL ({e})")))?;
+    let mut url = Url::parse(raw).map_err(|e| invalid(var, format!("is not a URL ({e})")))?;
     // The URL standard reads `http:///v1` as host `v1` and `http:host` as host `host`; in a
     // setting, a missing or mangled authority is a mistake to report, not to repair.
     let has_authority = raw
         .split_once("://")
         .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with(['/', '\\']));
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || !has_authority {
-        return Err(invalid(
-            "DIFY_BASE_URL",
-            "must be an http(s) URL with a host",
-        ));
+        return Err(invalid(var, "must be an http(s) URL with a host"));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid(
-            "DIFY_BASE_URL",
-            "must not have a query or fragment",
-        ));
+        return Err(invalid(var, "must not have a query or fragment"));
     }
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());

@@ -45,7 +45,8 @@ fn missing_key_names_the_variable() {
 #[test]
 fn demo_needs_no_key() {
     let config = load(&[], true).unwrap();
-    assert_eq!(config.dify_api_key.expose_secret(), DEMO_API_KEY);
+    assert_eq!(config.apps.apps.len(), 1);
+    assert_eq!(config.apps.apps[0].api_key.expose_secret(), DEMO_API_KEY);
 }
 
 #[test]

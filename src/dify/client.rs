@@ -20,7 +20,7 @@ use super::bodies::{ChatMessage, Feedback, Rename, UserOnly, WithUser};
 use super::relay::{RelayStream, StopOnAbandon};
 use super::retry::{self, Failure};
 use super::upstream_error;
-use crate::config::Config;
+use crate::config::{AppConfig, Config};
 use crate::error::ApiError;
 use crate::telemetry::metrics;
 
@@ -55,6 +55,8 @@ enum Source {
 }
 
 pub struct DifyClient {
+    /// The app's name: the `app` label of upstream metrics.
+    app: String,
     http: reqwest::Client,
     base: Url,
     origin: Url,
@@ -67,7 +69,8 @@ pub struct DifyClient {
 }
 
 impl DifyClient {
-    pub fn new(config: &Config) -> Result<DifyClient, ApiError> {
+    /// The client of one app: its key and base URL, the process-wide limits of `config`.
+    pub fn new(config: &Config, app: &AppConfig) -> Result<DifyClient, ApiError> {
         let http = reqwest::Client::builder()
             .connect_timeout(config.upstream_connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -79,17 +82,15 @@ impl DifyClient {
             .user_agent(concat!("dify-bff/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ApiError::Internal(format!("building the HTTP client: {e}")))?;
-        let mut auth =
-            HeaderValue::from_str(&format!("Bearer {}", config.dify_api_key.expose_secret()))
-                .map_err(|_| {
-                    ApiError::Internal("the API key is not a valid header value".into())
-                })?;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", app.api_key.expose_secret()))
+            .map_err(|_| ApiError::Internal("the API key is not a valid header value".into()))?;
         auth.set_sensitive(true);
-        let mut origin = config.dify_base_url.clone();
+        let mut origin = app.base_url.clone();
         origin.set_path("/");
         Ok(DifyClient {
+            app: app.name.clone(),
             http,
-            base: config.dify_base_url.clone(),
+            base: app.base_url.clone(),
             origin,
             auth,
             timeout: config.upstream_timeout,
@@ -129,6 +130,7 @@ impl DifyClient {
             .await
             .map_err(|f| f.error)?;
         metrics::time_to_first_byte(started.elapsed());
+        metrics::app_stream(&self.app);
         let stop = StopOnAbandon {
             client: Arc::clone(self),
             caller,
@@ -242,6 +244,11 @@ impl DifyClient {
         self.exchange(builder, deadline, Source::File)
             .await
             .map_err(|f| f.error)
+    }
+
+    /// Dify's origin (scheme, host, port): where its signed file URLs are served.
+    pub fn origin(&self) -> &Url {
+        &self.origin
     }
 
     pub fn timeout(&self) -> Duration {
@@ -358,8 +365,9 @@ impl DifyClient {
         deadline: Instant,
         source: Source,
     ) -> Result<reqwest::Response, Failure> {
-        let response = tokio::time::timeout_at(deadline, builder.send())
-            .await
+        let sent = tokio::time::timeout_at(deadline, builder.send()).await;
+        metrics::upstream_call(&self.app, sent.as_ref().ok().map(|r| r.as_ref().ok()));
+        let response = sent
             .map_err(|_| Failure::final_(ApiError::UpstreamTimeout))?
             .map_err(Failure::transport)?;
         let status = response.status();

@@ -1,5 +1,5 @@
-//! One log line and the request metrics per request: method, route, status, latency, a short
-//! hash of the identity and the request id. Never the key, cookies or message contents.
+//! One log line and the request metrics per request: method, route, app, status, latency, a
+//! short hash of the identity and the request id. Never the key, cookies or message contents.
 
 use std::time::Instant;
 
@@ -8,6 +8,7 @@ use axum::http::Method;
 use axum::response::Response;
 
 use super::request_id::RequestId;
+use crate::apps::Apps;
 use crate::identity::{Identity, IdentityPolicy};
 use crate::telemetry::metrics;
 
@@ -38,11 +39,12 @@ impl Entry {
         }
     }
 
-    pub fn finish(self, response: &Response, identities: &IdentityPolicy) {
+    pub fn finish(self, response: &Response, identities: &IdentityPolicy, apps: &Apps) {
         let elapsed = self.started.elapsed();
         let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
         let status = response.status().as_u16();
-        metrics::request(&self.method, route, status, elapsed);
+        let app = apps.label(response);
+        metrics::request(&self.method, route, app, status, elapsed);
         let Some(request_id) = self.request_id else {
             return;
         };
@@ -54,6 +56,7 @@ impl Entry {
         tracing::info!(
             method = %self.method,
             route = %route,
+            app = %app,
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             identity = %identity,

@@ -1,13 +1,13 @@
 //! `GET /parameters`, `/info`, `/meta`: app settings for the page. They are the same for every
-//! user, so successful answers are cached (`state::caches::SETTINGS_TTL`).
+//! user, so successful answers are cached per app (`state::caches::SETTINGS_TTL`).
 
 use axum::Router;
-use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 
+use crate::apps::App;
 use crate::dify::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -19,33 +19,33 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/parameters",
-            get(|s: State<AppState>, c: Caller| settings(s, c, "parameters")),
+            get(|a: App, c: Caller| settings(a, c, "parameters")),
         )
-        .route(
-            "/info",
-            get(|s: State<AppState>, c: Caller| settings(s, c, "info")),
-        )
-        .route(
-            "/meta",
-            get(|s: State<AppState>, c: Caller| settings(s, c, "meta")),
-        )
+        .route("/info", get(|a: App, c: Caller| settings(a, c, "info")))
+        .route("/meta", get(|a: App, c: Caller| settings(a, c, "meta")))
 }
 
-async fn settings(
-    State(state): State<AppState>,
-    caller: Caller,
+async fn settings(app: App, caller: Caller, which: &'static str) -> Result<Response, ApiError> {
+    let (status, body) = cached(&app, &caller, which).await?;
+    Ok(json(status, body))
+}
+
+/// One of `app`'s settings, from its cache or from Dify (a success is kept).
+pub async fn cached(
+    app: &App,
+    caller: &Caller,
     which: &'static str,
-) -> Result<Response, ApiError> {
-    if let Some(body) = state.settings.get(which) {
-        return Ok(json(StatusCode::OK, body));
+) -> Result<(StatusCode, Bytes), ApiError> {
+    if let Some(body) = app.settings.get(which) {
+        return Ok((StatusCode::OK, body));
     }
-    let answer = state.dify.app_settings(&caller, which).await?;
+    let answer = app.dify.app_settings(caller, which).await?;
     let status = answer.status();
     let body = answer.bytes(MAX_SETTINGS_BYTES).await?;
     if status == StatusCode::OK {
-        state.settings.put(which, body.clone());
+        app.settings.put(which, body.clone());
     }
-    Ok(json(status, body))
+    Ok((status, body))
 }
 
 fn json(status: StatusCode, body: Bytes) -> Response {

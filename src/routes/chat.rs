@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use super::chat_request::{ChatRequest, ResponseMode};
+use super::path::TaskIdParam;
 use super::validate;
+use crate::apps::App;
 use crate::dify::Caller;
 use crate::error::ApiError;
 use crate::http::body::{JsonObject, OptionalJsonObject};
@@ -25,6 +27,7 @@ pub fn router() -> Router<AppState> {
 /// A generation, streamed or blocking, holds one of the caller's stream slots while it lasts.
 async fn chat(
     State(state): State<AppState>,
+    app: App,
     caller: Caller,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
@@ -38,7 +41,7 @@ async fn chat(
         // Dify answers a blocking chat only when the whole generation is done, and nothing can
         // stop it before (its task id comes with the answer): the call runs to its end, slot
         // held, even when the browser leaves.
-        let dify = Arc::clone(&state.dify);
+        let dify = Arc::clone(&app.dify);
         let call = tokio::spawn(async move {
             dify.chat_blocking(&caller, &request.to_upstream(), slot)
                 .await
@@ -50,7 +53,7 @@ async fn chat(
     }
     let message = request.to_upstream();
     let shutdown = state.streams_cancel.clone().cancelled_owned();
-    let relay = state
+    let relay = app
         .dify
         .chat_stream(caller, &message, slot, shutdown)
         .await?;
@@ -71,11 +74,11 @@ fn sse_response(body: Body) -> Response {
 }
 
 async fn stop(
-    State(state): State<AppState>,
+    app: App,
     caller: Caller,
-    Path(task_id): Path<String>,
+    Path(TaskIdParam { task_id }): Path<TaskIdParam>,
     OptionalJsonObject(_): OptionalJsonObject,
 ) -> Result<Response, ApiError> {
     validate::task_id(&task_id)?;
-    Ok(state.dify.stop(&caller, &task_id).await?.into_response())
+    Ok(app.dify.stop(&caller, &task_id).await?.into_response())
 }

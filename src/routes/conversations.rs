@@ -6,7 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::{Map, Value};
 
+use super::path::IdParam;
 use super::validate::{self, Query};
+use crate::apps::App;
 use crate::dify::Caller;
 use crate::dify::bodies::Rename;
 use crate::error::ApiError;
@@ -23,11 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/conversations/{id}/name", post(rename))
 }
 
-async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
+async fn list(app: App, caller: Caller, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = Query::parse(raw.as_deref())?;
     let mut upstream = Vec::new();
     if let Some(limit) = query.limit()? {
@@ -44,19 +42,19 @@ async fn list(
         }
         upstream.push(("sort_by", sort_by));
     }
-    let answer = state.dify.conversations(&caller, &upstream).await?;
+    let answer = app.dify.conversations(&caller, &upstream).await?;
     Ok(answer.into_response())
 }
 
 async fn remove(
-    State(state): State<AppState>,
+    app: App,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(IdParam { id }): Path<IdParam>,
     OptionalJsonObject(_): OptionalJsonObject,
 ) -> Result<Response, ApiError> {
     validate::uuid("conversation id", &id)?;
     // Dify ≥ 1.3.1 answers 204 with no body: relayed as just the status.
-    Ok(state
+    Ok(app
         .dify
         .delete_conversation(&caller, &id)
         .await?
@@ -65,8 +63,9 @@ async fn remove(
 
 async fn rename(
     State(state): State<AppState>,
+    app: App,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(IdParam { id }): Path<IdParam>,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     validate::uuid("conversation id", &id)?;
@@ -75,7 +74,7 @@ async fn rename(
         // Dify asks the model for the name: charged like other model calls.
         state.assist_rate.check(&caller.user)?;
     }
-    let answer = state
+    let answer = app
         .dify
         .rename_conversation(&caller, &id, &upstream)
         .await?;

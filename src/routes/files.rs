@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
@@ -13,7 +14,9 @@ use axum::routing::{get, post};
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::path::{FilePreviewParam, ToolFileParam};
 use super::validate;
+use crate::apps::App;
 use crate::dify::Caller;
 use crate::error::ApiError;
 use crate::server::body_timeout::is_body_timeout;
@@ -48,6 +51,7 @@ impl std::error::Error for BodyRefused {}
 
 async fn upload(
     State(state): State<AppState>,
+    app: App,
     caller: Caller,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -125,7 +129,7 @@ async fn upload(
         .file_name(file_name)
         .mime_str(&mime)
         .map_err(|_| ApiError::invalid("The file part has an invalid content type."))?;
-    let result = state.dify.upload(&caller, part).await;
+    let result = app.dify.upload(&caller, part).await;
     if let Some(error) = body_end.error() {
         return Err(error);
     }
@@ -211,19 +215,22 @@ const RELAYED_RESPONSE_HEADERS: &[header::HeaderName] = &[
 
 async fn preview(
     State(state): State<AppState>,
-    Path((id, kind)): Path<(String, String)>,
+    app: Option<Extension<App>>,
+    Path(FilePreviewParam { id, kind }): Path<FilePreviewParam>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !matches!(kind.as_str(), "file-preview" | "image-preview") || !validate::is_uuid(&id) {
         return Err(ApiError::NotFound("No such file.".into()));
     }
-    pass_through(&state, &format!("files/{id}/{kind}"), query, &headers).await
+    let app = file_app(&state, app)?;
+    pass_through(&app, &format!("files/{id}/{kind}"), query, &headers).await
 }
 
 async fn tool_file(
     State(state): State<AppState>,
-    Path(file): Path<String>,
+    app: Option<Extension<App>>,
+    Path(ToolFileParam { file }): Path<ToolFileParam>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -235,7 +242,21 @@ async fn tool_file(
     if !valid {
         return Err(ApiError::NotFound("No such file.".into()));
     }
-    pass_through(&state, &format!("files/tools/{file}"), query, &headers).await
+    let app = file_app(&state, app)?;
+    pass_through(&app, &format!("files/tools/{file}"), query, &headers).await
+}
+
+/// Whose Dify serves the file: the app of `/apps/{name}/files/…`, else the root's (the one
+/// app, or any named app when all share one Dify origin; otherwise the root has no files).
+fn file_app(state: &AppState, app: Option<Extension<App>>) -> Result<App, ApiError> {
+    match app {
+        Some(Extension(app)) => Ok(app),
+        None => state
+            .apps
+            .root_files()
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound("No such file.".into())),
+    }
 }
 
 /// For a user's file that a browser would run as a page (HTML, SVG, XML, or no type at all):
@@ -257,7 +278,7 @@ fn can_run_script(content_type: Option<&header::HeaderValue>) -> bool {
 /// Streams a file from Dify's origin without the key, the `user` or the browser's cookies; the
 /// signed query goes byte for byte.
 async fn pass_through(
-    state: &AppState,
+    app: &App,
     path: &str,
     query: Option<String>,
     headers: &HeaderMap,
@@ -269,7 +290,7 @@ async fn pass_through(
     let forwarded = FORWARDED_REQUEST_HEADERS
         .iter()
         .filter_map(|name| Some((name.clone(), headers.get(name)?.clone())));
-    let response = state.dify.file(&target, forwarded).await?;
+    let response = app.dify.file(&target, forwarded).await?;
     let status = response.status();
     let mut out = Response::builder().status(status);
     for name in RELAYED_RESPONSE_HEADERS {

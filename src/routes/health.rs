@@ -1,4 +1,4 @@
-//! `/healthz`, `/readyz` (Dify answers with our key; cached) and `/metrics`.
+//! `/healthz`, `/readyz` (Dify answers each app's key; cached per app) and `/metrics`.
 
 use std::time::Duration;
 
@@ -7,8 +7,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures_util::future::join_all;
 use serde_json::json;
 
+use crate::apps::App;
 use crate::state::AppState;
 use crate::telemetry::metrics;
 
@@ -47,23 +49,44 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_draining() {
         return not_ready("shutting down");
     }
-    let cached = state.readiness.get(READY_TTL);
-    let result = match cached {
-        Some(result) => result,
-        None => {
-            let result = state
-                .dify
-                .probe(PROBE_TIMEOUT)
-                .await
-                .map_err(|e| format!("Dify is not usable: {}", e.message()));
-            state.readiness.put(result.clone());
-            result
-        }
-    };
-    match result {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
-        Err(reason) => not_ready(&reason),
+    let results = join_all(state.apps.iter().map(app_ready)).await;
+    if !state.apps.named() {
+        return match results.into_iter().next() {
+            Some((_, Err(reason))) => not_ready(&reason),
+            _ => Json(json!({"status": "ready"})).into_response(),
+        };
     }
+    let failing: Vec<&str> = results
+        .iter()
+        .filter(|(_, result)| result.is_err())
+        .map(|(app, _)| app.name.as_str())
+        .collect();
+    if failing.is_empty() {
+        return Json(json!({"status": "ready"})).into_response();
+    }
+    let message = format!("Dify is not usable for: {}", failing.join(", "));
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"code": "not_ready", "message": message, "status": 503, "apps": failing})),
+    )
+        .into_response()
+}
+
+/// One app's readiness: Dify answers `/info` with its key (cached for [`READY_TTL`]).
+async fn app_ready(app: &App) -> (&App, Result<(), String>) {
+    if let Some(result) = app.readiness.get(READY_TTL) {
+        return (app, result);
+    }
+    let result = app
+        .dify
+        .probe(PROBE_TIMEOUT)
+        .await
+        .map_err(|e| format!("Dify is not usable: {}", e.message()));
+    if let Err(reason) = &result {
+        tracing::warn!(app = %app.name, reason = %reason, "readiness: an app is not ready");
+    }
+    app.readiness.put(result.clone());
+    (app, result)
 }
 
 async fn render_metrics() -> Response {

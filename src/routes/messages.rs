@@ -6,7 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value};
 
+use super::path::IdParam;
 use super::validate::{self, Query};
+use crate::apps::App;
 use crate::dify::Caller;
 use crate::dify::bodies::Feedback;
 use crate::error::ApiError;
@@ -22,11 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/messages/{id}/suggested", get(suggested))
 }
 
-async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
+async fn list(app: App, caller: Caller, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = Query::parse(raw.as_deref())?;
     let conversation_id = query
         .uuid("conversation_id")?
@@ -38,22 +36,18 @@ async fn list(
     if let Some(limit) = query.limit()? {
         upstream.push(("limit", limit));
     }
-    Ok(state
-        .dify
-        .messages(&caller, &upstream)
-        .await?
-        .into_response())
+    Ok(app.dify.messages(&caller, &upstream).await?.into_response())
 }
 
 async fn feedback(
-    State(state): State<AppState>,
+    app: App,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(IdParam { id }): Path<IdParam>,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     validate::uuid("message id", &id)?;
     let upstream = feedback_body(&body)?;
-    let answer = state.dify.feedback(&caller, &id, &upstream).await?;
+    let answer = app.dify.feedback(&caller, &id, &upstream).await?;
     Ok(answer.into_response())
 }
 
@@ -82,12 +76,13 @@ fn feedback_body(body: &Map<String, Value>) -> Result<Feedback<'_>, ApiError> {
 /// Dify asks the model for the questions: charged like other model calls.
 async fn suggested(
     State(state): State<AppState>,
+    app: App,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(IdParam { id }): Path<IdParam>,
 ) -> Result<Response, ApiError> {
     validate::uuid("message id", &id)?;
     state.assist_rate.check(&caller.user)?;
-    Ok(state.dify.suggested(&caller, &id).await?.into_response())
+    Ok(app.dify.suggested(&caller, &id).await?.into_response())
 }
 
 #[cfg(test)]

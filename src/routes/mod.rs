@@ -1,12 +1,14 @@
 //! The router: one module per resource, and the layers every request passes through.
 
 pub mod app;
+pub mod apps;
 pub mod chat;
 pub mod chat_request;
 pub mod conversations;
 pub mod files;
 pub mod health;
 pub mod messages;
+pub mod path;
 pub mod static_files;
 pub mod validate;
 
@@ -25,10 +27,10 @@ pub fn router(state: AppState) -> Router {
         .merge(app::router())
         .merge(files::upload_router())
         .route_layer(from_fn_with_state(state.clone(), identity::resolve));
+    let per_app = for_users.merge(files::passthrough_router());
 
     Router::new()
-        .merge(for_users)
-        .merge(files::passthrough_router())
+        .merge(served_apps(&state, per_app))
         .merge(health::router(state.config.metrics_addr.is_none()))
         .fallback(static_files::fallback)
         .method_not_allowed_fallback(method_not_allowed)
@@ -37,6 +39,22 @@ pub fn router(state: AppState) -> Router {
             crate::http::front_door::front_door,
         ))
         .with_state(state)
+}
+
+/// One app: its routes at the root. Named apps (API.md §5): the same routes under
+/// `/apps/{name}` for each, `GET /apps`, and the root `/files/…` when all share one origin.
+fn served_apps(state: &AppState, per_app: Router<AppState>) -> Router<AppState> {
+    if !state.apps.named() {
+        return per_app;
+    }
+    let listing = apps::router().route_layer(from_fn_with_state(state.clone(), identity::resolve));
+    Router::new()
+        .nest(
+            "/apps/{name}",
+            per_app.route_layer(from_fn_with_state(state.clone(), crate::apps::resolve)),
+        )
+        .merge(listing)
+        .merge(files::passthrough_router())
 }
 
 async fn method_not_allowed() -> ApiError {

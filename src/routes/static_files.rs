@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use rust_embed::Embed;
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
@@ -45,12 +45,49 @@ pub async fn fallback(State(state): State<AppState>, request: Request) -> Respon
 }
 
 async fn page(state: &AppState, request: Request) -> Response {
+    let request = match app_page(state, request) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
     match &state.config.static_dir {
         Some(dir) => from_dir(dir, request).await,
         None => {
             let path = request.uri().path().trim_start_matches('/');
             embedded(if path.is_empty() { "index.html" } else { path })
         }
+    }
+}
+
+/// With named apps, `/apps/{name}/…` is the same page and assets as `/…` (the page finds its
+/// app in its own address); `/apps/{name}` redirects to `/apps/{name}/` so relative asset
+/// paths resolve under it, and an unknown name is 404.
+fn app_page(state: &AppState, mut request: Request) -> Result<Request, Box<Response>> {
+    if !state.apps.named() {
+        return Ok(request);
+    }
+    let Some(rest) = request.uri().path().strip_prefix("/apps/") else {
+        return Ok(request);
+    };
+    let (name, inner) = match rest.split_once('/') {
+        Some((name, inner)) => (name, Some(inner)),
+        None => (rest, None),
+    };
+    if state.apps.get(name).is_none() {
+        return Err(Box::new(crate::apps::unknown_app().into_response()));
+    }
+    let Some(inner) = inner else {
+        let to = format!("/apps/{name}/");
+        return Err(Box::new(Redirect::permanent(&to).into_response()));
+    };
+    let target = format!("/{}", inner.trim_start_matches('/'));
+    match target.parse::<Uri>() {
+        Ok(uri) => {
+            *request.uri_mut() = uri;
+            Ok(request)
+        }
+        Err(_) => Err(Box::new(
+            ApiError::NotFound("Not found.".into()).into_response(),
+        )),
     }
 }
 

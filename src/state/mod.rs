@@ -8,10 +8,9 @@ use tokio_util::sync::CancellationToken;
 pub mod caches;
 pub mod limits;
 
-use self::caches::{Readiness, SettingsCache};
 use self::limits::{RateLimiter, StreamLimiter};
+use crate::apps::Apps;
 use crate::config::Config;
-use crate::dify::DifyClient;
 use crate::error::ApiError;
 use crate::identity::IdentityPolicy;
 
@@ -20,7 +19,8 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub config: Config,
-    pub dify: Arc<DifyClient>,
+    /// The Dify apps served, each with its own client, settings and readiness (`apps.rs`).
+    pub apps: Apps,
     pub identity: IdentityPolicy,
     /// `POST /chat` per identity.
     pub rate: RateLimiter,
@@ -30,8 +30,6 @@ pub struct Inner {
     pub streams: Arc<StreamLimiter>,
     /// Request body bytes all requests may hold in memory at once (`MAX_BUFFERED_BODY_BYTES`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
-    pub settings: SettingsCache,
-    pub readiness: Readiness,
     /// Set when shutdown begins: no new stream starts, readiness fails.
     pub draining: AtomicBool,
     /// Cancelled when the shutdown grace is over: open streams end with `shutting_down`.
@@ -47,7 +45,7 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(config: Config) -> Result<AppState, ApiError> {
-        let dify = Arc::new(DifyClient::new(&config)?);
+        let apps = Apps::new(&config)?;
         Ok(AppState(Arc::new(Inner {
             identity: IdentityPolicy::new(&config),
             rate: RateLimiter::new(config.rate_limit_per_minute),
@@ -61,11 +59,9 @@ impl AppState {
                     .max_buffered_body_bytes
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
-            settings: SettingsCache::default(),
-            readiness: Readiness::default(),
             draining: AtomicBool::new(false),
             streams_cancel: CancellationToken::new(),
-            dify,
+            apps,
             config,
         })))
     }

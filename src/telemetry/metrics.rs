@@ -40,8 +40,10 @@ pub fn render() -> String {
 /// route and status (the facade's macros build and look up a new labelled key on every call),
 /// and methods outside HTTP's own share one label, so a client cannot grow the series. Known
 /// handles are read under a shared lock; only a first sighting takes the exclusive one.
-pub fn request(method: &Method, route: &str, status: u16, elapsed: Duration) {
-    type ByRoute = HashMap<String, HashMap<(&'static str, u16), (Counter, Histogram)>>;
+/// `app` is the request's app (one of the configured names, or empty for routes of no app).
+pub fn request(method: &Method, route: &str, app: &str, status: u16, elapsed: Duration) {
+    type ByStatus = HashMap<(&'static str, u16), (Counter, Histogram)>;
+    type ByRoute = HashMap<String, HashMap<String, ByStatus>>;
     static HANDLES: OnceLock<RwLock<ByRoute>> = OnceLock::new();
     let method = method_label(method);
     let handles = HANDLES.get_or_init(RwLock::default);
@@ -51,32 +53,47 @@ pub fn request(method: &Method, route: &str, status: u16, elapsed: Duration) {
     };
     {
         let known = handles.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = known.get(route).and_then(|m| m.get(&(method, status))) {
+        let found = known
+            .get(route)
+            .and_then(|by_app| by_app.get(app))
+            .and_then(|by_status| by_status.get(&(method, status)));
+        if let Some(found) = found {
             record(found);
             return;
         }
     }
     let mut handles = handles.write().unwrap_or_else(PoisonError::into_inner);
-    let by_status = handles.entry(route.to_owned()).or_default();
+    let by_status = handles
+        .entry(route.to_owned())
+        .or_default()
+        .entry(app.to_owned())
+        .or_default();
     record(
         by_status
             .entry((method, status))
-            .or_insert_with(|| request_handles(method, route, status)),
+            .or_insert_with(|| request_handles(method, route, app, status)),
     );
 }
 
-fn request_handles(method: &'static str, route: &str, status: u16) -> (Counter, Histogram) {
+fn request_handles(
+    method: &'static str,
+    route: &str,
+    app: &str,
+    status: u16,
+) -> (Counter, Histogram) {
     handle();
     let count = counter!(
         "difybff_http_requests_total",
         "method" => method,
         "route" => route.to_owned(),
+        "app" => app.to_owned(),
         "status" => status.to_string()
     );
     let latency = histogram!(
         "difybff_http_request_duration_seconds",
         "method" => method,
-        "route" => route.to_owned()
+        "route" => route.to_owned(),
+        "app" => app.to_owned()
     );
     (count, latency)
 }
@@ -98,6 +115,28 @@ fn method_label(method: &Method) -> &'static str {
 
 pub fn time_to_first_byte(elapsed: Duration) {
     histogram!("difybff_stream_first_byte_seconds").record(elapsed.as_secs_f64());
+}
+
+/// A chat stream Dify started for `app` (its response headers arrived).
+pub fn app_stream(app: &str) {
+    counter!("difybff_app_streams_total", "app" => app.to_owned()).increment(1);
+}
+
+/// One upstream exchange of `app`: `None` timed out, `Some(None)` failed to connect or send,
+/// else Dify's status class.
+pub fn upstream_call(app: &str, sent: Option<Option<&reqwest::Response>>) {
+    let outcome = match sent {
+        None => "timeout",
+        Some(None) => "error",
+        Some(Some(response)) => match response.status().as_u16() {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        },
+    };
+    counter!("difybff_upstream_calls_total", "app" => app.to_owned(), "outcome" => outcome)
+        .increment(1);
 }
 
 pub fn stream_opened() {

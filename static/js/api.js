@@ -1,5 +1,19 @@
 // api.js — wrappers for the same-origin BFF endpoints, one ApiError type, and
 // describeError(): error code → a sentence a person can act on.
+//
+// With several apps each app's page is /apps/{name}/ and its API lives under the same
+// prefix: APP_BASE is derived from the page's own address ('' for the one-app root).
+
+const APP_PATH = /^\/apps\/([a-z0-9][a-z0-9-]{0,31})(?:\/|$)/.exec(location.pathname);
+/** The app this page is for, when served under /apps/{name}/; null at the root. */
+export const APP_NAME = APP_PATH ? APP_PATH[1] : null;
+/** Prefix of this app's API paths: '/apps/{name}', or '' at the root. */
+export const APP_BASE = APP_NAME ? `/apps/${APP_NAME}` : '';
+
+/** Dify's signed file URLs ("/files/…") load through this app's own file route. */
+export function appFileUrl(url) {
+  return APP_BASE && typeof url === 'string' && url.startsWith('/files/') ? `${APP_BASE}${url}` : url;
+}
 
 export class ApiError extends Error {
   constructor(code, message = '', status = 0, retryAfter = null) {
@@ -81,8 +95,8 @@ export function networkError(err) {
   return new ApiError(offline ? 'offline' : 'network', err?.message || '');
 }
 
-async function send(method, path, { body, query, signal, accept = 'application/json' } = {}) {
-  let url = path;
+async function send(method, path, { body, query, signal, accept = 'application/json', root = false } = {}) {
+  let url = root ? path : `${APP_BASE}${path}`;
   if (query) {
     const params = new URLSearchParams();
     for (const [k, v] of Object.entries(query)) if (v != null && v !== '') params.set(k, String(v));
@@ -118,6 +132,8 @@ async function json(method, path, opts) {
 const seg = encodeURIComponent;
 
 export const api = {
+  /** GET /apps (several apps only): [{name, title, description, mode}]. */
+  apps: () => json('GET', '/apps', { root: true }),
   info: () => json('GET', '/info'),
   parameters: () => json('GET', '/parameters'),
   conversations: (lastId) => json('GET', '/conversations', { query: { limit: 20, last_id: lastId } }),
@@ -150,7 +166,7 @@ export const api = {
 export function uploadFile(file, onProgress) {
   const xhr = new XMLHttpRequest();
   const promise = new Promise((resolve, reject) => {
-    xhr.open('POST', '/files/upload');
+    xhr.open('POST', `${APP_BASE}/files/upload`);
     xhr.withCredentials = true;
     xhr.setRequestHeader('Accept', 'application/json');
     xhr.upload.addEventListener('progress', (e) => {

@@ -3,12 +3,12 @@
 
 import { h, icon } from './dom.js';
 import { renderMarkdown } from './markdown.js';
-import { ApiError, describeError } from './api.js';
+import { ApiError, appFileUrl, describeError } from './api.js';
 
 /** Resolve a file URL against our origin; other origins are blocked by CSP, so link them instead. */
 function fileUrl(url) {
   try {
-    const u = new URL(url, location.origin);
+    const u = new URL(appFileUrl(url), location.origin);
     if (u.protocol !== 'http:' && u.protocol !== 'https:') return null;
     return { href: u.href, sameOrigin: u.origin === location.origin };
   } catch {

@@ -13,10 +13,12 @@
  *   sidebar.js   conversation list, Load more, rename, delete, mobile drawer
  *   inputs.js    welcome (opening statement, suggestions) and #inputs-form
  *   upload.js    attachments: checks, upload with progress, thumbnails
+ *   apps.js      several apps: the picker at /, the app switcher in the header
  *   dom.js       tiny element builder and SVG icons
  */
 
-import { api, ApiError, describeError } from './api.js';
+import { api, ApiError, APP_NAME, describeError } from './api.js';
+import { addSwitcher, listApps, renderPicker } from './apps.js';
 import { readSSE } from './sse.js';
 import { createChatView } from './chat.js';
 import { createSidebar } from './sidebar.js';
@@ -342,6 +344,17 @@ async function boot() {
   updateComposer();
   newChat();
   const [info, params] = await Promise.allSettled([api.info(), api.parameters(), sidebar.load(true)]);
+
+  // With several apps the root serves none: it is the app picker.
+  if (!APP_NAME && info.status === 'rejected' && info.reason?.code === 'not_found') {
+    const apps = await listApps();
+    if (apps) {
+      hideBanner();
+      renderPicker(apps);
+      return;
+    }
+  }
+  addSwitcher();
 
   let name = '';
   if (info.status === 'fulfilled' && info.value) {

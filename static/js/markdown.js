@@ -10,6 +10,7 @@
 import { Marked } from '../vendor/marked.esm.js';
 import DOMPurify from '../vendor/purify.es.mjs';
 import { h } from './dom.js';
+import { appFileUrl } from './api.js';
 
 const ESCAPES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 const escapeHtml = (text) => String(text).replace(/[&<>"']/g, (c) => ESCAPES[c]);
@@ -106,7 +107,10 @@ function finish(fragment) {
   }
   for (const img of fragment.querySelectorAll('img')) {
     const src = img.getAttribute('src');
-    if (sameOriginPath(src)) img.loading = 'lazy';
+    if (sameOriginPath(src)) {
+      img.setAttribute('src', appFileUrl(src));
+      img.loading = 'lazy';
+    }
     else if (allowedHref(src) && !img.closest('a')) img.replaceWith(link(src, img.alt || src));
     else img.replaceWith(img.alt);
   }

@@ -283,10 +283,20 @@ struct Page {
 /// `body`, and then returns the session to the pool, or closes it when `body` panicked (the panic
 /// is resumed).
 async fn run(test: &str, view: Viewport, options: EmulatorOptions, body: impl AsyncFnOnce(&Page)) {
+    run_on(test, view, TestApp::spawn_with(vec![], options), body).await;
+}
+
+/// Like [`run`], against the server `spawn` starts (e.g. one with several apps).
+async fn run_on(
+    test: &str,
+    view: Viewport,
+    spawn: impl Future<Output = TestApp>,
+    body: impl AsyncFnOnce(&Page),
+) {
     let Some(driver) = driver(test) else {
         return;
     };
-    let app = TestApp::spawn_with(vec![], options).await;
+    let app = spawn.await;
     let pooled = POOL.lock().expect("pool").pop();
     let c = match pooled {
         Some(c) => c,
@@ -1628,4 +1638,107 @@ async fn page_requires_trusted_types_for_scripts() {
         csp.contains(&"trusted-types dompurify".to_owned()),
         "{csp:?}"
     );
+}
+
+// ---- several apps -------------------------------------------------------------------------
+
+mod several_apps {
+    use super::*;
+    use crate::apps::{sales_options, serve_two_apps, start_sales, support_options};
+
+    async fn sales_chat(sales: &dify_emulator::Emulator) -> Recorded {
+        sales
+            .wait_for_request(chat_request, PATIENCE)
+            .await
+            .expect("sales' Dify never received the chat")
+    }
+
+    #[tokio::test]
+    async fn the_picker_lists_every_app_and_a_chat_works_in_the_second() {
+        let sales = start_sales(sales_options()).await;
+        let server = serve_two_apps(&sales, vec![], support_options(), vec![]);
+        run_on("picker", Viewport::Desktop, server, async |p| {
+            p.find("#picker").await;
+            assert_eq!(p.js("return document.title;").await, "Choose an assistant");
+            assert!(!p.visible(".layout").await, "no chat at the root");
+            let cards = p
+                .js("return [...document.querySelectorAll('.picker-card')].map(a => [a.querySelector('.picker-title').textContent, a.querySelector('.picker-mode')?.textContent, a.querySelector('.picker-description')?.textContent, a.getAttribute('href')]);")
+                .await;
+            assert_eq!(
+                cards,
+                json!([
+                    ["Support bot", "Chatbot", "Answers product questions.", "/apps/support/"],
+                    ["Sales helper", "Chatflow", "Quotes and plans.", "/apps/sales/"],
+                ])
+            );
+
+            p.screenshot("apps-picker").await;
+            p.click(".picker-card[data-app='sales']").await;
+            p.until("document.title === 'Sales helper'", "the sales app to boot")
+                .await;
+            assert_eq!(p.js("return location.pathname;").await, "/apps/sales/");
+            assert!(
+                p.text_of("#opening-statement").await.contains("Welcome to sales!"),
+                "sales' own opening statement"
+            );
+            p.send("Hello sales").await;
+            let chat = sales_chat(&sales).await;
+            assert_eq!(chat.json().unwrap()["query"], "Hello sales");
+            p.wait_idle().await;
+            p.find(".message.assistant[data-message-id]").await;
+            assert_eq!(p.count(".message.assistant .error").await, 0);
+            assert!(
+                !p.app.emulator.requests().iter().any(chat_request),
+                "support's Dify got the chat"
+            );
+            p.until(
+                "document.querySelectorAll('#conversation-list li.conversation').length === 1",
+                "the conversation in sales' list",
+            )
+            .await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_header_switches_apps_and_each_keeps_its_own_history() {
+        let sales = start_sales(sales_options()).await;
+        let server = serve_two_apps(&sales, vec![], support_options(), vec![]);
+        run_on("switcher", Viewport::Desktop, server, async |p| {
+            let support_page = format!("{}/apps/support/", p.app.base);
+            p.c.goto(&support_page).await.expect("support's page loads");
+            p.until("document.title === 'Support bot'", "the support app to boot")
+                .await;
+            p.send("Hello support").await;
+            p.upstream("the support chat", chat_request).await;
+            p.wait_idle().await;
+            p.until(
+                "document.querySelectorAll('#conversation-list li.conversation').length === 1",
+                "the conversation in support's list",
+            )
+            .await;
+
+            p.find("#app-switch").await;
+            assert_eq!(p.js("return document.getElementById('app-switch').value;").await, "support");
+            p.screenshot("apps-switcher").await;
+            p.js("const s = document.getElementById('app-switch'); s.value = 'sales'; s.dispatchEvent(new Event('change'));")
+                .await;
+            p.until("document.title === 'Sales helper'", "the sales app to boot")
+                .await;
+            assert_eq!(p.js("return location.pathname;").await, "/apps/sales/");
+            p.find("#app-switch").await;
+            assert_eq!(p.js("return document.getElementById('app-switch').value;").await, "sales");
+            p.until(
+                "!document.getElementById('conversation-empty').hidden",
+                "sales' empty history",
+            )
+            .await;
+            assert_eq!(p.count("#conversation-list li.conversation").await, 0);
+
+            p.click("#all-apps").await;
+            p.find("#picker").await;
+            assert_eq!(p.js("return location.pathname;").await, "/");
+        })
+        .await;
+    }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dify-bff");
 
-fn command() -> Command {
+pub(crate) fn command() -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -14,12 +14,12 @@ fn command() -> Command {
     cmd
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
 
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -28,7 +28,7 @@ impl Drop for Running {
     }
 }
 
-fn wait_healthy(port: u16) {
+pub(crate) fn wait_healthy(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         let ok = command()
@@ -108,7 +108,7 @@ fn healthcheck_fails_when_nothing_listens() {
 }
 
 #[test]
-fn demo_serves_the_page_and_answers_chat_with_json_logs() {
+fn demo_serves_two_apps_and_answers_chat_with_json_logs() {
     let port = free_port();
     let mut child = command()
         .arg("--demo")
@@ -124,7 +124,7 @@ fn demo_serves_the_page_and_answers_chat_with_json_logs() {
     wait_healthy(port);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (page, answer) = runtime.block_on(async {
+    let (page, answer, apps) = runtime.block_on(async {
         let client = reqwest::Client::new();
         let page = client
             .get(format!("http://127.0.0.1:{port}/"))
@@ -135,7 +135,7 @@ fn demo_serves_the_page_and_answers_chat_with_json_logs() {
             .await
             .unwrap();
         let answer = client
-            .post(format!("http://127.0.0.1:{port}/chat"))
+            .post(format!("http://127.0.0.1:{port}/apps/chat/chat"))
             .json(&serde_json::json!({"query": "hello"}))
             .send()
             .await
@@ -143,8 +143,27 @@ fn demo_serves_the_page_and_answers_chat_with_json_logs() {
             .text()
             .await
             .unwrap();
-        (page, answer)
+        let apps: serde_json::Value = client
+            .get(format!("http://127.0.0.1:{port}/apps"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (page, answer, apps)
     });
+    let names: Vec<&str> = apps["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["chat", "helper"],
+        "the demo's picker lists two apps"
+    );
     assert!(page.contains("<html"), "the page is served");
     assert!(answer.contains("\"event\": \"message_end\""), "{answer}");
     let text: String = answer
@@ -167,8 +186,9 @@ fn demo_serves_the_page_and_answers_chat_with_json_logs() {
     assert!(!lines.is_empty(), "LOG_FORMAT=json writes JSON lines");
     let chat = lines
         .iter()
-        .find(|l| l["message"] == "request" && l["route"] == "/chat")
-        .expect("a request line for /chat");
+        .find(|l| l["message"] == "request" && l["route"] == "/apps/{name}/chat")
+        .expect("a request line for /apps/chat/chat");
+    assert_eq!(chat["app"], "chat", "the line names the app: {chat}");
     for field in ["method", "status", "latency_ms", "identity", "request_id"] {
         assert!(!chat[field].is_null(), "{field} in {chat}");
     }

@@ -7,6 +7,7 @@
 mod support;
 
 mod abuse;
+mod apps;
 mod bad_requests;
 mod browser;
 mod chat;

@@ -75,7 +75,7 @@ async fn metrics_report_requests_streams_bytes_and_tokens() {
     );
     let text = res.text();
     for needle in [
-        "difybff_http_requests_total{method=\"GET\",route=\"/conversations\",status=\"200\"}",
+        "difybff_http_requests_total{method=\"GET\",route=\"/conversations\",app=\"default\",status=\"200\"}",
         "difybff_http_request_duration_seconds_bucket",
         "difybff_open_streams",
         "difybff_stream_bytes_total",
@@ -100,7 +100,7 @@ async fn metrics_label_unknown_methods_as_other_so_clients_cannot_add_series() {
     let text = app.browser.get("/metrics").await.text();
     assert!(
         text.contains(
-            "difybff_http_requests_total{method=\"OTHER\",route=\"/conversations\",status=\"405\"}"
+            "difybff_http_requests_total{method=\"OTHER\",route=\"/conversations\",app=\"default\",status=\"405\"}"
         ),
         "no OTHER series in:\n{text}"
     );

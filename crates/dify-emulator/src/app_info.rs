@@ -45,6 +45,12 @@ pub(crate) fn meta() -> Response {
 }
 
 pub(crate) fn info(opts: &EmulatorOptions) -> Response {
+    if let Some(info) = &opts.info {
+        return json_response(
+            200,
+            &json!({"name": info.name, "description": info.description, "tags": [], "mode": info.mode}),
+        );
+    }
     let (name, description) = if opts.demo {
         (DEMO_NAME, DEMO_DESCRIPTION)
     } else {

@@ -68,6 +68,17 @@ pub struct EmulatorOptions {
     pub user_input_form: Value,
     /// `/parameters` `file_upload`; when enabled, chat `files` are checked and stored.
     pub file_upload: Value,
+    /// `/info`'s `name`, `description` and `mode` (Dify ≥ 1.0 sends `mode`), replacing the
+    /// capture app's (or the demo's) name and description.
+    pub info: Option<AppInfo>,
+}
+
+/// What `/info` says about the app.
+#[derive(Clone, Debug)]
+pub struct AppInfo {
+    pub name: String,
+    pub description: String,
+    pub mode: String,
 }
 
 impl Default for EmulatorOptions {
@@ -89,6 +100,7 @@ impl Default for EmulatorOptions {
                 "detail": "high",
                 "transfer_methods": ["remote_url", "local_file"],
             }}),
+            info: None,
         }
     }
 }

@@ -21,6 +21,8 @@ use tokio::task::JoinHandle;
 
 /// The key the proxy holds in tests; it must never reach a browser or a log line.
 pub const API_KEY: &str = "app-Te5tKeyNeverShownAnywhere";
+/// The key of a second app (tests of several apps); it must never show either.
+pub const SECOND_API_KEY: &str = "app-SecondAppKeyNeverShownEither";
 /// The cookie-signing secret in tests; it must never show either.
 pub const SESSION_SECRET: &str = "test-session-secret-that-is-long-enough-0123456789";
 
@@ -142,7 +144,7 @@ pub fn config_for(base_url: &str, vars: Vars) -> Config {
 
 /// Fails the test if a secret shows in these bytes.
 pub fn assert_no_secret(what: &str, bytes: &[u8]) {
-    for secret in [API_KEY, SESSION_SECRET] {
+    for secret in [API_KEY, SECOND_API_KEY, SESSION_SECRET] {
         let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
         assert!(!found, "a secret appeared in {what}");
     }
