@@ -5,6 +5,7 @@ pub mod chat;
 pub mod chat_request;
 pub mod conversations;
 pub mod files;
+pub mod gateway;
 pub mod health;
 pub mod messages;
 pub mod static_files;
@@ -24,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(app::router())
         .merge(files::upload_router())
+        .merge(gateway::router())
         .route_layer(from_fn_with_state(state.clone(), identity::resolve));
 
     Router::new()
