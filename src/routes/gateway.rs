@@ -150,7 +150,8 @@ async fn gateway(
     let outgoing = match endpoint.carries {
         Carries::Query => Outgoing::Query(query_params(request.uri().query())),
         Carries::Json => {
-            let OptionalJsonObject(body) = OptionalJsonObject::from_request(request, &state).await?;
+            let OptionalJsonObject(body) =
+                OptionalJsonObject::from_request(request, &state).await?;
             if endpoint.path.ends_with("/name") && generates_a_name(body.get("auto_generate")) {
                 endpoint.limits = Limits::Assist;
             }

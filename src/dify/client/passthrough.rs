@@ -146,7 +146,9 @@ mod tests {
 
     #[test]
     fn every_spelling_dify_could_read_as_user_is_caught() {
-        for name in ["user", "User", "USER", "user[]", "user[0]", "us%65r", "%75ser", " user"] {
+        for name in [
+            "user", "User", "USER", "user[]", "user[0]", "us%65r", "%75ser", " user",
+        ] {
             assert!(names_user(name), "{name}");
         }
         for name in ["username", "users", "end_user", "query", ""] {
