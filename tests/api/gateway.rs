@@ -792,3 +792,74 @@ async fn nothing_the_gateway_answers_shows_the_key() {
     .await;
     refused.assert_error(502, "upstream_unavailable");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Dify's official Node SDK
+
+/// Drives `dify-client` (npm, installed into `tests/clients/node_modules` by `.ci/run` with
+/// `npm ci --prefix tests/clients`) with only its base URL changed and a placeholder key:
+/// parameters, blocking and streaming chat, history, rename, feedback, upload, delete. Without
+/// node or the package the test says so loudly and skips, except under `CI=true`, where it fails.
+#[tokio::test]
+async fn the_official_node_sdk_works_with_only_its_base_url_changed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let installed = dir.join("node_modules/dify-client/package.json").exists();
+    if !(node && installed) {
+        let why = if node {
+            "the dify-client package is not installed (run `npm ci --prefix tests/clients`)"
+        } else {
+            "node is not on PATH"
+        };
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: the Node SDK test cannot run: {why}"
+        );
+        eprintln!(
+            "\n*** SKIPPING the_official_node_sdk_works_with_only_its_base_url_changed: {why} ***\n"
+        );
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let run = tokio::process::Command::new("node")
+        .arg(dir.join("dify-client.mjs"))
+        .arg(format!("{}/v1", app.base))
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the SDK script finishes within 60 s")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "SDK script failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("\"ok\":true"), "{stdout}");
+    assert_no_secret("the SDK's output", &output.stdout);
+
+    let received = app.emulator.requests();
+    assert!(received.len() >= 9, "every SDK call reached Dify");
+    let first = received[0].user().expect("a user");
+    for r in &received {
+        let user = r.user();
+        assert_eq!(
+            user.as_ref(),
+            Some(&first),
+            "{} {}: one identity (the kept cookie)",
+            r.method,
+            r.path
+        );
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {API_KEY}").as_str())
+        );
+    }
+    assert!(
+        !first.contains("sdk-user"),
+        "the SDK's own user never reaches Dify"
+    );
+}
