@@ -167,7 +167,7 @@ async fn gateway(
                     caller,
                     endpoint.method,
                     &endpoint.path,
-                    Outgoing::Form(file.fields, file.part),
+                    Outgoing::Form(file.fields, Box::new(file.part)),
                     None,
                 )
                 .await;

@@ -863,3 +863,42 @@ async fn the_official_node_sdk_works_with_only_its_base_url_changed() {
         "the SDK's own user never reaches Dify"
     );
 }
+
+#[tokio::test]
+async fn a_previewed_html_file_cannot_script_our_origin() {
+    let app = TestApp::spawn().await;
+    let page = reqwest::multipart::Part::bytes(b"<script>steal()</script>".to_vec())
+        .file_name("x.html")
+        .mime_str("text/html")
+        .unwrap();
+    let upload = app
+        .browser
+        .send(
+            app.browser
+                .request(Method::POST, "/v1/files/upload")
+                .multipart(reqwest::multipart::Form::new().part("file", page)),
+        )
+        .await;
+    let id = upload.json()["id"].as_str().unwrap().to_owned();
+    let preview = gw_get(&app.browser, &format!("/v1/files/{id}/preview")).await;
+    assert_eq!(preview.status, 200);
+    assert!(
+        preview
+            .header("content-security-policy")
+            .is_some_and(|c| c.contains("sandbox"))
+    );
+    assert_eq!(preview.header("x-content-type-options"), Some("nosniff"));
+}
+
+#[tokio::test]
+async fn a_json_body_over_the_limit_is_413_before_dify() {
+    let app = TestApp::spawn_with_env(vars(&[("MAX_BODY_BYTES", "1024")])).await;
+    let res = gw_post(
+        &app.browser,
+        "/v1/chat-messages",
+        &json!({"inputs": {}, "query": "x".repeat(4096)}),
+    )
+    .await;
+    res.assert_error(413, "payload_too_large");
+    assert_nothing_reached_dify(&app);
+}

@@ -185,6 +185,22 @@ mod tests {
             })
         );
         assert_eq!(
+            route(Method::POST, "/v1/workflows/tasks/t1/stop"),
+            Resolved::Route(Route::WorkflowStop("t1".to_owned()))
+        );
+        assert_eq!(
+            route(Method::POST, "/v1/completion-messages/t1/stop"),
+            Resolved::Route(Route::CompletionStop("t1".to_owned()))
+        );
+        assert_eq!(
+            route(Method::GET, &format!("/v1/conversations/{ID}/variables")),
+            Resolved::Route(Route::ConversationVariables(ID.to_owned()))
+        );
+        assert_eq!(
+            route(Method::GET, &format!("/v1/files/{ID}/preview")),
+            Resolved::Route(Route::ServiceFilePreview(ID.to_owned()))
+        );
+        assert_eq!(
             route(Method::GET, &format!("/files/{ID}/image-preview")),
             Resolved::Route(Route::FilePreview(ID.to_owned(), Preview::Image))
         );

@@ -26,7 +26,7 @@ pub enum Outgoing {
     /// The JSON body object, keys in the client's order.
     Json(Map<String, Value>),
     /// Text fields that came before the file, and the file, streamed.
-    Form(Vec<(String, String)>, Part),
+    Form(Vec<(String, String)>, Box<Part>),
 }
 
 /// For calls whose answer may be an event stream: the slot the stream holds while it lasts,
@@ -88,7 +88,7 @@ impl DifyClient {
                 self.prepare(method, path, &caller, Payload::Json(&body))?
             }
             Outgoing::Form(fields, file) => {
-                let payload = Payload::<()>::Form(&fields, Box::new(file));
+                let payload = Payload::<()>::Form(&fields, file);
                 self.prepare(method, path, &caller, payload)?
             }
         };
