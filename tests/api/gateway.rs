@@ -902,3 +902,16 @@ async fn a_json_body_over_the_limit_is_413_before_dify() {
     res.assert_error(413, "payload_too_large");
     assert_nothing_reached_dify(&app);
 }
+
+#[tokio::test]
+async fn a_gateway_get_is_retried_after_a_502_like_our_own() {
+    let app = TestApp::spawn().await;
+    app.emulator.script(
+        "GET",
+        "/conversations",
+        Reply::html(502, "<h1>Bad Gateway</h1>"),
+    );
+    let res = gw_get(&app.browser, "/v1/conversations").await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(app.upstream_requests("/v1/conversations").len(), 2);
+}

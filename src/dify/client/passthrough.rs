@@ -16,6 +16,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use super::{Caller, DifyClient, Payload, Source, StopKind};
 use crate::dify::answer::{Answer, Guard};
 use crate::dify::relay::{RelayStream, StopOnAbandon};
+use crate::dify::retry;
 use crate::error::ApiError;
 use crate::telemetry::metrics;
 
@@ -74,28 +75,31 @@ impl DifyClient {
             Some(_) => None,
             None => Some(self.call_slot()?),
         };
-        let builder = match outgoing {
+        let response = match outgoing {
             Outgoing::Query(params) => {
                 let kept: Vec<(&str, &str)> = params
                     .iter()
                     .filter(|(name, _)| !names_user(name))
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
-                self.prepare(method, path, &caller, Payload::<()>::Query(&kept))?
+                self.send_query(&method, path, &caller, &kept, deadline)
+                    .await?
             }
             Outgoing::Json(mut body) => {
                 drop_user(&mut body);
-                self.prepare(method, path, &caller, Payload::Json(&body))?
+                let builder = self.prepare(method, path, &caller, Payload::Json(&body))?;
+                self.exchange(builder, deadline, Source::Keyed)
+                    .await
+                    .map_err(|f| f.error)?
             }
             Outgoing::Form(fields, file) => {
                 let payload = Payload::<()>::Form(&fields, file);
-                self.prepare(method, path, &caller, payload)?
+                let builder = self.prepare(method, path, &caller, payload)?;
+                self.exchange(builder, deadline, Source::Keyed)
+                    .await
+                    .map_err(|f| f.error)?
             }
         };
-        let response = self
-            .exchange(builder, deadline, Source::Keyed)
-            .await
-            .map_err(|f| f.error)?;
         let is_sse = response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -129,6 +133,39 @@ impl DifyClient {
                 deadline,
                 call_slot.map(|slot| Box::new(slot) as Guard),
             ))),
+        }
+    }
+}
+
+impl DifyClient {
+    /// A call that carries a query: a `GET`, retried like our own (see [`retry`]).
+    async fn send_query(
+        &self,
+        method: &Method,
+        path: &str,
+        caller: &Caller,
+        params: &[(&str, &str)],
+        deadline: Instant,
+    ) -> Result<reqwest::Response, ApiError> {
+        let mut retries = 0;
+        loop {
+            let payload = Payload::<()>::Query(params);
+            let builder = self.prepare(method.clone(), path, caller, payload)?;
+            let failure = match self.exchange(builder, deadline, Source::Keyed).await {
+                Ok(response) => return Ok(response),
+                Err(failure) => failure,
+            };
+            let retry = if *method == Method::GET {
+                retry::pause_before(&failure, retries, deadline)
+            } else {
+                None
+            };
+            let Some(pause) = retry else {
+                return Err(failure.error);
+            };
+            retries += 1;
+            tracing::debug!(path, retry = retries, error = %failure.error, "retrying a gateway GET");
+            tokio::time::sleep(pause).await;
         }
     }
 }
