@@ -33,10 +33,12 @@ pub fn router() -> Router<AppState> {
         .route("/v1/{*path}", any(gateway))
 }
 
-/// The app a gateway call goes to. With one app it is the only one, whatever bearer token (or
-/// none) the client sends: SDKs that insist on a key work with a placeholder.
-pub fn gateway_client(state: &AppState, _request: &Request) -> Arc<DifyClient> {
-    Arc::clone(&state.dify)
+/// The app a gateway call goes to: the one place it is chosen. With one app it is the only
+/// one, whatever bearer token (or none) the client sends, so SDKs that insist on a key work
+/// with a placeholder. (With several apps: the `/apps/{name}` of the route, or the app named by
+/// the bearer token; an unknown name is 401 `unauthorized`.)
+pub fn gateway_client(state: &AppState, _request: &Request) -> Result<Arc<DifyClient>, ApiError> {
+    Ok(Arc::clone(&state.dify))
 }
 
 /// How the client's request is read and sent on.
@@ -146,7 +148,7 @@ async fn gateway(
     request: Request,
 ) -> Result<Response, ApiError> {
     let mut endpoint = Endpoint::parse(request.method(), request.uri().path())?;
-    let client = gateway_client(&state, &request);
+    let client = gateway_client(&state, &request)?;
     let outgoing = match endpoint.carries {
         Carries::Query => Outgoing::Query(query_params(request.uri().query())),
         Carries::Json => {
