@@ -114,6 +114,38 @@ impl IntoResponse for Answer {
     }
 }
 
+/// The headers of a Dify answer that describe its body, relayed by the gateway.
+const BODY_HEADERS: &[header::HeaderName] = &[
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_DISPOSITION,
+    header::CACHE_CONTROL,
+    header::ACCEPT_RANGES,
+];
+
+impl Answer {
+    /// Dify's status, body and body headers exactly as sent (JSON, audio or a file), streamed
+    /// through under the same deadline; for the Dify-compatible gateway.
+    pub fn into_response_as_sent(self) -> Response {
+        let status = self.response.status();
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = status;
+        for name in BODY_HEADERS {
+            if let Some(value) = self.response.headers().get(name) {
+                response.headers_mut().insert(name, value.clone());
+            }
+        }
+        let body = UntilDeadline {
+            inner: self.response.bytes_stream().boxed(),
+            timer: Box::pin(tokio::time::sleep_until(self.deadline)),
+            _guard: self.guard,
+            done: false,
+        };
+        *response.body_mut() = Body::from_stream(body);
+        response
+    }
+}
+
 /// The body stream, cut when the whole-request deadline passes.
 struct UntilDeadline {
     inner: BoxStream<'static, reqwest::Result<Bytes>>,

@@ -24,6 +24,9 @@ use crate::config::{AppConfig, Config};
 use crate::error::ApiError;
 use crate::telemetry::metrics;
 
+mod passthrough;
+pub use passthrough::{Outgoing, Passed, StreamSetup};
+
 /// The most of a Dify error body that is read; a larger one is no Dify error: 502.
 pub const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Stop calls made for abandoned streams that may be in flight at once.
@@ -41,6 +44,26 @@ enum Payload<'a, B: ?Sized> {
     Query(&'a [(&'a str, &'a str)]),
     Json(&'a B),
     File(Box<Part>),
+    /// A multipart form: text fields (never a `user`), then the file.
+    Form(&'a [(String, String)], Box<Part>),
+}
+
+/// Which of Dify's stop calls ends a task: each generation endpoint has its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopKind {
+    Chat,
+    Completion,
+    Workflow,
+}
+
+impl StopKind {
+    pub fn path(self, task_id: &str) -> String {
+        match self {
+            StopKind::Chat => format!("chat-messages/{task_id}/stop"),
+            StopKind::Completion => format!("completion-messages/{task_id}/stop"),
+            StopKind::Workflow => format!("workflows/tasks/{task_id}/stop"),
+        }
+    }
 }
 
 fn query<'a>(query: &'a [(&'a str, &'a str)]) -> Payload<'a, ()> {
@@ -135,6 +158,7 @@ impl DifyClient {
             client: Arc::clone(self),
             caller,
             stops: Arc::clone(&self.stops),
+            kind: StopKind::Chat,
         };
         Ok(RelayStream::new(
             response,
@@ -146,7 +170,17 @@ impl DifyClient {
     }
 
     pub async fn stop(&self, caller: &Caller, task_id: &str) -> Result<Answer, ApiError> {
-        let path = format!("chat-messages/{task_id}/stop");
+        self.stop_task(caller, StopKind::Chat, task_id).await
+    }
+
+    /// The stop call of a chat, completion or workflow task.
+    pub async fn stop_task(
+        &self,
+        caller: &Caller,
+        kind: StopKind,
+        task_id: &str,
+    ) -> Result<Answer, ApiError> {
+        let path = kind.path(task_id);
         let payload = Payload::Json(&UserOnly {});
         self.call(Method::POST, &path, caller, payload, None).await
     }
@@ -295,6 +329,15 @@ impl DifyClient {
                     .text("user", user.to_owned())
                     .part("file", *file),
             ),
+            Payload::Form(fields, file) => {
+                let form = fields
+                    .iter()
+                    .filter(|(name, _)| !passthrough::names_user(name))
+                    .fold(Form::new().text("user", user.to_owned()), |form, (k, v)| {
+                        form.text(k.clone(), v.clone())
+                    });
+                builder.multipart(form.part("file", *file))
+            }
         })
     }
 

@@ -12,7 +12,7 @@ use futures_util::stream::{BoxStream, Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::client::{Caller, DifyClient};
+use super::client::{Caller, DifyClient, StopKind};
 use super::watcher::SseWatcher;
 use crate::telemetry::metrics;
 
@@ -47,6 +47,8 @@ pub struct StopOnAbandon {
     pub client: Arc<DifyClient>,
     pub caller: Caller,
     pub stops: Arc<tokio::sync::Semaphore>,
+    /// The stop call that matches the endpoint the stream came from.
+    pub kind: StopKind,
 }
 
 /// Anything that must live exactly as long as the stream (stream-count permits, gauges).
@@ -206,7 +208,7 @@ impl Drop for RelayStream {
         metrics::stop_on_disconnect();
         runtime.spawn(async move {
             let _permit = permit;
-            let call = stop.client.stop(&stop.caller, &task_id);
+            let call = stop.client.stop_task(&stop.caller, stop.kind, &task_id);
             match tokio::time::timeout(Duration::from_secs(10), call).await {
                 Ok(Ok(_)) => tracing::debug!(%task_id, "Dify stopped the task"),
                 Ok(Err(e)) => tracing::warn!(%task_id, error = %e, "stop call failed"),

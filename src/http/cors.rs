@@ -9,6 +9,8 @@ use crate::state::AppState;
 
 const ALLOW_METHODS: &str = "GET, POST, DELETE";
 const ALLOW_HEADERS: &str = "Content-Type, X-Request-Id";
+/// The Dify-compatible gateway also takes the (placeholder) bearer token Dify's SDKs send.
+const GATEWAY_ALLOW_HEADERS: &str = "Authorization, Content-Type, X-Request-Id";
 const EXPOSE_HEADERS: &str = "X-Request-Id, X-Stream-Id, Retry-After";
 /// Seconds browsers may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: &str = "600";
@@ -22,6 +24,8 @@ pub struct Cors {
     /// The request's `Origin` when it is allow-listed.
     allowed_origin: Option<HeaderValue>,
     preflight: bool,
+    /// The request is for the Dify-compatible gateway (`/v1/…`, `/apps/{name}/v1/…`).
+    gateway: bool,
 }
 
 impl Cors {
@@ -35,9 +39,16 @@ impl Cors {
         let allowed_origin = origin
             .filter(|o| o.to_str().is_ok_and(|o| is_allowed(state, o)))
             .cloned();
+        let path = request.uri().path();
+        let gateway = path.starts_with("/v1/")
+            || path
+                .strip_prefix("/apps/")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(_, rest)| rest.starts_with("v1/"));
         Cors {
             allowed_origin,
             preflight,
+            gateway,
         }
     }
 
@@ -57,7 +68,11 @@ impl Cors {
             );
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static(ALLOW_HEADERS),
+                HeaderValue::from_static(if self.gateway {
+                    GATEWAY_ALLOW_HEADERS
+                } else {
+                    ALLOW_HEADERS
+                }),
             );
             headers.insert(
                 header::ACCESS_CONTROL_MAX_AGE,

@@ -55,7 +55,24 @@ async fn upload(
     caller: Caller,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let limit = state.config.max_upload_bytes;
+    let boundary = multipart_boundary(&request, state.config.max_upload_bytes)?;
+    state.assist_rate.check(&caller.user)?;
+    let upload = stream_file(
+        request,
+        boundary,
+        state.config.max_upload_bytes,
+        Arc::clone(&state.body_budget),
+    )
+    .await?;
+    let result = app.dify.upload(&caller, upload.part).await;
+    if let Some(error) = upload.end.error() {
+        return Err(error);
+    }
+    Ok(result?.into_response())
+}
+
+/// The multipart boundary of an upload whose declared length is within `limit`.
+pub(crate) fn multipart_boundary(request: &Request, limit: u64) -> Result<String, ApiError> {
     let boundary = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -72,12 +89,28 @@ async fn upload(
     if declared.is_some_and(|len| len > limit) {
         return Err(ApiError::PayloadTooLarge);
     }
+    Ok(boundary)
+}
 
-    state.assist_rate.check(&caller.user)?;
+/// An upload on its way: the text fields that came before the `file` part, the file as a
+/// part that streams the rest of the request body, and how the body ended (check it after the
+/// upstream call: the client's error wins over what the broken stream made of it).
+pub(crate) struct StreamedFile {
+    pub fields: Vec<(String, String)>,
+    pub part: reqwest::multipart::Part,
+    pub end: Arc<BodyEnd>,
+}
 
+/// Reads the parts before `file` (at most [`MAX_UPLOAD_HEAD_BYTES`] in all) and returns the
+/// file streamed, the whole body capped at `limit` bytes.
+pub(crate) async fn stream_file(
+    request: Request,
+    boundary: String,
+    limit: u64,
+    budget: Arc<Semaphore>,
+) -> Result<StreamedFile, ApiError> {
     let body_end = Arc::new(BodyEnd::default());
     let seen_end = body_end.clone();
-    let budget = Arc::clone(&state.body_budget);
     let mut seen: u64 = 0;
     let body = request.into_body().into_data_stream().map(move |chunk| {
         let chunk = chunk.map_err(|e| {
@@ -105,16 +138,22 @@ async fn upload(
     });
     let mut multipart = multer::Multipart::new(body, boundary);
 
+    let malformed = |end: &BodyEnd| {
+        end.error()
+            .unwrap_or_else(|| ApiError::invalid("The multipart body is malformed."))
+    };
+    let mut fields = Vec::new();
     let file = loop {
         match multipart.next_field().await {
             Ok(Some(field)) if field.name() == Some("file") => break field,
+            Ok(Some(field)) if field.file_name().is_none() => {
+                let name = field.name().unwrap_or_default().to_owned();
+                let value = field.text().await.map_err(|_| malformed(&body_end))?;
+                fields.push((name, value));
+            }
             Ok(Some(_)) => continue,
             Ok(None) => return Err(ApiError::invalid("The upload needs a part named \"file\".")),
-            Err(_) => {
-                return Err(body_end
-                    .error()
-                    .unwrap_or_else(|| ApiError::invalid("The multipart body is malformed.")));
-            }
+            Err(_) => return Err(malformed(&body_end)),
         }
     };
     body_end.file_found.store(true, Ordering::Release);
@@ -129,17 +168,17 @@ async fn upload(
         .file_name(file_name)
         .mime_str(&mime)
         .map_err(|_| ApiError::invalid("The file part has an invalid content type."))?;
-    let result = app.dify.upload(&caller, part).await;
-    if let Some(error) = body_end.error() {
-        return Err(error);
-    }
-    Ok(result?.into_response())
+    Ok(StreamedFile {
+        fields,
+        part,
+        end: body_end,
+    })
 }
 
 /// Why the upload body ended early, if it did: the client's error, whatever the multipart
 /// parser or the upstream call made of the broken stream.
 #[derive(Default)]
-struct BodyEnd {
+pub(crate) struct BodyEnd {
     too_large: AtomicBool,
     /// The shared budget of buffered body bytes had no room for the part headers.
     overloaded: AtomicBool,
@@ -176,7 +215,7 @@ impl BodyEnd {
             .take();
     }
 
-    fn error(&self) -> Option<ApiError> {
+    pub(crate) fn error(&self) -> Option<ApiError> {
         if self.too_large.load(Ordering::Acquire) {
             Some(ApiError::PayloadTooLarge)
         } else if self.overloaded.load(Ordering::Acquire) {
@@ -261,9 +300,9 @@ fn file_app(state: &AppState, app: Option<Extension<App>>) -> Result<App, ApiErr
 
 /// For a user's file that a browser would run as a page (HTML, SVG, XML, or no type at all):
 /// served from our origin, it must not script it (read conversations with the user's cookie).
-const ACTIVE_FILE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
+pub(crate) const ACTIVE_FILE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
 
-fn can_run_script(content_type: Option<&header::HeaderValue>) -> bool {
+pub(crate) fn can_run_script(content_type: Option<&header::HeaderValue>) -> bool {
     let Some(essence) = content_type
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod chat_request;
 pub mod conversations;
 pub mod files;
+pub mod gateway;
 pub mod health;
 pub mod messages;
 pub mod path;
@@ -26,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(app::router())
         .merge(files::upload_router())
+        .merge(gateway::router())
         .route_layer(from_fn_with_state(state.clone(), identity::resolve));
     let per_app = for_users.merge(files::passthrough_router());
 
@@ -42,12 +44,16 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// One app: its routes at the root. Named apps (API.md §5): the same routes under
-/// `/apps/{name}` for each, `GET /apps`, and the root `/files/…` when all share one origin.
+/// `/apps/{name}` for each, `GET /apps`, the gateway at `/v1` picking the app by bearer token,
+/// and the root `/files/…` when all share one origin.
 fn served_apps(state: &AppState, per_app: Router<AppState>) -> Router<AppState> {
     if !state.apps.named() {
         return per_app;
     }
-    let listing = apps::router().route_layer(from_fn_with_state(state.clone(), identity::resolve));
+    let listing = apps::router()
+        // Plain `/v1` with named apps: the bearer token names the app (API.md §6).
+        .merge(gateway::router())
+        .route_layer(from_fn_with_state(state.clone(), identity::resolve));
     Router::new()
         .nest(
             "/apps/{name}",

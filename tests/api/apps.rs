@@ -743,3 +743,58 @@ fn start_up_logs_each_app_with_its_redacted_base_url_never_a_key() {
         assert!(!text.contains(secret), "a secret in the start-up log");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Dify-compatible gateway with several apps (API.md §6)
+
+async fn gateway_info(
+    b: &Browser,
+    path: &str,
+    bearer: Option<&str>,
+) -> crate::support::TestResponse {
+    let mut request = b.request(Method::GET, path);
+    if let Some(bearer) = bearer {
+        request = request.header("authorization", format!("Bearer {bearer}"));
+    }
+    b.send(request).await
+}
+
+#[tokio::test]
+async fn the_gateway_under_an_apps_path_calls_that_apps_dify_with_its_key() {
+    let apps = TwoApps::spawn().await;
+    let res = gateway_info(&apps.browser(), "/apps/sales/v1/info", Some("anything")).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["name"], "Sales helper");
+    let sales = apps.sales_requests("/v1/info");
+    assert_eq!(sales.len(), 1);
+    assert_eq!(
+        sales[0].header("authorization"),
+        Some(format!("Bearer {SECOND_API_KEY}").as_str())
+    );
+    assert!(apps.support_requests("/v1/info").is_empty());
+}
+
+#[tokio::test]
+async fn the_plain_gateway_picks_the_app_named_by_the_bearer_token() {
+    let apps = TwoApps::spawn().await;
+    let b = apps.browser();
+    let res = gateway_info(&b, "/v1/info", Some("support")).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["name"], "Support bot");
+    let res = gateway_info(&b, "/v1/info", Some("sales")).await;
+    assert_eq!(res.json()["name"], "Sales helper");
+}
+
+#[tokio::test]
+async fn the_plain_gateway_refuses_an_unknown_or_missing_app_name_with_401() {
+    let apps = TwoApps::spawn().await;
+    let b = apps.browser();
+    gateway_info(&b, "/v1/info", Some("marketing"))
+        .await
+        .assert_error(401, "unauthorized");
+    gateway_info(&b, "/v1/info", None)
+        .await
+        .assert_error(401, "unauthorized");
+    assert!(apps.support_requests("/v1/info").is_empty());
+    assert!(apps.sales_requests("/v1/info").is_empty());
+}

@@ -14,6 +14,7 @@ mod chat;
 mod cli;
 mod cross_site;
 mod files;
+mod gateway;
 mod history;
 mod identity;
 mod limits;

@@ -44,6 +44,30 @@ pub(crate) fn meta() -> Response {
     json_response(200, &json!({"tool_icons": {}}))
 }
 
+/// `GET /v1/site` (≥ 1.4.0): the WebApp settings, an emoji icon (so no signed `icon_url`).
+pub(crate) fn site(opts: &EmulatorOptions) -> Response {
+    let title = if opts.demo { DEMO_NAME } else { "Capture Chat" };
+    json_response(
+        200,
+        &json!({
+            "title": title,
+            "chat_color_theme": null,
+            "chat_color_theme_inverted": false,
+            "icon_type": "emoji",
+            "icon": "🤖",
+            "icon_background": "#FFEAD5",
+            "icon_url": null,
+            "description": null,
+            "copyright": null,
+            "privacy_policy": null,
+            "custom_disclaimer": "",
+            "default_language": "en-US",
+            "show_workflow_steps": true,
+            "use_icon_as_answer_icon": false,
+        }),
+    )
+}
+
 pub(crate) fn info(opts: &EmulatorOptions) -> Response {
     if let Some(info) = &opts.info {
         return json_response(

@@ -71,3 +71,19 @@ pub(crate) fn rename(ctx: Ctx, id: &str) -> Result<Response, ApiError> {
         .ok_or_else(|| ApiError::not_found(NOT_EXISTS))?;
     Ok(json_response(200, &item))
 }
+
+/// `GET /v1/conversations/{id}/variables` (≥ 1.3.1): a chat app's conversations have none.
+pub(crate) fn variables(ctx: Ctx, id: &str) -> Result<Response, ApiError> {
+    let user = ctx.query_user(false)?;
+    let limit = match ctx.query.get("limit") {
+        Some(raw) => int_range("limit", raw, 1, 100)?,
+        None => 20,
+    };
+    if lock(&ctx.shared.store).conversation(&user, id).is_none() {
+        return Err(ApiError::not_found(NOT_EXISTS));
+    }
+    Ok(json_response(
+        200,
+        &json!({"limit": limit, "has_more": false, "data": []}),
+    ))
+}

@@ -39,23 +39,23 @@ fn size_limit(extension: &str) -> usize {
     megabytes * MB
 }
 
-struct FilePart {
-    field: String,
-    filename: String,
-    mime_type: String,
-    size: usize,
+pub(crate) struct FilePart {
+    pub field: String,
+    pub filename: String,
+    pub mime_type: String,
+    pub size: usize,
     /// The content, kept up to the largest size limit.
     bytes: Bytes,
 }
 
 #[derive(Default)]
-struct Form {
-    user: Option<String>,
-    files: Vec<FilePart>,
+pub(crate) struct Form {
+    pub user: Option<String>,
+    pub files: Vec<FilePart>,
 }
 
 /// Werkzeug's form parsing: text fields and file parts (any part with a `filename`).
-async fn read_form<S>(body: &mut S, boundary: String) -> Form
+pub(crate) async fn read_form<S>(body: &mut S, boundary: String) -> Form
 where
     S: Stream<Item = Result<Bytes, io::Error>> + Send + Unpin,
 {
@@ -244,6 +244,36 @@ pub(crate) fn preview(ctx: Ctx, id: &str, preview: Preview) -> Result<Response, 
         if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename*=UTF-8''{encoded}")) {
             resp.headers_mut().insert(CONTENT_DISPOSITION, v);
         }
+    }
+    Ok(resp)
+}
+
+/// `GET /v1/files/{id}/preview?as_attachment&user` (≥ 1.7.2, keyed): an upload of this app.
+/// Dify also wants it attached to a message; the emulator serves any upload it holds.
+pub(crate) fn service_preview(ctx: Ctx, id: &str) -> Result<Response, ApiError> {
+    let _user = ctx.query_user(false)?;
+    let store = lock(&ctx.shared.store);
+    let file = store.upload(id).ok_or_else(|| {
+        ApiError::http(404, "file_not_found", "File not found in message context")
+    })?;
+    let as_attachment = ctx
+        .query
+        .get("as_attachment")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let mime = if as_attachment {
+        "application/octet-stream"
+    } else {
+        file.mime_type.as_str()
+    };
+    let mut resp = file_response(mime, file.bytes.clone());
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    if as_attachment
+        && let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", file.id))
+    {
+        resp.headers_mut().insert(CONTENT_DISPOSITION, v);
     }
     Ok(resp)
 }

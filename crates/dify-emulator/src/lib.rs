@@ -5,6 +5,7 @@
 
 mod answers;
 mod app_info;
+mod audio;
 mod auth;
 mod capture;
 mod chat;
@@ -23,6 +24,7 @@ mod reqparse;
 mod respond;
 mod routes;
 mod routing;
+mod runs;
 mod script;
 mod sign;
 mod state;
@@ -38,6 +40,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
+pub use audio::SPEECH_HEADER;
 pub use record::Recorded;
 pub use script::{Reply, Step};
 pub use store::UploadedFile;

@@ -20,7 +20,7 @@ use super::respond::{
 };
 use super::routing::{Resolved, Route, resolve};
 use super::state::Shared;
-use super::{app_info, auth, chat, conversations, files, messages};
+use super::{app_info, audio, auth, chat, conversations, files, messages, runs};
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(dispatch).with_state(shared)
@@ -130,6 +130,15 @@ async fn handle(
             }
         };
     }
+    if route == Route::AudioToText {
+        return match body {
+            Incoming::Streaming(body) => audio::audio_to_text(shared, &parts.headers, body).await,
+            Incoming::Read(bytes) => {
+                let replay = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes)]);
+                audio::audio_to_text(shared, &parts.headers, replay).await
+            }
+        };
+    }
     let ctx = Ctx {
         shared: shared.clone(),
         headers: parts.headers.clone(),
@@ -152,7 +161,14 @@ async fn handle(
         Route::MessageSuggested(id) => messages::suggested(ctx, &id),
         Route::FilePreview(id, kind) => files::preview(ctx, &id, kind),
         Route::ToolFile { id, extension } => files::tool_file(ctx, &id, &extension),
-        Route::FilesUpload => Err(ApiError::Unknown),
+        Route::CompletionMessages => runs::completion(ctx).await,
+        Route::WorkflowsRun => runs::workflow(ctx).await,
+        Route::CompletionStop(task_id) | Route::WorkflowStop(task_id) => runs::stop(ctx, &task_id),
+        Route::ConversationVariables(id) => conversations::variables(ctx, &id),
+        Route::TextToAudio => audio::text_to_audio(ctx),
+        Route::Site => Ok(app_info::site(opts)),
+        Route::ServiceFilePreview(id) => files::service_preview(ctx, &id),
+        Route::FilesUpload | Route::AudioToText => Err(ApiError::Unknown),
     }
 }
 

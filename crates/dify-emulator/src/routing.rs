@@ -20,6 +20,15 @@ pub(crate) enum Route {
     Meta,
     Info,
     FilesUpload,
+    CompletionMessages,
+    CompletionStop(String),
+    WorkflowsRun,
+    WorkflowStop(String),
+    ConversationVariables(String),
+    AudioToText,
+    TextToAudio,
+    Site,
+    ServiceFilePreview(String),
     FilePreview(String, Preview),
     ToolFile { id: String, extension: String },
 }
@@ -89,6 +98,21 @@ fn match_path(path: &str) -> Option<(Route, &'static str)> {
         ["v1", "meta"] => (Route::Meta, GET),
         ["v1", "info"] => (Route::Info, GET),
         ["v1", "files", "upload"] => (Route::FilesUpload, POST),
+        ["v1", "completion-messages"] => (Route::CompletionMessages, POST),
+        ["v1", "completion-messages", task, "stop"] if !task.is_empty() => {
+            (Route::CompletionStop((*task).to_owned()), POST)
+        }
+        ["v1", "workflows", "run"] => (Route::WorkflowsRun, POST),
+        ["v1", "workflows", "tasks", task, "stop"] if !task.is_empty() => {
+            (Route::WorkflowStop((*task).to_owned()), POST)
+        }
+        ["v1", "conversations", id, "variables"] => {
+            (Route::ConversationVariables(uuid_segment(id)?), GET)
+        }
+        ["v1", "audio-to-text"] => (Route::AudioToText, POST),
+        ["v1", "text-to-audio"] => (Route::TextToAudio, POST),
+        ["v1", "site"] => (Route::Site, GET),
+        ["v1", "files", id, "preview"] => (Route::ServiceFilePreview(uuid_segment(id)?), GET),
         ["files", "tools", file] => {
             let (id, extension) = file.split_at_checked(36)?;
             let extension = extension.strip_prefix('.').filter(|e| !e.is_empty())?;
@@ -159,6 +183,22 @@ mod tests {
                 id: ID.to_owned(),
                 extension: "png".to_owned()
             })
+        );
+        assert_eq!(
+            route(Method::POST, "/v1/workflows/tasks/t1/stop"),
+            Resolved::Route(Route::WorkflowStop("t1".to_owned()))
+        );
+        assert_eq!(
+            route(Method::POST, "/v1/completion-messages/t1/stop"),
+            Resolved::Route(Route::CompletionStop("t1".to_owned()))
+        );
+        assert_eq!(
+            route(Method::GET, &format!("/v1/conversations/{ID}/variables")),
+            Resolved::Route(Route::ConversationVariables(ID.to_owned()))
+        );
+        assert_eq!(
+            route(Method::GET, &format!("/v1/files/{ID}/preview")),
+            Resolved::Route(Route::ServiceFilePreview(ID.to_owned()))
         );
         assert_eq!(
             route(Method::GET, &format!("/files/{ID}/image-preview")),

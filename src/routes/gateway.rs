@@ -1,0 +1,392 @@
+//! The Dify-compatible gateway (API.md §6): `/v1/{path}` speaks Dify's Service API for end
+//! users, so Dify's SDKs and existing Dify clients work by changing only their base URL.
+//!
+//! Only the end-user endpoints exist ([`Endpoint::parse`]); every other path is 404 and reaches
+//! no upstream. The `user` Dify sees is always the caller's identity (pinned by the client in
+//! `dify/client/passthrough.rs`); the client's `Authorization` is never read or forwarded.
+//! Answers are Dify's: JSON, audio and files as sent, event streams through the relay.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use axum::routing::any;
+use serde_json::Value;
+
+use super::files::{ACTIVE_FILE_CSP, can_run_script, multipart_boundary, stream_file};
+use super::validate;
+use crate::apps::App;
+use crate::dify::client::{Outgoing, Passed, StopKind, StreamSetup};
+use crate::dify::{Caller, DifyClient};
+use crate::error::ApiError;
+use crate::http::body::OptionalJsonObject;
+use crate::state::AppState;
+
+/// The gateway's routes. Mounted at the root for one app; it reads its path from the request
+/// URI below the mount point, so it can be nested (e.g. under `/apps/{name}`) unchanged.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1", any(gateway))
+        .route("/v1/", any(gateway))
+        .route("/v1/{*path}", any(gateway))
+}
+
+/// The app a gateway call goes to: the one place it is chosen. With one app it is the only
+/// one, whatever bearer token (or none) the client sends, so SDKs that insist on a key work
+/// with a placeholder. (With several apps: the `/apps/{name}` of the route, or the app named by
+/// the bearer token; an unknown name is 401 `unauthorized`.)
+pub fn gateway_client(state: &AppState, request: &Request) -> Result<Arc<DifyClient>, ApiError> {
+    if let Some(app) = request.extensions().get::<App>() {
+        return Ok(Arc::clone(&app.dify));
+    }
+    if let Some(app) = state.apps.root() {
+        return Ok(Arc::clone(&app.dify));
+    }
+    let named = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .and_then(|(_, name)| state.apps.get(name.trim()));
+    named.map(|app| Arc::clone(&app.dify)).ok_or_else(|| {
+        ApiError::Unauthorized(
+            "Name the app in the bearer token: Authorization: Bearer <app name>.".into(),
+        )
+    })
+}
+
+/// How the client's request is read and sent on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Carries {
+    /// A `GET`: the query string, with `user` pinned.
+    Query,
+    /// A JSON body (none counts as `{}`), with `user` pinned at the top level.
+    Json,
+    /// A multipart form with a `file` part, streamed, with `user` pinned.
+    Multipart,
+}
+
+/// What the gateway does beyond passing the call through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Limits {
+    None,
+    /// A generation: the `POST /chat` rate limit, a stream slot, and this stop on disconnect.
+    Generation(StopKind),
+    /// A re-attached workflow run: a stream slot, no stop (the run is not this request's).
+    Events,
+    /// Calls that make Dify spend tokens or storage: the assist rate limit.
+    Assist,
+}
+
+/// One allowed Dify endpoint, resolved from the method and the raw (undecoded) path.
+#[derive(Debug, PartialEq, Eq)]
+struct Endpoint {
+    method: Method,
+    /// The path below `/v1`, as sent to Dify.
+    path: String,
+    carries: Carries,
+    limits: Limits,
+}
+
+impl Endpoint {
+    /// The end-user surface of Dify's Service API. The path is matched segment by segment on
+    /// its raw form, so `..`, `%2F`, empty segments and anything else that is not exactly one
+    /// of these shapes is 404; ids must be UUIDs and task ids `[A-Za-z0-9-]{1,64}` (400).
+    fn parse(method: &Method, raw_path: &str) -> Result<Endpoint, ApiError> {
+        let not_found = || ApiError::NotFound("No such Dify API route on this gateway.".into());
+        let rest = raw_path.strip_prefix("/v1/").ok_or_else(not_found)?;
+        let segments: Vec<&str> = rest.split('/').collect();
+        use Carries::{Json, Multipart, Query};
+        use Limits::{Assist, Events, Generation};
+        let get = Method::GET;
+        let post = Method::POST;
+        let (allowed, carries, limits) = match segments.as_slice() {
+            ["chat-messages"] => (post, Json, Generation(StopKind::Chat)),
+            ["completion-messages"] => (post, Json, Generation(StopKind::Completion)),
+            ["workflows", "run"] => (post, Json, Generation(StopKind::Workflow)),
+            ["chat-messages", task, "stop"]
+            | ["completion-messages", task, "stop"]
+            | ["workflows", "tasks", task, "stop"] => {
+                validate::task_id(task)?;
+                (post, Json, Limits::None)
+            }
+            ["workflow", run_id, "events"] => {
+                validate::uuid("workflow_run_id", run_id)?;
+                (get, Query, Events)
+            }
+            ["conversations"] | ["messages"] => (get, Query, Limits::None),
+            ["conversations", id] => {
+                validate::uuid("conversation_id", id)?;
+                (Method::DELETE, Json, Limits::None)
+            }
+            ["conversations", id, "name"] => {
+                validate::uuid("conversation_id", id)?;
+                (post, Json, Limits::None)
+            }
+            ["conversations", id, "variables"] => {
+                validate::uuid("conversation_id", id)?;
+                (get, Query, Limits::None)
+            }
+            ["messages", id, "feedbacks"] => {
+                validate::uuid("message_id", id)?;
+                (post, Json, Limits::None)
+            }
+            ["messages", id, "suggested"] => {
+                validate::uuid("message_id", id)?;
+                (get, Query, Assist)
+            }
+            ["files", "upload"] | ["audio-to-text"] => (post, Multipart, Assist),
+            ["files", id, "preview"] => {
+                validate::uuid("file_id", id)?;
+                (get, Query, Limits::None)
+            }
+            ["text-to-audio"] => (post, Json, Assist),
+            ["parameters"] | ["info"] | ["meta"] | ["site"] => (get, Query, Limits::None),
+            _ => return Err(not_found()),
+        };
+        if *method != allowed {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        Ok(Endpoint {
+            method: allowed,
+            path: rest.to_owned(),
+            carries,
+            limits,
+        })
+    }
+}
+
+async fn gateway(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let mut endpoint = Endpoint::parse(request.method(), request.uri().path())?;
+    let client = gateway_client(&state, &request)?;
+    let outgoing = match endpoint.carries {
+        Carries::Query => Outgoing::Query(query_params(request.uri().query())),
+        Carries::Json => {
+            let OptionalJsonObject(body) =
+                OptionalJsonObject::from_request(request, &state).await?;
+            if endpoint.path.ends_with("/name") && generates_a_name(body.get("auto_generate")) {
+                endpoint.limits = Limits::Assist;
+            }
+            Outgoing::Json(body)
+        }
+        Carries::Multipart => {
+            let limit = state.config.max_upload_bytes;
+            let boundary = multipart_boundary(&request, limit)?;
+            state.assist_rate.check(&caller.user)?;
+            let file =
+                stream_file(request, boundary, limit, Arc::clone(&state.body_budget)).await?;
+            let result = client
+                .pass_through(
+                    caller,
+                    endpoint.method,
+                    &endpoint.path,
+                    Outgoing::Form(file.fields, Box::new(file.part)),
+                    None,
+                )
+                .await;
+            if let Some(error) = file.end.error() {
+                return Err(error);
+            }
+            return Ok(respond(result?));
+        }
+    };
+    let stream = match endpoint.limits {
+        Limits::None => None,
+        Limits::Assist => {
+            state.assist_rate.check(&caller.user)?;
+            None
+        }
+        Limits::Generation(_) | Limits::Events => {
+            if state.is_draining() {
+                return Err(ApiError::ShuttingDown);
+            }
+            if matches!(endpoint.limits, Limits::Generation(_)) {
+                state.rate.check(&caller.user)?;
+            }
+            Some(StreamSetup {
+                slot: Box::new(state.streams.acquire(&caller.user)?),
+                stop: match endpoint.limits {
+                    Limits::Generation(kind) => Some(kind),
+                    _ => None,
+                },
+                shutdown: state.streams_cancel.clone().cancelled_owned(),
+            })
+        }
+    };
+    let passed = client
+        .pass_through(caller, endpoint.method, &endpoint.path, outgoing, stream)
+        .await?;
+    Ok(respond(passed))
+}
+
+/// Python's truthiness of `auto_generate`, as Dify reads it: a name Dify makes up costs tokens.
+fn generates_a_name(value: Option<&Value>) -> bool {
+    match value {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+    }
+}
+
+/// The query string decoded the way Flask decodes it (`+`, percent escapes); names that Dify
+/// could read as `user` are dropped by the client.
+fn query_params(raw: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn respond(passed: Passed) -> Response {
+    match passed {
+        Passed::Stream(relay) => {
+            let mut response = Response::new(Body::from_stream(relay));
+            *response.status_mut() = StatusCode::OK;
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            response
+        }
+        Passed::Answer(answer) => {
+            let mut response = answer.into_response_as_sent();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            // A user's file served from our origin must not run as a page.
+            if can_run_script(headers.get(header::CONTENT_TYPE)) && response.status().is_success() {
+                response.headers_mut().insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(ACTIVE_FILE_CSP),
+                );
+            }
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "aa0483db-e114-40ab-b70f-c2128bd443fa";
+
+    fn parse(method: Method, path: &str) -> Result<Endpoint, ApiError> {
+        Endpoint::parse(&method, path)
+    }
+
+    #[test]
+    fn the_end_user_surface_resolves() {
+        let ok = [
+            (Method::POST, "/v1/chat-messages".to_owned()),
+            (Method::POST, "/v1/chat-messages/t-1/stop".to_owned()),
+            (Method::POST, "/v1/completion-messages".to_owned()),
+            (Method::POST, "/v1/completion-messages/t-1/stop".to_owned()),
+            (Method::POST, "/v1/workflows/run".to_owned()),
+            (Method::POST, "/v1/workflows/tasks/t-1/stop".to_owned()),
+            (Method::GET, format!("/v1/workflow/{ID}/events")),
+            (Method::GET, "/v1/conversations".to_owned()),
+            (Method::DELETE, format!("/v1/conversations/{ID}")),
+            (Method::POST, format!("/v1/conversations/{ID}/name")),
+            (Method::GET, format!("/v1/conversations/{ID}/variables")),
+            (Method::GET, "/v1/messages".to_owned()),
+            (Method::POST, format!("/v1/messages/{ID}/feedbacks")),
+            (Method::GET, format!("/v1/messages/{ID}/suggested")),
+            (Method::POST, "/v1/files/upload".to_owned()),
+            (Method::GET, format!("/v1/files/{ID}/preview")),
+            (Method::POST, "/v1/audio-to-text".to_owned()),
+            (Method::POST, "/v1/text-to-audio".to_owned()),
+            (Method::GET, "/v1/parameters".to_owned()),
+            (Method::GET, "/v1/info".to_owned()),
+            (Method::GET, "/v1/meta".to_owned()),
+            (Method::GET, "/v1/site".to_owned()),
+        ];
+        for (method, path) in ok {
+            let endpoint = parse(method, &path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(format!("/v1/{}", endpoint.path), path);
+        }
+    }
+
+    #[test]
+    fn everything_else_is_not_found() {
+        for path in [
+            "/v1",
+            "/v1/",
+            "/v1/app/feedbacks",
+            "/v1/workflows/logs",
+            &format!("/v1/workflows/run/{ID}"),
+            &format!("/v1/end-users/{ID}"),
+            "/v1/apps/annotations",
+            "/v1/datasets",
+            "/v1/../x",
+            "/v1/chat-messages/../app/feedbacks",
+            "/v1/app%2Ffeedbacks",
+            "/v1/chat-messages%2F..%2Fapp%2Ffeedbacks",
+            "/v1//chat-messages",
+            "/v1/chat-messages/",
+            "/v1/Chat-Messages",
+            "/v1/%63hat-messages",
+            "/v1/conversations/x/variables/y",
+            "/apps/x",
+        ] {
+            for method in [Method::GET, Method::POST, Method::DELETE] {
+                match parse(method.clone(), path) {
+                    Err(ApiError::NotFound(_)) => {}
+                    other => panic!("{method} {path}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_ids_are_refused_before_any_call() {
+        for path in [
+            "/v1/conversations/%2e%2e",
+            "/v1/messages/x%2Fy/feedbacks",
+            "/v1/chat-messages/a.b/stop",
+            "/v1/files/not-a-uuid/preview",
+        ] {
+            assert!(
+                matches!(parse(Method::POST, path), Err(ApiError::InvalidParam(_)))
+                    || matches!(parse(Method::GET, path), Err(ApiError::InvalidParam(_))),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrong_method_is_405() {
+        assert!(matches!(
+            parse(Method::GET, "/v1/chat-messages"),
+            Err(ApiError::MethodNotAllowed)
+        ));
+        assert!(matches!(
+            parse(Method::POST, "/v1/conversations"),
+            Err(ApiError::MethodNotAllowed)
+        ));
+    }
+
+    #[test]
+    fn auto_generate_is_read_as_python_would() {
+        assert!(generates_a_name(Some(&serde_json::json!(true))));
+        assert!(generates_a_name(Some(&serde_json::json!("false"))));
+        assert!(!generates_a_name(Some(&serde_json::json!(false))));
+        assert!(!generates_a_name(Some(&serde_json::json!(0))));
+        assert!(!generates_a_name(None));
+    }
+}
