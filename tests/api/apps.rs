@@ -762,7 +762,7 @@ async fn gateway_info(
 #[tokio::test]
 async fn the_gateway_under_an_apps_path_calls_that_apps_dify_with_its_key() {
     let apps = TwoApps::spawn().await;
-    let res = gateway_info(&apps.browser(), "/apps/sales/v1/info", Some("anything")).await;
+    let res = gateway_info(apps.browser(), "/apps/sales/v1/info", Some("anything")).await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json()["name"], "Sales helper");
     let sales = apps.sales_requests("/v1/info");
@@ -778,10 +778,10 @@ async fn the_gateway_under_an_apps_path_calls_that_apps_dify_with_its_key() {
 async fn the_plain_gateway_picks_the_app_named_by_the_bearer_token() {
     let apps = TwoApps::spawn().await;
     let b = apps.browser();
-    let res = gateway_info(&b, "/v1/info", Some("support")).await;
+    let res = gateway_info(b, "/v1/info", Some("support")).await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json()["name"], "Support bot");
-    let res = gateway_info(&b, "/v1/info", Some("sales")).await;
+    let res = gateway_info(b, "/v1/info", Some("sales")).await;
     assert_eq!(res.json()["name"], "Sales helper");
 }
 
@@ -789,10 +789,10 @@ async fn the_plain_gateway_picks_the_app_named_by_the_bearer_token() {
 async fn the_plain_gateway_refuses_an_unknown_or_missing_app_name_with_401() {
     let apps = TwoApps::spawn().await;
     let b = apps.browser();
-    gateway_info(&b, "/v1/info", Some("marketing"))
+    gateway_info(b, "/v1/info", Some("marketing"))
         .await
         .assert_error(401, "unauthorized");
-    gateway_info(&b, "/v1/info", None)
+    gateway_info(b, "/v1/info", None)
         .await
         .assert_error(401, "unauthorized");
     assert!(apps.support_requests("/v1/info").is_empty());
