@@ -68,7 +68,7 @@ async fn upload(
         return Err(ApiError::PayloadTooLarge);
     }
 
-    state.assist_rate.check(&caller.user)?;
+    state.assist_rate.check(&caller.user).await?;
 
     let body_end = Arc::new(BodyEnd::default());
     let seen_end = body_end.clone();

@@ -86,7 +86,7 @@ async fn suggested(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     validate::uuid("message id", &id)?;
-    state.assist_rate.check(&caller.user)?;
+    state.assist_rate.check(&caller.user).await?;
     Ok(state.dify.suggested(&caller, &id).await?.into_response())
 }
 

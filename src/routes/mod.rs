@@ -8,6 +8,7 @@ pub mod files;
 pub mod health;
 pub mod messages;
 pub mod static_files;
+pub mod usage;
 pub mod validate;
 
 use axum::Router;
@@ -24,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(app::router())
         .merge(files::upload_router())
+        .merge(usage::router())
         .route_layer(from_fn_with_state(state.clone(), identity::resolve));
 
     Router::new()
