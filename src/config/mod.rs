@@ -233,7 +233,7 @@ impl Config {
                 Some("json") => LogFormat::Json,
                 Some(_) => return Err(invalid("LOG_FORMAT", "must be `pretty` or `json`")),
             },
-            shared: SharedConfig::from_lookup(&get)?,
+            shared: SharedConfig::from_lookup(get)?,
         };
         if config.max_buffered_body_bytes < config.max_body_bytes {
             return Err(invalid(

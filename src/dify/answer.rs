@@ -119,6 +119,7 @@ impl IntoResponse for Answer {
             done: false,
             tokens: self.tokens.map(|sink| TokenScan {
                 body: BytesMut::new(),
+                length,
                 sink,
             }),
         };
@@ -148,6 +149,8 @@ struct UntilDeadline {
 /// The body so far, for reading its token count at the end.
 struct TokenScan {
     body: BytesMut,
+    /// `Content-Length`: the server stops polling once that much has gone out.
+    length: Option<u64>,
     sink: TokenSink,
 }
 
@@ -176,6 +179,9 @@ impl UntilDeadline {
             self.tokens = None;
         } else {
             scan.body.extend_from_slice(chunk);
+            if scan.length == Some(scan.body.len() as u64) {
+                self.report();
+            }
         }
     }
 

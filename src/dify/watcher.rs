@@ -259,10 +259,10 @@ impl SseWatcher {
         if terminal == Some(Terminal::MessageEnd) {
             self.usage = peek.metadata.and_then(|m| m.usage);
         }
-        if terminal == Some(Terminal::WorkflowFinished) {
-            if let Some(PeekDataField::Run(run)) = peek.data {
-                self.workflow_tokens = run.total_tokens;
-            }
+        if terminal == Some(Terminal::WorkflowFinished)
+            && let Some(PeekDataField::Run(run)) = peek.data
+        {
+            self.workflow_tokens = run.total_tokens;
         }
         if terminal.is_some() && self.terminal.is_none() {
             self.terminal = terminal;
