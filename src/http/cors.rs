@@ -9,7 +9,7 @@ use crate::state::AppState;
 
 const ALLOW_METHODS: &str = "GET, POST, DELETE";
 const ALLOW_HEADERS: &str = "Content-Type, X-Request-Id";
-const EXPOSE_HEADERS: &str = "X-Request-Id";
+const EXPOSE_HEADERS: &str = "X-Request-Id, X-Stream-Id";
 /// Seconds browsers may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: &str = "600";
 const VARY_PREFLIGHT: &str =

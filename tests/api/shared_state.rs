@@ -558,3 +558,56 @@ async fn blocking_answers_count_against_the_budget_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(usage(&app.browser).await["tokens_used"], spent, "once");
 }
+
+#[tokio::test]
+async fn an_unreachable_redis_is_logged_without_its_password_and_refuses_no_one() {
+    let _serial = SERIAL.lock().await;
+    let password = "hunter2-redis-password";
+    let url = format!("redis://:{password}@127.0.0.1:1/0");
+    let app =
+        TestApp::spawn_with_env(vars(&[("REDIS_URL", &url), ("RATE_LIMIT_PER_MINUTE", "5")])).await;
+    assert_eq!(app.browser.chat(&blocking("hi")).await.status, 200);
+    assert_eq!(usage(&app.browser).await["tokens_budget"], 0);
+    eventually("the outage is logged", Duration::from_secs(3), async || {
+        logs::captured().contains("Redis unreachable")
+    })
+    .await;
+    assert!(
+        !logs::captured().contains(password),
+        "the Redis password was logged"
+    );
+    assert_eq!(metric(&app, "difybff_redis_up").await.as_deref(), Some("0"));
+}
+
+#[tokio::test]
+async fn during_the_grace_the_stream_keeps_its_slot_and_stop_still_stops_at_once() {
+    let app = resumable(&[("MAX_STREAMS_PER_IDENTITY", "1")]).await;
+    app.emulator.script("POST", "/chat-messages", hanging());
+    let response = app.browser.chat_stream(&json!({"query": "hello"})).await;
+    let (head, response) = read_at_least(response, 1).await;
+    let task_id = sse_events(&head)[0]["task_id"].as_str().unwrap().to_owned();
+    drop(response);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    app.browser
+        .chat(&blocking("meanwhile"))
+        .await
+        .assert_error(429, "rate_limited");
+    assert!(
+        app.emulator
+            .requests()
+            .iter()
+            .all(|r| !r.path.ends_with("/stop"))
+    );
+    let stopped = app
+        .browser
+        .post_json(&format!("/chat/{task_id}/stop"), &json!({}))
+        .await;
+    assert_eq!(stopped.status, 200);
+    let path = format!("/v1/chat-messages/{task_id}/stop");
+    assert_eq!(
+        app.upstream_requests(&path).len(),
+        1,
+        "Dify's stop, at once"
+    );
+}
