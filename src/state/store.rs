@@ -128,3 +128,45 @@ impl SharedStore for LocalStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(per_minute: u32, per_identity: usize) -> LocalStore {
+        LocalStore::new(per_minute, Arc::new(StreamLimiter::new(per_identity, 100)))
+    }
+
+    #[tokio::test]
+    async fn usage_is_counted_per_identity_and_starts_again_each_day() {
+        let s = store(0, 1);
+        s.add_usage("a", 10, 5).await.unwrap();
+        s.add_usage("a", 10, 7).await.unwrap();
+        s.add_usage("b", 10, 1).await.unwrap();
+        assert_eq!(s.usage("a", 10).await.unwrap(), 12);
+        assert_eq!(s.usage("b", 10).await.unwrap(), 1);
+        s.add_usage("a", 11, 3).await.unwrap();
+        assert_eq!(s.usage("a", 11).await.unwrap(), 3, "a new day");
+        assert_eq!(s.usage("b", 11).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_two_rate_buckets_are_separate() {
+        let s = store(1, 1);
+        assert!(s.check_rate(Bucket::Chat, "a").await.unwrap().is_ok());
+        assert!(s.check_rate(Bucket::Chat, "a").await.unwrap().is_err());
+        assert!(s.check_rate(Bucket::Assist, "a").await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_stream_slot_is_held_until_its_guard_is_dropped() {
+        let s = store(0, 1);
+        let held = s.acquire_stream("a").await.unwrap().unwrap();
+        assert!(matches!(
+            s.acquire_stream("a").await.unwrap(),
+            Err(ApiError::RateLimited { .. })
+        ));
+        drop(held);
+        assert!(s.acquire_stream("a").await.unwrap().is_ok());
+    }
+}
