@@ -103,6 +103,7 @@ impl Shared {
             redis,
         });
         if this.redis.is_some() {
+            tracing::info!(redis = %this.health.shown_url, "limits, budgets and resumable streams are shared through Redis");
             metrics::redis_up(true);
             tokio::spawn(watch_health(Arc::downgrade(&this)));
         }
