@@ -21,6 +21,12 @@ pub enum ApiError {
     RateLimited {
         retry_after_secs: u64,
     },
+    /// The identity has spent today's `TOKEN_BUDGET_PER_DAY`; retry after the next UTC midnight.
+    BudgetExceeded {
+        retry_after_secs: u64,
+    },
+    /// A resume asked for bytes no longer kept.
+    StreamExpired,
     /// The cause is logged; the client sees a generic message.
     Internal(String),
     /// The cause is logged; the client sees a generic message.
@@ -61,7 +67,10 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::BudgetExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::StreamExpired => StatusCode::GONE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             ApiError::Overloaded { .. } | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -82,6 +91,8 @@ impl ApiError {
             ApiError::UriTooLong => "uri_too_long",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::BudgetExceeded { .. } => "budget_exceeded",
+            ApiError::StreamExpired => "stream_expired",
             ApiError::Internal(_) => "internal_error",
             ApiError::UpstreamUnavailable(_) => "upstream_unavailable",
             ApiError::Overloaded { .. } => "overloaded",
@@ -104,6 +115,10 @@ impl ApiError {
             ApiError::PayloadTooLarge => "The request body is too large.",
             ApiError::UriTooLong => "The request URL is too long.",
             ApiError::RateLimited { .. } => "Too many requests. Please try again later.",
+            ApiError::BudgetExceeded { .. } => {
+                "Today's token budget is spent. Please try again after midnight (UTC)."
+            }
+            ApiError::StreamExpired => "That part of the answer is no longer kept.",
             ApiError::Internal(_) => "The server met an internal error.",
             ApiError::UpstreamUnavailable(_) => "The Dify service cannot be reached.",
             ApiError::Overloaded { .. } => "The server is busy. Please try again later.",
@@ -115,6 +130,7 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::RateLimited { retry_after_secs }
+            | ApiError::BudgetExceeded { retry_after_secs }
             | ApiError::Overloaded { retry_after_secs } => Some(*retry_after_secs),
             ApiError::ShuttingDown => Some(5),
             _ => None,

@@ -19,6 +19,9 @@ use self::parse::{
 
 pub mod apps;
 mod parse;
+mod shared;
+
+pub use self::shared::SharedConfig;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -64,6 +67,8 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     pub static_dir: Option<PathBuf>,
     pub log_format: LogFormat,
+    /// Redis, token budgets and resumable streams (API.md §7).
+    pub shared: SharedConfig,
 }
 
 /// A configuration problem: the variable and what is wrong with it. Never holds a secret value.
@@ -222,6 +227,7 @@ impl Config {
                 Some("json") => LogFormat::Json,
                 Some(_) => return Err(invalid("LOG_FORMAT", "must be `pretty` or `json`")),
             },
+            shared: SharedConfig::from_lookup(get)?,
         };
         if config.max_buffered_body_bytes < config.max_body_bytes {
             return Err(invalid(

@@ -22,7 +22,15 @@ pub struct Answer {
     response: reqwest::Response,
     deadline: Instant,
     guard: Option<Guard>,
+    tokens: Option<TokenSink>,
 }
+
+/// Told a blocking answer's `metadata.usage.total_tokens` once the body has gone through.
+pub type TokenSink = Box<dyn FnOnce(u64) + Send + Sync>;
+
+/// A blocking answer's body is copied aside for counting its tokens only up to this size;
+/// larger ones go through uncounted (a chat answer's JSON is far smaller in practice).
+const TOKEN_SCAN_CAP: usize = 256 * 1024;
 
 /// Why a capped read stopped.
 pub(super) enum ReadError {
@@ -40,7 +48,17 @@ impl Answer {
             response,
             deadline,
             guard,
+            tokens: None,
         }
+    }
+
+    /// Reports the answer's `metadata.usage.total_tokens` to `sink` once the body has been
+    /// relayed whole (bodies over [`TOKEN_SCAN_CAP`] are not counted).
+    pub fn count_tokens(mut self, sink: TokenSink) -> Self {
+        if self.response.status().is_success() {
+            self.tokens = Some(sink);
+        }
+        self
     }
 
     pub fn status(&self) -> StatusCode {
@@ -99,6 +117,11 @@ impl IntoResponse for Answer {
             timer: Box::pin(tokio::time::sleep_until(self.deadline)),
             _guard: self.guard,
             done: false,
+            tokens: self.tokens.map(|sink| TokenScan {
+                body: BytesMut::new(),
+                length,
+                sink,
+            }),
         };
         let mut response = Response::new(Body::from_stream(body));
         *response.status_mut() = status;
@@ -140,6 +163,7 @@ impl Answer {
             timer: Box::pin(tokio::time::sleep_until(self.deadline)),
             _guard: self.guard,
             done: false,
+            tokens: None,
         };
         *response.body_mut() = Body::from_stream(body);
         response
@@ -152,6 +176,55 @@ struct UntilDeadline {
     timer: Pin<Box<Sleep>>,
     _guard: Option<Guard>,
     done: bool,
+    tokens: Option<TokenScan>,
+}
+
+/// The body so far, for reading its token count at the end.
+struct TokenScan {
+    body: BytesMut,
+    /// `Content-Length`: the server stops polling once that much has gone out.
+    length: Option<u64>,
+    sink: TokenSink,
+}
+
+#[derive(serde::Deserialize)]
+struct Counted {
+    metadata: CountedMetadata,
+}
+
+#[derive(serde::Deserialize)]
+struct CountedMetadata {
+    usage: CountedUsage,
+}
+
+#[derive(serde::Deserialize)]
+struct CountedUsage {
+    total_tokens: u64,
+}
+
+impl UntilDeadline {
+    fn scan(&mut self, chunk: &[u8]) {
+        let Some(scan) = self.tokens.as_mut() else {
+            return;
+        };
+        if scan.body.len() + chunk.len() > TOKEN_SCAN_CAP {
+            tracing::debug!("blocking answer too large to count its tokens");
+            self.tokens = None;
+        } else {
+            scan.body.extend_from_slice(chunk);
+            if scan.length == Some(scan.body.len() as u64) {
+                self.report();
+            }
+        }
+    }
+
+    fn report(&mut self) {
+        if let Some(scan) = self.tokens.take()
+            && let Ok(counted) = serde_json::from_slice::<Counted>(&scan.body)
+        {
+            (scan.sink)(counted.metadata.usage.total_tokens);
+        }
+    }
 }
 
 impl Stream for UntilDeadline {
@@ -169,9 +242,19 @@ impl Stream for UntilDeadline {
         match this.inner.poll_next_unpin(cx) {
             Poll::Ready(Some(Err(e))) => {
                 this.done = true;
+                this.tokens = None;
                 Poll::Ready(Some(Err(std::io::Error::other(e))))
             }
-            other => other.map(|item| item.map(|chunk| chunk.map_err(std::io::Error::other))),
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.scan(&chunk);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                this.report();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -104,6 +104,11 @@ impl RelayStream {
         }
     }
 
+    /// The tokens the answer spent, once Dify has said (see [`SseWatcher::total_tokens`]).
+    pub fn total_tokens(&self) -> Option<u64> {
+        self.watcher.total_tokens()
+    }
+
     fn fail(&mut self, failure: StreamFailure) -> Bytes {
         self.upstream = None;
         self.finished = true;

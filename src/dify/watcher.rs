@@ -45,6 +45,21 @@ struct Peek<'a> {
     #[serde(borrow)]
     conversation_id: Option<Cow<'a, str>>,
     metadata: Option<PeekMetadata>,
+    data: Option<PeekDataField>,
+}
+
+/// `data` as workflow events carry it; any other shape is ignored rather than failing the peek.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PeekDataField {
+    Run(PeekData),
+    Other(serde::de::IgnoredAny),
+}
+
+/// `workflow_finished`'s `data`: the run's token count.
+#[derive(Deserialize)]
+struct PeekData {
+    total_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +80,7 @@ pub struct SseWatcher {
     conversation_id: Option<String>,
     terminal: Option<Terminal>,
     usage: Option<Usage>,
+    workflow_tokens: Option<u64>,
     events: u64,
 }
 
@@ -118,6 +134,15 @@ impl SseWatcher {
 
     pub fn usage(&self) -> Option<&Usage> {
         self.usage.as_ref()
+    }
+
+    /// The tokens this answer spent, counted once: `message_end`'s usage, or for workflow
+    /// runs without one, `workflow_finished`'s `total_tokens`.
+    pub fn total_tokens(&self) -> Option<u64> {
+        self.usage
+            .as_ref()
+            .map(|u| u.total_tokens)
+            .or(self.workflow_tokens)
     }
 
     /// Events dispatched so far (pings included).
@@ -234,6 +259,11 @@ impl SseWatcher {
         if terminal == Some(Terminal::MessageEnd) {
             self.usage = peek.metadata.and_then(|m| m.usage);
         }
+        if terminal == Some(Terminal::WorkflowFinished)
+            && let Some(PeekDataField::Run(run)) = peek.data
+        {
+            self.workflow_tokens = run.total_tokens;
+        }
         if terminal.is_some() && self.terminal.is_none() {
             self.terminal = terminal;
         }
@@ -280,6 +310,19 @@ mod tests {
         assert_eq!(w.terminal(), Some(Terminal::MessageEnd));
         assert_eq!(w.usage().map(|u| u.total_tokens), Some(18));
         assert_eq!(w.events(), 3);
+    }
+
+    #[test]
+    fn tokens_come_from_message_end_or_else_from_workflow_finished() {
+        let mut w = SseWatcher::new();
+        w.feed(b"data: {\"event\": \"workflow_finished\", \"task_id\": \"t\", \"data\": {\"status\": \"succeeded\", \"total_tokens\": 42}}\n\n");
+        assert_eq!(w.total_tokens(), Some(42));
+        w.feed(STREAM.as_bytes());
+        assert_eq!(
+            w.total_tokens(),
+            Some(18),
+            "message_end's figure wins, counted once"
+        );
     }
 
     #[test]

@@ -1,30 +1,40 @@
-//! `POST /chat` (streamed or blocking) and `POST /chat/{task_id}/stop`.
+//! `POST /chat` (streamed or blocking), `POST /chat/{task_id}/stop` and
+//! `GET /chat/streams/{id}` (resuming a stream, API.md §7).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use futures_util::stream::Stream;
 
 use super::chat_request::{ChatRequest, ResponseMode};
-use super::path::TaskIdParam;
+use super::path::{IdParam, TaskIdParam};
 use super::validate;
 use crate::apps::App;
 use crate::dify::Caller;
+use crate::dify::relay::RelayStream;
 use crate::error::ApiError;
 use crate::http::body::{JsonObject, OptionalJsonObject};
 use crate::state::AppState;
+use crate::state::shared::{UsageSink, usage_sink};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/chat", post(chat))
         .route("/chat/{task_id}/stop", post(stop))
+        .route("/chat/streams/{id}", get(resume))
 }
 
-/// A generation, streamed or blocking, holds one of the caller's stream slots while it lasts.
+/// A generation, streamed or blocking, holds one of the caller's stream slots while it lasts
+/// and counts its tokens against the caller's budget when it ends.
 async fn chat(
     State(state): State<AppState>,
     app: App,
@@ -35,8 +45,10 @@ async fn chat(
         return Err(ApiError::ShuttingDown);
     }
     let request = ChatRequest::parse(body)?;
-    state.rate.check(&caller.user)?;
-    let slot = Box::new(state.streams.acquire(&caller.user)?);
+    state.shared.check_budget(&caller.user).await?;
+    state.rate.check(&caller.user).await?;
+    let slot = state.shared.acquire_stream(&caller.user).await?;
+    let usage = usage_sink(&state.shared, &caller.user);
     if request.mode == ResponseMode::Blocking {
         // Dify answers a blocking chat only when the whole generation is done, and nothing can
         // stop it before (its task id comes with the answer): the call runs to its end, slot
@@ -49,15 +61,65 @@ async fn chat(
         let answer = call
             .await
             .map_err(|e| ApiError::Internal(format!("blocking chat task: {e}")))??;
-        return Ok(answer.into_response());
+        return Ok(answer.count_tokens(usage).into_response());
     }
     let message = request.to_upstream();
+    let identity = caller.user.clone();
     let shutdown = state.streams_cancel.clone().cancelled_owned();
     let relay = app
         .dify
         .chat_stream(caller, &message, slot, shutdown)
         .await?;
-    Ok(sse_response(Body::from_stream(relay)))
+    let relay = Metered {
+        relay,
+        usage: Some(usage),
+    };
+    if !state.resumable.enabled() {
+        return Ok(sse_response(Body::from_stream(relay)));
+    }
+    let (id, follow) = state.resumable.start(&identity, relay);
+    let mut response = sse_response(Body::from_stream(follow));
+    if let Ok(id) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-stream-id", id);
+    }
+    Ok(response)
+}
+
+/// The rest of a stream from byte `offset` (no `offset`: from the start). Not a new
+/// generation: no rate limit, no slot.
+async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(IdParam { id }): Path<IdParam>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let offset = offset(query.as_deref())?;
+    let follow = state.resumable.resume(&caller.user, &id, offset).await?;
+    let mut response = sse_response(Body::from_stream(follow));
+    if let Ok(id) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-stream-id", id);
+    }
+    Ok(response)
+}
+
+/// `offset=N`: one decimal number of bytes at most; anything else is `invalid_param`.
+fn offset(query: Option<&str>) -> Result<u64, ApiError> {
+    let mut found = None;
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if name != "offset" {
+            continue;
+        }
+        if found.is_some() {
+            return Err(ApiError::invalid("offset is given more than once"));
+        }
+        let n =
+            (!value.is_empty() && value.len() <= 20 && value.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| value.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| ApiError::invalid("offset must be a number of bytes"))?;
+        found = Some(n);
+    }
+    Ok(found.unwrap_or(0))
 }
 
 fn sse_response(body: Body) -> Response {
@@ -71,6 +133,28 @@ fn sse_response(body: Body) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// The relay, unchanged, counting the answer's tokens when it ends (however it ends).
+struct Metered {
+    relay: RelayStream,
+    usage: Option<UsageSink>,
+}
+
+impl Stream for Metered {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.get_mut().relay).poll_next(cx)
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        if let (Some(tokens), Some(usage)) = (self.relay.total_tokens(), self.usage.take()) {
+            usage(tokens);
+        }
+    }
 }
 
 async fn stop(

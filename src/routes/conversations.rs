@@ -72,7 +72,7 @@ async fn rename(
     let upstream = rename_body(&body)?;
     if upstream.auto_generate {
         // Dify asks the model for the name: charged like other model calls.
-        state.assist_rate.check(&caller.user)?;
+        state.assist_rate.check(&caller.user).await?;
     }
     let answer = app
         .dify

@@ -56,7 +56,7 @@ async fn upload(
     request: Request,
 ) -> Result<Response, ApiError> {
     let boundary = multipart_boundary(&request, state.config.max_upload_bytes)?;
-    state.assist_rate.check(&caller.user)?;
+    state.assist_rate.check(&caller.user).await?;
     let upload = stream_file(
         request,
         boundary,

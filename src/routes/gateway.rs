@@ -180,7 +180,7 @@ async fn gateway(
         Carries::Multipart => {
             let limit = state.config.max_upload_bytes;
             let boundary = multipart_boundary(&request, limit)?;
-            state.assist_rate.check(&caller.user)?;
+            state.assist_rate.check(&caller.user).await?;
             let file =
                 stream_file(request, boundary, limit, Arc::clone(&state.body_budget)).await?;
             let result = client
@@ -201,7 +201,7 @@ async fn gateway(
     let stream = match endpoint.limits {
         Limits::None => None,
         Limits::Assist => {
-            state.assist_rate.check(&caller.user)?;
+            state.assist_rate.check(&caller.user).await?;
             None
         }
         Limits::Generation(_) | Limits::Events => {
@@ -209,10 +209,11 @@ async fn gateway(
                 return Err(ApiError::ShuttingDown);
             }
             if matches!(endpoint.limits, Limits::Generation(_)) {
-                state.rate.check(&caller.user)?;
+                state.shared.check_budget(&caller.user).await?;
+                state.rate.check(&caller.user).await?;
             }
             Some(StreamSetup {
-                slot: Box::new(state.streams.acquire(&caller.user)?),
+                slot: state.shared.acquire_stream(&caller.user).await?,
                 stop: match endpoint.limits {
                     Limits::Generation(kind) => Some(kind),
                     _ => None,

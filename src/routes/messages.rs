@@ -81,7 +81,7 @@ async fn suggested(
     Path(IdParam { id }): Path<IdParam>,
 ) -> Result<Response, ApiError> {
     validate::uuid("message id", &id)?;
-    state.assist_rate.check(&caller.user)?;
+    state.assist_rate.check(&caller.user).await?;
     Ok(app.dify.suggested(&caller, &id).await?.into_response())
 }
 

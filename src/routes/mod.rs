@@ -11,6 +11,7 @@ pub mod health;
 pub mod messages;
 pub mod path;
 pub mod static_files;
+pub mod usage;
 pub mod validate;
 
 use axum::Router;
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .merge(app::router())
         .merge(files::upload_router())
         .merge(gateway::router())
+        .merge(usage::router())
         .route_layer(from_fn_with_state(state.clone(), identity::resolve));
     let per_app = for_users.merge(files::passthrough_router());
 

@@ -111,6 +111,23 @@ impl StreamLimiter {
     }
 
     pub fn acquire(self: &Arc<Self>, identity: &str) -> Result<StreamPermit, ApiError> {
+        self.acquire_checking(identity, true)
+    }
+
+    /// Counts the stream here but leaves the per-identity limit to another (shared) count;
+    /// this process's `MAX_CONCURRENT_STREAMS` still holds.
+    pub fn acquire_within_total(
+        self: &Arc<Self>,
+        identity: &str,
+    ) -> Result<StreamPermit, ApiError> {
+        self.acquire_checking(identity, false)
+    }
+
+    fn acquire_checking(
+        self: &Arc<Self>,
+        identity: &str,
+        per_identity_limit: bool,
+    ) -> Result<StreamPermit, ApiError> {
         let mut per_identity = self
             .per_identity
             .lock()
@@ -122,7 +139,7 @@ impl StreamLimiter {
             });
         }
         let count = per_identity.entry(identity.to_owned()).or_insert(0);
-        if *count >= self.max_per_identity {
+        if per_identity_limit && *count >= self.max_per_identity {
             metrics::rejected("rate_limited");
             return Err(ApiError::RateLimited {
                 retry_after_secs: 5,
@@ -225,5 +242,16 @@ mod tests {
         drop(a1);
         assert_eq!(limiter.open(), 2);
         assert!(limiter.acquire("a").is_ok());
+    }
+
+    #[test]
+    fn a_shared_count_leaves_only_the_process_total_here() {
+        let limiter = Arc::new(StreamLimiter::new(1, 2));
+        let _a1 = limiter.acquire_within_total("a").unwrap();
+        let _a2 = limiter.acquire_within_total("a").unwrap();
+        assert!(matches!(
+            limiter.acquire_within_total("a"),
+            Err(ApiError::Overloaded { .. })
+        ));
     }
 }

@@ -7,8 +7,16 @@ use tokio_util::sync::CancellationToken;
 
 pub mod caches;
 pub mod limits;
+pub mod redis_store;
+pub mod resume;
+mod resume_redis;
+pub mod shared;
+pub mod store;
 
-use self::limits::{RateLimiter, StreamLimiter};
+use self::limits::StreamLimiter;
+use self::resume::Resumable;
+use self::shared::{RateCheck, Shared};
+use self::store::Bucket;
 use crate::apps::Apps;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -23,11 +31,16 @@ pub struct Inner {
     pub apps: Apps,
     pub identity: IdentityPolicy,
     /// `POST /chat` per identity.
-    pub rate: RateLimiter,
+    pub rate: RateCheck,
     /// The other calls that make Dify spend tokens or storage (suggested questions,
     /// generated names, uploads), per identity, in a bucket of their own.
-    pub assist_rate: RateLimiter,
+    pub assist_rate: RateCheck,
+    /// This process's open streams (`MAX_CONCURRENT_STREAMS`, and per identity without Redis).
     pub streams: Arc<StreamLimiter>,
+    /// Limits and budgets shared across replicas (API.md §7).
+    pub shared: Arc<Shared>,
+    /// Streams kept for resuming (API.md §7).
+    pub resumable: Arc<Resumable>,
     /// Request body bytes all requests may hold in memory at once (`MAX_BUFFERED_BODY_BYTES`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// Set when shutdown begins: no new stream starts, readiness fails.
@@ -46,14 +59,18 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub fn new(config: Config) -> Result<AppState, ApiError> {
         let apps = Apps::new(&config)?;
+        let streams = Arc::new(StreamLimiter::new(
+            config.max_streams_per_identity,
+            config.max_concurrent_streams,
+        ));
+        let shared = Shared::new(&config, Arc::clone(&streams));
         Ok(AppState(Arc::new(Inner {
             identity: IdentityPolicy::new(&config),
-            rate: RateLimiter::new(config.rate_limit_per_minute),
-            assist_rate: RateLimiter::new(config.rate_limit_per_minute),
-            streams: Arc::new(StreamLimiter::new(
-                config.max_streams_per_identity,
-                config.max_concurrent_streams,
-            )),
+            rate: RateCheck::new(Bucket::Chat, &shared),
+            assist_rate: RateCheck::new(Bucket::Assist, &shared),
+            streams,
+            resumable: Resumable::new(&config, &shared),
+            shared,
             body_budget: Arc::new(tokio::sync::Semaphore::new(
                 config
                     .max_buffered_body_bytes

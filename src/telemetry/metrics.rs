@@ -181,3 +181,8 @@ pub fn token_usage(usage: &Usage) {
             .increment((price * 1_000_000.0).round() as u64);
     }
 }
+
+/// Whether the shared Redis answers (only set when `REDIS_URL` is).
+pub fn redis_up(up: bool) {
+    gauge!("difybff_redis_up").set(if up { 1.0 } else { 0.0 });
+}

@@ -145,6 +145,11 @@ export const api = {
   feedback: (messageId, rating) => json('POST', `/messages/${seg(messageId)}/feedbacks`, { body: { rating } }),
   suggested: (messageId) => json('GET', `/messages/${seg(messageId)}/suggested`),
   stopTask: (taskId) => json('POST', `/chat/${seg(taskId)}/stop`, { body: {} }),
+  usage: () => json('GET', '/usage'),
+
+  /** GET /chat/streams/{id}?offset=N: the rest of a streamed answer after a network error. */
+  resumeStream: (id, offset, signal) =>
+    send('GET', `/chat/streams/${seg(id)}`, { query: { offset }, signal, accept: 'text/event-stream' }),
 
   /** POST /chat; resolves to the streaming Response, or throws ApiError (JSON error body). */
   async chat(body, signal) {

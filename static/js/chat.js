@@ -229,6 +229,12 @@ class AssistantTurn {
     this.onRender?.();
   }
 
+  /** The connection dropped mid-answer and the page is fetching the rest. */
+  setReconnecting(on) {
+    this.el.querySelector('.reconnecting')?.remove();
+    if (on) this.answerEl.after(h('p', { class: 'note reconnecting', role: 'status', text: 'Reconnecting…' }));
+  }
+
   markStopped() {
     this.typingEl.hidden = true;
     this.answerEl.after(h('p', { class: 'note', text: this.answer ? 'Stopped.' : 'Stopped before an answer was written.' }));

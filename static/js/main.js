@@ -19,7 +19,7 @@
 
 import { api, ApiError, APP_NAME, describeError } from './api.js';
 import { addSwitcher, listApps, renderPicker } from './apps.js';
-import { readSSE } from './sse.js';
+import { readResumableSSE } from './sse.js';
 import { createChatView } from './chat.js';
 import { createSidebar } from './sidebar.js';
 import { createWelcome, createInputsForm } from './inputs.js';
@@ -210,7 +210,10 @@ async function stream(request, turn) {
 
   try {
     const res = await api.chat(request, s.controller.signal);
-    await readSSE(res, onEvent, s.controller.signal);
+    await readResumableSSE(res, onEvent, s.controller.signal, {
+      resume: api.resumeStream,
+      onReconnecting: (on) => turn.setReconnecting(on),
+    });
     if (!turn.done) turn.showError(new ApiError('interrupted'));
   } catch (err) {
     if (s.detached) return;
@@ -223,6 +226,7 @@ async function stream(request, turn) {
       setStreaming(false);
     }
   }
+  showBudget();
   if (s.detached || view !== state.view) return;
   const ok = turn.done && !turn.failed && !s.stopped;
   if (s.conversationId && state.needsTitle.has(s.conversationId) && (ok || s.stopped) && turn.answer) {
@@ -232,6 +236,24 @@ async function stream(request, turn) {
     api.suggested(turn.messageId)
       .then((res) => { if (view === state.view && res?.data?.length) turn.showSuggestions(res.data, (q) => send(q)); })
       .catch(() => {});
+  }
+}
+
+/** With TOKEN_BUDGET_PER_DAY set, what is left of today's tokens, under the composer. */
+async function showBudget() {
+  const el = document.getElementById('budget-left');
+  if (!el) return;
+  try {
+    const u = await api.usage();
+    if (!u || !u.tokens_budget) { el.hidden = true; return; }
+    const left = Math.max(0, u.tokens_budget - u.tokens_used);
+    const resets = new Date(u.resets_at * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    el.textContent = left > 0
+      ? `${left.toLocaleString()} tokens left today`
+      : `Today’s tokens are used up; more at ${resets}`;
+    el.hidden = false;
+  } catch {
+    el.hidden = true;
   }
 }
 
@@ -344,6 +366,7 @@ async function boot() {
   updateComposer();
   newChat();
   const [info, params] = await Promise.allSettled([api.info(), api.parameters(), sidebar.load(true)]);
+  showBudget();
 
   // With several apps the root serves none: it is the app picker.
   if (!APP_NAME && info.status === 'rejected' && info.reason?.code === 'not_found') {

@@ -94,3 +94,68 @@ export async function readSSE(response, onEvent, signal) {
   }
   if (signal?.aborted) throw new DOMException('The answer was stopped', 'AbortError');
 }
+
+const RESUME_ATTEMPTS = 6;
+
+/**
+ * Like readSSE, but a network error mid-answer does not end it: with the response's
+ * X-Stream-Id, it asks `resume(id, offset, signal)` for the body from the bytes already
+ * received (backing off 0.5 s, 1 s, 2 s … between attempts) and feeds the same parser, so
+ * no token is shown twice or lost, even when the cut fell inside a line or a character.
+ * `onReconnecting(true|false)` tells the page while it tries. A refused resume (404, 410, …)
+ * or too many failures end it with that error.
+ */
+export async function readResumableSSE(response, onEvent, signal, { resume, onReconnecting } = {}) {
+  const id = response.headers.get('x-stream-id');
+  const parser = createSSEParser(onEvent);
+  let received = 0;
+  let failures = 0;
+  for (;;) {
+    const reader = response.body.getReader();
+    const cancel = () => { reader.cancel().catch(() => {}); };
+    signal?.addEventListener('abort', cancel, { once: true });
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (signal?.aborted || done) break;
+        if (value) {
+          received += value.length;
+          failures = 0;
+          parser.push(value);
+        }
+      }
+      break;
+    } catch (err) {
+      if (signal?.aborted) throw new DOMException('The answer was stopped', 'AbortError');
+      if (!id || !resume || failures >= RESUME_ATTEMPTS) throw err;
+    } finally {
+      signal?.removeEventListener('abort', cancel);
+    }
+    onReconnecting?.(true);
+    for (;;) {
+      await pause(500 * 2 ** failures++, signal);
+      try {
+        response = await resume(id, received, signal);
+        break;
+      } catch (err) {
+        if (err?.name === 'AbortError' || err?.status || failures >= RESUME_ATTEMPTS) {
+          onReconnecting?.(false);
+          throw err;
+        }
+      }
+    }
+    onReconnecting?.(false);
+  }
+  if (signal?.aborted) throw new DOMException('The answer was stopped', 'AbortError');
+  parser.end();
+}
+
+function pause(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(timer);
+      reject(new DOMException('The answer was stopped', 'AbortError'));
+    }, { once: true });
+  });
+}

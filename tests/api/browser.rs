@@ -286,6 +286,17 @@ async fn run(test: &str, view: Viewport, options: EmulatorOptions, body: impl As
     run_on(test, view, TestApp::spawn_with(vec![], options), body).await;
 }
 
+/// `run` with these variables set on the server.
+async fn run_with_env(
+    test: &str,
+    view: Viewport,
+    vars: crate::support::Vars,
+    options: EmulatorOptions,
+    body: impl AsyncFnOnce(&Page),
+) {
+    run_on(test, view, TestApp::spawn_with(vars, options), body).await;
+}
+
 /// Like [`run`], against the server `spawn` starts (e.g. one with several apps).
 async fn run_on(
     test: &str,
@@ -733,6 +744,92 @@ async fn stop_mid_stream_returns_to_idle_and_stops_dify() {
             p.js("return document.getElementById('composer').disabled;")
                 .await,
             false
+        );
+    })
+    .await;
+}
+
+/// A TCP relay in front of the server whose `cut` drops every connection open at that moment,
+/// as a network blip does; later connections pass.
+struct CuttingProxy {
+    base: String,
+    cuts: tokio::sync::watch::Sender<u64>,
+}
+
+impl CuttingProxy {
+    async fn start(target: SocketAddr) -> CuttingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let watch = cuts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut cut = watch.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        CuttingProxy { base, cuts }
+    }
+
+    fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test]
+async fn a_network_drop_mid_answer_is_resumed_without_a_lost_or_repeated_token() {
+    let pieces: Vec<String> = (0..12).map(|i| format!("piece{i:02} ")).collect();
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let expected = pieces.concat();
+    let vars = crate::support::vars(&[("STREAM_RESUME_GRACE_SECS", "30")]);
+    run_with_env("resume", Viewport::Desktop, vars, options(), async |p| {
+        let body = scripted_answer(&uuid::Uuid::new_v4().to_string(), &pieces);
+        let mut steps = Vec::new();
+        for event in body.split_inclusive("\n\n") {
+            steps.push(Step::Pause(Duration::from_millis(150)));
+            steps.push(Step::Send(Bytes::from(event.to_owned())));
+        }
+        let reply = Reply {
+            steps,
+            ..Reply::sse(Vec::new())
+        };
+        p.app.emulator.script("POST", "/chat-messages", reply);
+        let proxy = CuttingProxy::start(p.app.addr).await;
+        p.c.goto(&proxy.base).await.expect("page loads through the proxy");
+        p.until("document.title !== 'Chat'", "the page to boot").await;
+
+        p.send("Tell me a long story").await;
+        p.until(
+            "document.querySelector('.message.assistant .answer').textContent.includes('piece02')",
+            "the first pieces",
+        )
+        .await;
+        proxy.cut();
+        p.wait_idle().await;
+        p.find(".message.assistant[data-message-id] .usage").await;
+        let answer = p.text_of(".message.assistant .answer").await;
+        assert_eq!(answer.trim(), expected.trim(), "every piece once, in order");
+        assert_eq!(p.count(".message.assistant .reconnecting").await, 0);
+        assert_eq!(p.count(".message.assistant .error").await, 0);
+        let resumed = p
+            .js("return performance.getEntriesByType('resource').filter((e) => e.name.includes('/chat/streams/')).length;")
+            .await;
+        assert!(resumed.as_u64().unwrap_or(0) >= 1, "the page resumed the stream");
+        let chats = p.app.emulator.requests().into_iter().filter(chat_request).count();
+        assert_eq!(chats, 1, "one generation");
+        assert!(
+            p.app.emulator.requests().iter().all(|r| !r.path.ends_with("/stop")),
+            "Dify was not stopped"
         );
     })
     .await;

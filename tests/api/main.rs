@@ -22,6 +22,7 @@ mod load;
 mod memory_and_sockets;
 mod operations;
 mod relay_properties;
+mod shared_state;
 mod slow_clients;
 mod streaming;
 mod upstream_errors;

@@ -4,6 +4,7 @@
 
 pub mod logs;
 pub mod raw;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -128,6 +129,8 @@ pub fn config_for(base_url: &str, vars: Vars) -> Config {
         ("SESSION_SECRET", SESSION_SECRET.to_owned()),
         ("UPSTREAM_TIMEOUT_SECS", "10".to_owned()),
         ("RATE_LIMIT_PER_MINUTE", "0".to_owned()),
+        // Today's stop-at-once behaviour unless a test turns resuming on.
+        ("STREAM_RESUME_GRACE_SECS", "0".to_owned()),
     ];
     all.extend(vars);
     Config::from_lookup(
