@@ -1,4 +1,4 @@
-//! `GET /parameters`, `/info`, `/meta`: app settings for the page. They are the same for every
+//! `GET /parameters`, `/info`, `/meta`, `/site`: app settings for the page. They are the same for every
 //! user, so successful answers are cached (`state::caches::SETTINGS_TTL`).
 
 use axum::Router;
@@ -29,6 +29,18 @@ pub fn router() -> Router<AppState> {
             "/meta",
             get(|s: State<AppState>, c: Caller| settings(s, c, "meta")),
         )
+        .route("/site", get(site))
+}
+
+/// Dify's WebApp settings (title, colours, language…), from Dify 1.4 on. Older versions
+/// have no such route: whatever their 404 says, it is our `not_found`.
+async fn site(state: State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    match settings(state, caller, "site").await {
+        Err(error) if error.status() == StatusCode::NOT_FOUND => Err(ApiError::NotFound(
+            "This Dify version has no WebApp settings (/site needs Dify 1.4 or later).".into(),
+        )),
+        other => other,
+    }
 }
 
 async fn settings(

@@ -1,6 +1,7 @@
 //! The router: one module per resource, and the layers every request passes through.
 
 pub mod app;
+pub mod audio;
 pub mod chat;
 pub mod chat_request;
 pub mod conversations;
@@ -24,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(app::router())
         .merge(files::upload_router())
+        .merge(audio::router())
         .route_layer(from_fn_with_state(state.clone(), identity::resolve));
 
     Router::new()

@@ -12,6 +12,7 @@ mod browser;
 mod chat;
 mod cli;
 mod cross_site;
+mod embedding;
 mod files;
 mod history;
 mod identity;
