@@ -22,6 +22,7 @@ import { createChatView } from './chat.js';
 import { createSidebar } from './sidebar.js';
 import { createWelcome, createInputsForm } from './inputs.js';
 import { createUploader } from './upload.js';
+import './embedded.js';
 
 const $ = (id) => document.getElementById(id);
 const composer = $('composer');
