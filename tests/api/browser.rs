@@ -25,6 +25,8 @@ use futures_util::FutureExt as _;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
+mod embed;
+
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// The browser itself: Debian's `/usr/bin/chromium` is a shell wrapper that adds desktop flags
