@@ -4,6 +4,7 @@
 import { h, icon } from './dom.js';
 import { renderMarkdown } from './markdown.js';
 import { ApiError, describeError } from './api.js';
+import { renderSources, historySources, agentAnswer } from './sources.js';
 
 /** Resolve a file URL against our origin; other origins are blocked by CSP, so link them instead. */
 function fileUrl(url) {
@@ -49,12 +50,13 @@ class AssistantTurn {
     this.typingEl = h('div', { class: 'typing', 'aria-hidden': 'true' }, h('span'), h('span'), h('span'));
     this.answerEl = h('div', { class: 'answer markdown' });
     this.filesEl = h('div', { class: 'files' });
+    this.sourcesEl = h('div', { class: 'sources-slot' });
     this.footEl = h('div', { class: 'message-foot' });
     this.suggestEl = h('div', { class: 'suggestions' });
     this.el = h('article', { class: 'message assistant', 'aria-label': 'Assistant' },
       h('div', { class: 'avatar', 'aria-hidden': 'true', text: initial || 'A' }),
       h('div', { class: 'bubble' }, this.progressEl, this.stepsEl, this.typingEl, this.answerEl,
-        this.filesEl, this.footEl, this.suggestEl));
+        this.sourcesEl, this.filesEl, this.footEl, this.suggestEl));
     this.reset();
   }
 
@@ -64,6 +66,7 @@ class AssistantTurn {
     this.done = false;       // a terminal event (message_end / workflow_finished / error) arrived
     this.failed = false;
     this.steps = new Map();
+    this.thoughts = new Map();
     this.nodes = [];
     clearTimeout(this.frame);
     this.frame = 0;
@@ -72,7 +75,7 @@ class AssistantTurn {
     this.el.removeAttribute('data-message-id');
     this.progressEl.hidden = true;
     this.progressEl.replaceChildren();
-    for (const el of [this.stepsEl, this.answerEl, this.filesEl, this.footEl, this.suggestEl]) el.replaceChildren();
+    for (const el of [this.stepsEl, this.answerEl, this.sourcesEl, this.filesEl, this.footEl, this.suggestEl]) el.replaceChildren();
     this.el.querySelector('.error')?.remove();
     this.el.querySelector('.note')?.remove();
     this.typingEl.hidden = true;
@@ -113,6 +116,7 @@ class AssistantTurn {
   upsertThought(t) {
     // Steps with a tool call (or an observation) are shown; a tool-less thought
     // is the answer itself, which already arrives through agent_message.
+    if (t) this.thoughts.set(t.id || `p${t.position}`, t);
     if (!t || (!t.tool && !t.observation)) return;
     const key = t.id || `p${t.position}`;
     let step = this.steps.get(key);
@@ -132,6 +136,11 @@ class AssistantTurn {
     if (t.tool_input) parts.push(h('p', { class: 'step-label', text: 'Input' }), h('pre', { text: prettyJson(t.tool_input) }));
     if (t.observation) parts.push(h('p', { class: 'step-label', text: 'Result' }), h('pre', { text: prettyJson(t.observation) }));
     step.body.replaceChildren(...parts);
+  }
+
+  setSources(resources) {
+    const block = renderSources(resources);
+    this.sourcesEl.replaceChildren(...(block ? [block] : []));
   }
 
   addFile(file) {
@@ -187,6 +196,7 @@ class AssistantTurn {
       case 'message_end':
         this.setMessageId(d.message_id || d.id);
         this.setUsage(d.metadata && d.metadata.usage);
+        this.setSources(d.metadata && d.metadata.retriever_resources);
         this.done = true;
         break;
       case 'workflow_started':
@@ -236,6 +246,7 @@ class AssistantTurn {
 
   /** Stream over: render the final text, show feedback/copy actions when there is an answer. */
   finish({ rating = null, onFeedback } = {}) {
+    if (!this.answer && this.thoughts.size) this.answer = agentAnswer({ agent_thoughts: [...this.thoughts.values()] });
     this.flush();
     this.setStreaming(false);
     this.typingEl.hidden = true;
@@ -390,7 +401,8 @@ export function createChatView({ messages, scroller, jump }) {
         turn.setMessageId(m.id);
         for (const t of m.agent_thoughts || []) turn.upsertThought(t);
         for (const f of m.message_files || []) turn.addFile(f);
-        turn.answer = m.answer || '';
+        turn.answer = agentAnswer(m);
+        turn.setSources(historySources(m));
         if (m.status === 'error' || m.error) {
           turn.retry = retryFor ? retryFor(m) : null;
           turn.showError(new ApiError('history_error', m.error || ''));
