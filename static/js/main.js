@@ -23,6 +23,7 @@ import { createSidebar } from './sidebar.js';
 import { createWelcome, createInputsForm } from './inputs.js';
 import { createUploader } from './upload.js';
 import './embedded.js';
+import './voice.js';
 
 const $ = (id) => document.getElementById(id);
 const composer = $('composer');
