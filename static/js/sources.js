@@ -3,27 +3,24 @@
 // and the answer of an agent turn whose `answer` Dify left empty.
 
 import { h } from './dom.js';
-
-const locale = () => document.documentElement.lang || navigator.language || 'en';
-const zh = () => /^zh\b/i.test(locale());
+import { t, number } from './i18n.js';
 
 /** The citations block for `resources`, or null when there are none. */
 export function renderSources(resources) {
   const list = (Array.isArray(resources) ? resources : []).filter((r) => r && typeof r === 'object');
   if (!list.length) return null;
-  const score = new Intl.NumberFormat(locale(), { maximumFractionDigits: 2, minimumFractionDigits: 2 });
   const items = list.map((r, i) => {
-    const name = String(r.document_name || r.dataset_name || (zh() ? '未命名文档' : 'Untitled document'));
+    const name = String(r.document_name || r.dataset_name || t('untitledDocument'));
     const head = [h('span', { class: 'source-name', text: `${i + 1}. ${name}` })];
     if (typeof r.score === 'number') {
-      head.push(h('span', { class: 'source-score', text: `${zh() ? '相关度' : 'score'} ${score.format(r.score)}` }));
+      head.push(h('span', { class: 'source-score', text: t('score', { n: number(r.score, { maximumFractionDigits: 2, minimumFractionDigits: 2 }) }) }));
     }
     return h('li', { class: 'source' },
       h('details', {},
         h('summary', {}, ...head),
         h('p', { class: 'source-snippet', text: String(r.content || '') })));
   });
-  const label = zh() ? `引用 ${list.length} 个来源` : `${list.length} source${list.length === 1 ? '' : 's'}`;
+  const label = list.length === 1 ? t('sourcesOne') : t('sources', { n: number(list.length) });
   return h('details', { class: 'sources' },
     h('summary', { text: label }),
     h('ol', { class: 'source-list' }, ...items));

@@ -6,9 +6,8 @@
 // It watches the message list, so the chat view needs no changes for it.
 
 import { h, icon } from './dom.js';
+import { t } from './i18n.js';
 
-const zh = () => /^zh\b/i.test(document.documentElement.lang || navigator.language || '');
-const say = (en, cn) => (zh() ? cn : en);
 const url = (path) => new URL(path, document.baseURI);
 const PLAY = 'M8 5v14l11-7z';
 const MIC = 'M12 3a3 3 0 0 0-3 3v6a3 3 0 0 0 6 0V6a3 3 0 0 0-3-3zM5 11a7 7 0 0 0 14 0M12 18v3';
@@ -55,7 +54,7 @@ async function play(button, messageId) {
     audio.addEventListener('ended', () => URL.revokeObjectURL(audio.src), { once: true });
     await audio.play().catch(() => {}); // autoplay rules may refuse: the audio is still loaded
   } catch {
-    button.title = say('Could not read this answer aloud', '无法朗读此回答');
+    button.title = t('readAloudFailed');
   } finally {
     button.disabled = false;
     button.removeAttribute('aria-busy');
@@ -66,7 +65,7 @@ function addPlayButtons(root) {
   for (const actions of root.querySelectorAll('.message.assistant[data-message-id] .actions')) {
     if (actions.querySelector('.play-answer')) continue;
     const id = actions.closest('.message').dataset.messageId;
-    const label = say('Read answer aloud', '朗读回答');
+    const label = t('readAloud');
     const button = h('button', { type: 'button', class: 'icon-btn play-answer', 'aria-label': label, title: label },
       glyph(PLAY));
     button.addEventListener('click', () => play(button, id));
@@ -77,7 +76,7 @@ function addPlayButtons(root) {
 // ---- in: a microphone button --------------------------------------------------------------
 
 function micButton(composer) {
-  const label = () => say('Record a voice message', '录制语音');
+  const label = () => t('record');
   const button = h('button', { type: 'button', id: 'mic', class: 'icon-btn mic', 'aria-label': label(),
     title: label(), 'aria-pressed': 'false' }, glyph(MIC));
   let recorder = null;
@@ -94,7 +93,7 @@ function micButton(composer) {
     }, { once: true });
     recorder.start();
     button.setAttribute('aria-pressed', 'true');
-    button.setAttribute('aria-label', say('Stop recording', '停止录音'));
+    button.setAttribute('aria-label', t('stopRecording'));
   }
 
   async function transcribe(blob) {
@@ -114,7 +113,7 @@ function micButton(composer) {
         composer.focus();
       }
     } catch {
-      button.title = say('Could not turn the recording into text', '无法识别录音');
+      button.title = t('transcribeFailed');
     } finally {
       button.disabled = false;
     }
@@ -122,7 +121,7 @@ function micButton(composer) {
 
   button.addEventListener('click', () => {
     if (recorder && recorder.state === 'recording') recorder.stop();
-    else start().catch(() => { button.title = say('No microphone available', '无法使用麦克风'); });
+    else start().catch(() => { button.title = t('noMicrophone'); });
   });
   return button;
 }

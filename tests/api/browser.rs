@@ -26,6 +26,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
 mod embed;
+mod language;
 mod sources;
 mod voice;
 
