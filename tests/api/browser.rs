@@ -25,6 +25,7 @@ use futures_util::FutureExt as _;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
+mod accessibility;
 mod embed;
 mod language;
 mod sources;
