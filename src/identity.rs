@@ -37,6 +37,9 @@ pub struct IdentityPolicy {
     /// Keys the identity hashes in logs, so they cannot be reversed by guessing identities.
     log_key: Hmac<Sha256>,
     same_site: SameSite,
+    /// Other sites frame the page (`EMBED_ORIGINS`): the cookie must work in a third-party
+    /// iframe, so it is `SameSite=None; Secure; Partitioned`.
+    embedded: bool,
     user_header: Option<HeaderName>,
     trusted_proxies: Vec<IpNet>,
 }
@@ -58,7 +61,12 @@ impl IdentityPolicy {
         IdentityPolicy {
             key,
             log_key,
-            same_site: config.cookie_same_site,
+            same_site: if config.embed.enabled() {
+                SameSite::None
+            } else {
+                config.cookie_same_site
+            },
+            embedded: config.embed.enabled(),
             user_header: config.user_header.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
         }
@@ -108,14 +116,21 @@ impl IdentityPolicy {
         }
     }
 
+    /// Over plain HTTP a `Secure` cookie (forced by `SameSite=None`) is kept by browsers only
+    /// from `localhost`: embedding needs HTTPS everywhere else.
     fn fresh_cookie(&self, id: String, https: bool) -> Cookie<'static> {
-        Cookie::build((Self::cookie_name(https), id))
+        let mut cookie = Cookie::build((Self::cookie_name(https), id))
             .http_only(true)
             .path("/")
             .same_site(self.same_site)
             .secure(https || self.same_site == SameSite::None)
-            .max_age(time_days(COOKIE_MAX_AGE_DAYS))
-            .build()
+            .max_age(time_days(COOKIE_MAX_AGE_DAYS));
+        if self.embedded {
+            // CHIPS: the browser keeps one cookie per embedding site, so third-party cookie
+            // blocking does not lose the identity, and sites cannot correlate a user.
+            cookie = cookie.partitioned(true);
+        }
+        cookie.build()
     }
 }
 

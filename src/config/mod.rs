@@ -12,12 +12,14 @@ use reqwest::Url;
 use secrecy::SecretString;
 
 pub use self::apps::{AppConfig, AppsConfig, DEFAULT_APP, is_app_name};
+pub use self::embed::EmbedOrigins;
 pub use self::parse::redacted;
 use self::parse::{
     invalid, list, parse_base_url, parse_cidr, parse_or, parse_origin, parse_same_site, secs,
 };
 
 pub mod apps;
+mod embed;
 mod parse;
 mod shared;
 
@@ -42,6 +44,8 @@ pub struct Config {
     pub user_header: Option<HeaderName>,
     pub trusted_proxies: Vec<IpNet>,
     pub allowed_origins: Vec<String>,
+    /// `EMBED_ORIGINS`: the sites that may frame the page (API.md §8).
+    pub embed: EmbedOrigins,
     pub max_body_bytes: usize,
     pub max_upload_bytes: u64,
     pub rate_limit_per_minute: u32,
@@ -146,6 +150,7 @@ impl Config {
             user_header,
             trusted_proxies,
             allowed_origins,
+            embed: EmbedOrigins::parse(get("EMBED_ORIGINS"))?,
             max_body_bytes: parse_or("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), 1_048_576)?,
             max_upload_bytes: parse_or("MAX_UPLOAD_BYTES", get("MAX_UPLOAD_BYTES"), 15_728_640)?,
             rate_limit_per_minute: parse_or(

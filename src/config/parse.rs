@@ -118,9 +118,14 @@ pub(super) fn parse_cidr(entry: &str) -> Result<IpNet, ConfigError> {
 
 /// An origin is exactly `http(s)://host[:port]`: no path, no wildcard.
 pub(super) fn parse_origin(entry: &str) -> Result<String, ConfigError> {
+    parse_origin_of("ALLOWED_ORIGINS", entry)
+}
+
+/// [`parse_origin`] for a list held in `var`.
+pub(super) fn parse_origin_of(var: &'static str, entry: &str) -> Result<String, ConfigError> {
     let bad = || {
         invalid(
-            "ALLOWED_ORIGINS",
+            var,
             format!("{entry:?} is not an http(s)://host[:port] origin"),
         )
     };

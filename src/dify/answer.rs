@@ -107,6 +107,33 @@ pub(super) async fn read_capped(
 /// Dify's status and JSON body, streamed through unchanged; an empty body goes without a type.
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
+        self.relay(HeaderValue::from_static("application/json"))
+    }
+}
+
+impl Answer {
+    /// Dify's audio (text-to-audio), streamed through with Dify's `audio/*` type; any other
+    /// type goes as `application/octet-stream`, so the browser never runs it as a page.
+    pub fn into_audio_response(self) -> Response {
+        let content_type = self
+            .response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .filter(|v| {
+                v.to_str()
+                    .is_ok_and(|t| t.trim().to_ascii_lowercase().starts_with("audio/"))
+            })
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
+        let mut response = self.relay(content_type);
+        response.headers_mut().insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        response
+    }
+
+    fn relay(self, content_type: HeaderValue) -> Response {
         let status = self.response.status();
         let length = self.response.content_length();
         if status == StatusCode::NO_CONTENT || length == Some(0) {
@@ -126,10 +153,7 @@ impl IntoResponse for Answer {
         let mut response = Response::new(Body::from_stream(body));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, content_type);
         if let Some(length) = length {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }

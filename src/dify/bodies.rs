@@ -33,6 +33,17 @@ pub struct Feedback<'a> {
     pub content: Option<&'a str>,
 }
 
+/// `POST /text-to-audio`: a message's answer read aloud, or a text.
+#[derive(Debug, PartialEq, Serialize)]
+pub struct TextToAudio<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voice: Option<&'a str>,
+}
+
 /// The calls Dify expects with a JSON body that holds nothing but the `user` (stop, delete).
 #[derive(Debug, Serialize)]
 pub struct UserOnly {}

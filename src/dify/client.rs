@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::answer::{Answer, Guard, ReadError, read_capped};
-use super::bodies::{ChatMessage, Feedback, Rename, UserOnly, WithUser};
+use super::bodies::{ChatMessage, Feedback, Rename, TextToAudio, UserOnly, WithUser};
 use super::relay::{RelayStream, StopOnAbandon};
 use super::retry::{self, Failure};
 use super::upstream_error;
@@ -246,6 +246,29 @@ impl DifyClient {
         let payload = Payload::<()>::File(Box::new(file));
         self.call(Method::POST, "files/upload", caller, payload, None)
             .await
+    }
+
+    /// `POST /audio-to-text` with the recording streamed through as it arrives.
+    pub async fn audio_to_text(&self, caller: &Caller, file: Part) -> Result<Answer, ApiError> {
+        let payload = Payload::<()>::File(Box::new(file));
+        self.call(Method::POST, "audio-to-text", caller, payload, None)
+            .await
+    }
+
+    /// `POST /text-to-audio`: the answer is audio, relayed as it streams.
+    pub async fn text_to_audio(
+        &self,
+        caller: &Caller,
+        body: &TextToAudio<'_>,
+    ) -> Result<Answer, ApiError> {
+        self.call(
+            Method::POST,
+            "text-to-audio",
+            caller,
+            Payload::Json(body),
+            None,
+        )
+        .await
     }
 
     /// `GET /info` with the key only, for readiness: the one call made for no user.

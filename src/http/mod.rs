@@ -6,6 +6,7 @@ pub mod body;
 pub mod cors;
 pub mod cross_site;
 pub mod front_door;
+pub mod multipart;
 pub mod peer_trust;
 pub mod request_id;
 pub mod request_line;

@@ -1,5 +1,5 @@
-//! `GET /parameters`, `/info`, `/meta`: app settings for the page. They are the same for every
-//! user, so successful answers are cached per app (`state::caches::SETTINGS_TTL`).
+//! `GET /parameters`, `/info`, `/meta`, `/site`: app settings for the page. They are the same
+//! for every user, so successful answers are cached per app (`state::caches::SETTINGS_TTL`).
 
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -23,6 +23,18 @@ pub fn router() -> Router<AppState> {
         )
         .route("/info", get(|a: App, c: Caller| settings(a, c, "info")))
         .route("/meta", get(|a: App, c: Caller| settings(a, c, "meta")))
+        .route("/site", get(site))
+}
+
+/// Dify's WebApp settings (title, colours, language…), from Dify 1.4 on. Older versions
+/// have no such route: whatever their 404 says, it is our `not_found`.
+async fn site(app: App, caller: Caller) -> Result<Response, ApiError> {
+    match settings(app, caller, "site").await {
+        Err(error) if error.status() == StatusCode::NOT_FOUND => Err(ApiError::NotFound(
+            "This Dify version has no WebApp settings (/site needs Dify 1.4 or later).".into(),
+        )),
+        other => other,
+    }
 }
 
 async fn settings(app: App, caller: Caller, which: &'static str) -> Result<Response, ApiError> {

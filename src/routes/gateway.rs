@@ -16,13 +16,14 @@ use axum::response::Response;
 use axum::routing::any;
 use serde_json::Value;
 
-use super::files::{ACTIVE_FILE_CSP, can_run_script, multipart_boundary, stream_file};
+use super::files::{ACTIVE_FILE_CSP, can_run_script};
 use super::validate;
 use crate::apps::App;
 use crate::dify::client::{Outgoing, Passed, StopKind, StreamSetup};
 use crate::dify::{Caller, DifyClient};
 use crate::error::ApiError;
 use crate::http::body::OptionalJsonObject;
+use crate::http::multipart;
 use crate::state::AppState;
 
 /// The gateway's routes. Mounted at the root for one app; it reads its path from the request
@@ -178,11 +179,9 @@ async fn gateway(
             Outgoing::Json(body)
         }
         Carries::Multipart => {
-            let limit = state.config.max_upload_bytes;
-            let boundary = multipart_boundary(&request, limit)?;
+            let boundary = multipart::boundary(request.headers(), state.config.max_upload_bytes)?;
             state.assist_rate.check(&caller.user).await?;
-            let file =
-                stream_file(request, boundary, limit, Arc::clone(&state.body_budget)).await?;
+            let (file, end) = multipart::file_part(&state, boundary, request.into_body()).await?;
             let result = client
                 .pass_through(
                     caller,
@@ -192,10 +191,7 @@ async fn gateway(
                     None,
                 )
                 .await;
-            if let Some(error) = file.end.error() {
-                return Err(error);
-            }
-            return Ok(respond(result?));
+            return Ok(respond(end.outcome(result)?));
         }
     };
     let stream = match endpoint.limits {

@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod apps;
+pub mod audio;
 pub mod chat;
 pub mod chat_request;
 pub mod conversations;
@@ -30,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .merge(files::upload_router())
         .merge(gateway::router())
         .merge(usage::router())
+        .merge(audio::router())
         .route_layer(from_fn_with_state(state.clone(), identity::resolve));
     let per_app = for_users.merge(files::passthrough_router());
 

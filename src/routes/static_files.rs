@@ -15,8 +15,6 @@ use crate::state::AppState;
 #[folder = "static/"]
 struct Assets;
 
-const CSP: &str = "default-src 'self'; img-src 'self' data: blob: https:; media-src 'self' blob: https:; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'; require-trusted-types-for 'script'; trusted-types dompurify";
-
 /// Serves the page for any `GET` no other route took. Another method on one of the page's
 /// paths is a JSON 405; anything else unmatched is a JSON 404.
 pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
@@ -25,18 +23,19 @@ pub async fn fallback(State(state): State<AppState>, request: Request) -> Respon
     }
     let mut response = page(&state, request).await;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    let embed = &state.config.embed;
+    headers.insert(header::CONTENT_SECURITY_POLICY, embed.page_csp().clone());
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(
-        header::X_FRAME_OPTIONS,
-        HeaderValue::from_static("SAMEORIGIN"),
-    );
+    // X-Frame-Options cannot name other sites; with EMBED_ORIGINS the CSP alone decides.
+    if !embed.enabled() {
+        headers.insert(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("SAMEORIGIN"),
+        );
+    }
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),

@@ -4,6 +4,8 @@
 import { h, icon } from './dom.js';
 import { renderMarkdown } from './markdown.js';
 import { ApiError, appFileUrl, describeError } from './api.js';
+import { renderSources, historySources, agentAnswer } from './sources.js';
+import { t, number } from './i18n.js';
 
 /** Resolve a file URL against our origin; other origins are blocked by CSP, so link them instead. */
 function fileUrl(url) {
@@ -20,18 +22,18 @@ function fileNode(file) {
   const loc = file && file.url ? fileUrl(file.url) : null;
   if (!loc) return null;
   if (file.type === 'image' && loc.sameOrigin) {
-    return h('a', { class: 'file-image', href: loc.href, target: '_blank', rel: 'noopener noreferrer', 'aria-label': 'Open image' },
-      h('img', { src: loc.href, alt: 'Attached image', loading: 'lazy' }));
+    return h('a', { class: 'file-image', href: loc.href, target: '_blank', rel: 'noopener noreferrer', 'aria-label': t('openImage') },
+      h('img', { src: loc.href, alt: t('attachedImage'), loading: 'lazy' }));
   }
   return h('a', { class: 'file-link', href: loc.href, target: '_blank', rel: 'noopener noreferrer' },
-    icon('file'), h('span', { text: file.filename || (file.type === 'image' ? 'Image' : 'File') }));
+    icon('file'), h('span', { text: file.filename || (file.type === 'image' ? t('image') : t('file')) }));
 }
 
 function formatUsage(usage) {
   if (!usage) return '';
   const parts = [];
-  if (usage.total_tokens != null) parts.push(`${Number(usage.total_tokens).toLocaleString()} tokens`);
-  if (usage.latency != null) parts.push(`${Number(usage.latency).toFixed(1)} s`);
+  if (usage.total_tokens != null) parts.push(t('tokens', { n: number(Number(usage.total_tokens)) }));
+  if (usage.latency != null) parts.push(t('seconds', { n: number(Number(usage.latency), { minimumFractionDigits: 1, maximumFractionDigits: 1 }) }));
   return parts.join(' · ');
 }
 
@@ -49,12 +51,13 @@ class AssistantTurn {
     this.typingEl = h('div', { class: 'typing', 'aria-hidden': 'true' }, h('span'), h('span'), h('span'));
     this.answerEl = h('div', { class: 'answer markdown' });
     this.filesEl = h('div', { class: 'files' });
+    this.sourcesEl = h('div', { class: 'sources-slot' });
     this.footEl = h('div', { class: 'message-foot' });
     this.suggestEl = h('div', { class: 'suggestions' });
-    this.el = h('article', { class: 'message assistant', 'aria-label': 'Assistant' },
+    this.el = h('article', { class: 'message assistant', 'aria-label': t('assistant') },
       h('div', { class: 'avatar', 'aria-hidden': 'true', text: initial || 'A' }),
       h('div', { class: 'bubble' }, this.progressEl, this.stepsEl, this.typingEl, this.answerEl,
-        this.filesEl, this.footEl, this.suggestEl));
+        this.sourcesEl, this.filesEl, this.footEl, this.suggestEl));
     this.reset();
   }
 
@@ -64,6 +67,7 @@ class AssistantTurn {
     this.done = false;       // a terminal event (message_end / workflow_finished / error) arrived
     this.failed = false;
     this.steps = new Map();
+    this.thoughts = new Map();
     this.nodes = [];
     clearTimeout(this.frame);
     this.frame = 0;
@@ -72,7 +76,7 @@ class AssistantTurn {
     this.el.removeAttribute('data-message-id');
     this.progressEl.hidden = true;
     this.progressEl.replaceChildren();
-    for (const el of [this.stepsEl, this.answerEl, this.filesEl, this.footEl, this.suggestEl]) el.replaceChildren();
+    for (const el of [this.stepsEl, this.answerEl, this.sourcesEl, this.filesEl, this.footEl, this.suggestEl]) el.replaceChildren();
     this.el.querySelector('.error')?.remove();
     this.el.querySelector('.note')?.remove();
     this.typingEl.hidden = true;
@@ -110,11 +114,12 @@ class AssistantTurn {
     this.onRender?.();
   }
 
-  upsertThought(t) {
+  upsertThought(th) {
     // Steps with a tool call (or an observation) are shown; a tool-less thought
     // is the answer itself, which already arrives through agent_message.
-    if (!t || (!t.tool && !t.observation)) return;
-    const key = t.id || `p${t.position}`;
+    if (th) this.thoughts.set(th.id || `p${th.position}`, th);
+    if (!th || (!th.tool && !th.observation)) return;
+    const key = th.id || `p${th.position}`;
     let step = this.steps.get(key);
     if (!step) {
       step = {
@@ -125,13 +130,18 @@ class AssistantTurn {
       this.steps.set(key, step);
       this.stepsEl.append(step.el);
     }
-    const tools = String(t.tool || '').split(';').filter(Boolean).join(', ');
-    step.summary.replaceChildren(icon('tool'), h('span', { text: tools ? `Used ${tools}` : 'Reasoning step' }));
+    const tools = String(th.tool || '').split(';').filter(Boolean).join(', ');
+    step.summary.replaceChildren(icon('tool'), h('span', { text: tools ? t('usedTools', { tools }) : t('reasoning') }));
     const parts = [];
-    if (t.thought) parts.push(h('div', { class: 'markdown' }, renderMarkdown(t.thought)));
-    if (t.tool_input) parts.push(h('p', { class: 'step-label', text: 'Input' }), h('pre', { text: prettyJson(t.tool_input) }));
-    if (t.observation) parts.push(h('p', { class: 'step-label', text: 'Result' }), h('pre', { text: prettyJson(t.observation) }));
+    if (th.thought) parts.push(h('div', { class: 'markdown' }, renderMarkdown(th.thought)));
+    if (th.tool_input) parts.push(h('p', { class: 'step-label', text: t('input') }), h('pre', { text: prettyJson(th.tool_input) }));
+    if (th.observation) parts.push(h('p', { class: 'step-label', text: t('result') }), h('pre', { text: prettyJson(th.observation) }));
     step.body.replaceChildren(...parts);
+  }
+
+  setSources(resources) {
+    const block = renderSources(resources);
+    this.sourcesEl.replaceChildren(...(block ? [block] : []));
   }
 
   addFile(file) {
@@ -150,8 +160,8 @@ class AssistantTurn {
     const finished = kind === 'end';
     const titles = this.nodes.map((n) => n.title);
     const text = finished
-      ? `Workflow finished · ${this.nodes.length} step${this.nodes.length === 1 ? '' : 's'}`
-      : `Running${titles.length ? ': ' : '…'}${titles.slice(-3).join(' › ')}`;
+      ? (this.nodes.length === 1 ? t('workflowDoneOne') : t('workflowDone', { n: this.nodes.length }))
+      : `${t('running')}${titles.length ? ': ' : '…'}${titles.slice(-3).join(' › ')}`;
     this.progressEl.replaceChildren(h('span', { class: finished ? 'dot' : 'spinner', 'aria-hidden': 'true' }),
       h('span', { class: 'progress-text', text }));
     if (finished && titles.length) this.progressEl.title = titles.join(' › ');
@@ -162,7 +172,7 @@ class AssistantTurn {
     const text = formatUsage(usage);
     if (!text) return;
     this.footEl.querySelector('.usage')?.remove();
-    this.footEl.append(h('span', { class: 'usage', text, title: 'Tokens used · response time' }));
+    this.footEl.append(h('span', { class: 'usage', text, title: t('usageTitle') }));
   }
 
   /** Apply one parsed Dify stream event. */
@@ -187,6 +197,7 @@ class AssistantTurn {
       case 'message_end':
         this.setMessageId(d.message_id || d.id);
         this.setUsage(d.metadata && d.metadata.usage);
+        this.setSources(d.metadata && d.metadata.retriever_resources);
         this.done = true;
         break;
       case 'workflow_started':
@@ -223,7 +234,7 @@ class AssistantTurn {
       h('p', { class: 'error-text', text: describeError(err) }));
     if (this.retry) {
       box.append(h('button', { type: 'button', class: 'retry', onclick: () => this.retry() },
-        icon('retry'), h('span', { text: 'Retry' })));
+        icon('retry'), h('span', { text: t('retry') })));
     }
     this.answerEl.after(box);
     this.onRender?.();
@@ -237,11 +248,12 @@ class AssistantTurn {
 
   markStopped() {
     this.typingEl.hidden = true;
-    this.answerEl.after(h('p', { class: 'note', text: this.answer ? 'Stopped.' : 'Stopped before an answer was written.' }));
+    this.answerEl.after(h('p', { class: 'note', text: this.answer ? t('stopped') : t('stoppedEarly') }));
   }
 
   /** Stream over: render the final text, show feedback/copy actions when there is an answer. */
   finish({ rating = null, onFeedback } = {}) {
+    if (!this.answer && this.thoughts.size) this.answer = agentAnswer({ agent_thoughts: [...this.thoughts.values()] });
     this.flush();
     this.setStreaming(false);
     this.typingEl.hidden = true;
@@ -250,13 +262,13 @@ class AssistantTurn {
 
   addActions(rating, onFeedback) {
     this.footEl.querySelector('.actions')?.remove();
-    const copy = h('button', { type: 'button', class: 'icon-btn copy-answer', 'aria-label': 'Copy answer', title: 'Copy' }, icon('copy'));
+    const copy = h('button', { type: 'button', class: 'icon-btn copy-answer', 'aria-label': t('copyAnswer'), title: t('copy') }, icon('copy'));
     copy.addEventListener('click', () => copyText(this.answer, copy));
     const actions = h('div', { class: 'actions' }, copy);
     if (this.messageId && onFeedback) {
       let current = rating;
-      const like = h('button', { type: 'button', class: 'icon-btn feedback-like', 'aria-label': 'Good answer', title: 'Good answer' }, icon('like'));
-      const dislike = h('button', { type: 'button', class: 'icon-btn feedback-dislike', 'aria-label': 'Bad answer', title: 'Bad answer' }, icon('dislike'));
+      const like = h('button', { type: 'button', class: 'icon-btn feedback-like', 'aria-label': t('good'), title: t('good') }, icon('like'));
+      const dislike = h('button', { type: 'button', class: 'icon-btn feedback-dislike', 'aria-label': t('bad'), title: t('bad') }, icon('dislike'));
       const paint = () => {
         like.setAttribute('aria-pressed', String(current === 'like'));
         dislike.setAttribute('aria-pressed', String(current === 'dislike'));
@@ -303,8 +315,8 @@ async function copyText(text, button) {
   }
   const label = button.getAttribute('aria-label');
   button.classList.add(ok ? 'copied' : 'copy-failed');
-  if (button.classList.contains('copy-code')) button.textContent = ok ? 'Copied' : 'Copy failed';
-  button.setAttribute('aria-label', ok ? 'Copied' : 'Copy failed');
+  if (button.classList.contains('copy-code')) button.textContent = ok ? t('copied') : t('copyFailed');
+  button.setAttribute('aria-label', ok ? t('copied') : t('copyFailed'));
   setTimeout(() => {
     button.classList.remove('copied', 'copy-failed');
     if (button.classList.contains('copy-code')) button.textContent = 'Copy';
@@ -344,7 +356,7 @@ export function createChatView({ messages, scroller, jump }) {
 
   function userTurn(query, attachments = []) {
     const files = attachments.map((a) => a instanceof Node ? a : fileNode(a)).filter(Boolean);
-    return h('article', { class: 'message user', 'aria-label': 'You' },
+    return h('article', { class: 'message user', 'aria-label': t('you') },
       h('div', { class: 'bubble' },
         files.length ? h('div', { class: 'sent-files' }, files) : null,
         h('p', { class: 'query', text: query })));
@@ -365,7 +377,7 @@ export function createChatView({ messages, scroller, jump }) {
     },
     setLoading(on) {
       messages.querySelector('.loading')?.remove();
-      if (on) messages.append(h('p', { class: 'loading', text: 'Loading conversation…' }));
+      if (on) messages.append(h('p', { class: 'loading', text: t('loadingConversation') }));
     },
     /** Append a user turn; `attachments` are preview nodes or Dify message_files. */
     addUser(query, attachments) {
@@ -396,7 +408,8 @@ export function createChatView({ messages, scroller, jump }) {
         turn.setMessageId(m.id);
         for (const t of m.agent_thoughts || []) turn.upsertThought(t);
         for (const f of m.message_files || []) turn.addFile(f);
-        turn.answer = m.answer || '';
+        turn.answer = agentAnswer(m);
+        turn.setSources(historySources(m));
         if (m.status === 'error' || m.error) {
           turn.retry = retryFor ? retryFor(m) : null;
           turn.showError(new ApiError('history_error', m.error || ''));

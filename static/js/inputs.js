@@ -2,6 +2,7 @@
 // and the app's input form from /parameters user_input_form, with validation.
 
 import { h } from './dom.js';
+import { t } from './i18n.js';
 import { renderMarkdown } from './markdown.js';
 
 const FIELD_TYPES = ['text-input', 'paragraph', 'select', 'number'];
@@ -45,7 +46,7 @@ export function createInputsForm() {
     if (type === 'number') return h('input', { ...common, type: 'number', step: 'any', inputmode: 'decimal' });
     if (type === 'select') {
       const select = h('select', common,
-        h('option', { value: '', text: c.required ? 'Choose…' : 'None' }),
+        h('option', { value: '', text: c.required ? t('choose') : t('none') }),
         ...(c.options || []).map((o) => h('option', { value: String(o), text: String(o) })));
       return select;
     }
@@ -73,7 +74,7 @@ export function createInputsForm() {
         if (c.default != null && c.default !== '') ctl.value = String(c.default);
         const error = h('p', { class: 'field-error', id: `${id}-error`, hidden: true });
         const label = h('label', { for: id }, h('span', { text: c.label || c.variable }),
-          c.required ? h('span', { class: 'required', 'aria-hidden': 'true', text: ' *' }) : h('span', { class: 'optional', text: ' (optional)' }));
+          c.required ? h('span', { class: 'required', 'aria-hidden': 'true', text: ' *' }) : h('span', { class: 'optional', text: t('optional') }));
         const field = { type, config: c, control: ctl, error };
         ctl.addEventListener('input', () => { if (!field.error.hidden) setError(field, ''); });
         fields.push(field);
@@ -109,7 +110,7 @@ export function createInputsForm() {
         if (message && !firstBad) firstBad = f;
       }
       summary.hidden = !firstBad;
-      summary.textContent = firstBad ? 'Please fill in the required fields above before sending.' : '';
+      summary.textContent = firstBad ? t('fillRequired') : '';
       if (firstBad) {
         form.hidden = false;
         firstBad.control.focus();

@@ -24,6 +24,9 @@ import { createChatView } from './chat.js';
 import { createSidebar } from './sidebar.js';
 import { createWelcome, createInputsForm } from './inputs.js';
 import { createUploader } from './upload.js';
+import './embedded.js';
+import './voice.js';
+import { ready as languageChosen, t } from './i18n.js';
 
 const $ = (id) => document.getElementById(id);
 const composer = $('composer');
@@ -345,7 +348,7 @@ async function loadEarlier() {
   if (!state.conversationId || !state.firstId) return;
   const view = state.view;
   loadEarlierBtn.disabled = true;
-  loadEarlierBtn.textContent = 'Loading…';
+  loadEarlierBtn.textContent = t('loading');
   try {
     const page = await api.messages(state.conversationId, state.firstId);
     if (view === state.view) renderPage(page, true);
@@ -353,13 +356,14 @@ async function loadEarlier() {
     if (view === state.view) showBanner(`Earlier messages couldn’t be loaded. ${describeError(err)}`);
   } finally {
     loadEarlierBtn.disabled = false;
-    loadEarlierBtn.textContent = 'Load earlier messages';
+    loadEarlierBtn.textContent = t('loadEarlier');
   }
 }
 
 // ---- boot -----------------------------------------------------------------
 
 async function boot() {
+  await languageChosen;
   document.body.dataset.state = 'idle';
   updateOnline();
   autosize();

@@ -3,8 +3,9 @@
 
 import { h, icon } from './dom.js';
 import { api, describeError } from './api.js';
+import { t } from './i18n.js';
 
-const UNTITLED = 'New chat';
+const UNTITLED = () => t('untitled');
 
 export function createSidebar({ onSelect, onDeleted, onError }) {
   const sidebar = document.getElementById('sidebar');
@@ -25,19 +26,19 @@ export function createSidebar({ onSelect, onDeleted, onError }) {
   // ---- list ---------------------------------------------------------------
 
   function render(conv) {
-    const name = conv.name || UNTITLED;
+    const name = conv.name || UNTITLED();
     const titleBtn = h('button', { type: 'button', class: 'conversation-title', title: name, text: name });
     const li = h('li', { class: 'conversation', dataset: { id: conv.id } },
       titleBtn,
       h('div', { class: 'conversation-actions' },
-        h('button', { type: 'button', class: 'icon-btn rename', 'aria-label': `Rename “${name}”`, title: 'Rename' }, icon('pencil')),
-        h('button', { type: 'button', class: 'icon-btn delete', 'aria-label': `Delete “${name}”`, title: 'Delete' }, icon('trash'))));
+        h('button', { type: 'button', class: 'icon-btn rename', 'aria-label': t('renameNamed', { name }), title: t('rename') }, icon('pencil')),
+        h('button', { type: 'button', class: 'icon-btn delete', 'aria-label': t('deleteNamed', { name }), title: t('delete') }, icon('trash'))));
     return { conv, li, titleBtn };
   }
 
   function setName(entry, name) {
     entry.conv.name = name;
-    const shown = name || UNTITLED;
+    const shown = name || UNTITLED();
     entry.titleBtn.textContent = shown;
     entry.titleBtn.title = shown;
     entry.li.querySelector('.rename').setAttribute('aria-label', `Rename “${shown}”`);
@@ -53,7 +54,7 @@ export function createSidebar({ onSelect, onDeleted, onError }) {
     if (loading) return;
     loading = true;
     loadMore.disabled = true;
-    loadMore.textContent = 'Loading…';
+    loadMore.textContent = t('loading');
     try {
       const lastId = reset || !list.lastElementChild ? undefined : list.lastElementChild.dataset.id;
       // A conversation started while this page was loading is not in it: keep it on a reset.
@@ -75,7 +76,7 @@ export function createSidebar({ onSelect, onDeleted, onError }) {
     } finally {
       loading = false;
       loadMore.disabled = false;
-      loadMore.textContent = 'Load more';
+      loadMore.textContent = t('loadMore');
       updateEmpty();
     }
   }
@@ -113,7 +114,7 @@ export function createSidebar({ onSelect, onDeleted, onError }) {
     if (entry.li.querySelector('.rename-input')) return;
     const original = entry.conv.name || '';
     const input = h('input', {
-      type: 'text', class: 'rename-input', maxlength: 200, 'aria-label': 'Conversation name',
+      type: 'text', class: 'rename-input', maxlength: 200, 'aria-label': t('conversationName'),
     });
     input.value = original;
     let finished = false;
@@ -146,8 +147,8 @@ export function createSidebar({ onSelect, onDeleted, onError }) {
   // ---- delete -------------------------------------------------------------
 
   async function remove(entry) {
-    const name = entry.conv.name || UNTITLED;
-    if (!window.confirm(`Delete “${name}”? This can’t be undone.`)) return;
+    const name = entry.conv.name || UNTITLED();
+    if (!window.confirm(t('confirmDelete', { name }))) return;
     const button = entry.li.querySelector('.delete');
     button.disabled = true;
     try {

@@ -3,6 +3,7 @@
 // thumbnails (blob: URLs would be blocked by CSP default-src 'self'), remove.
 
 import { h, icon } from './dom.js';
+import { t } from './i18n.js';
 import { uploadFile, describeError } from './api.js';
 
 const IMAGE_ACCEPT = '.png,.jpg,.jpeg,.webp,.gif,image/png,image/jpeg,image/webp,image/gif';
@@ -70,8 +71,8 @@ export function createUploader({ onError, onChange }) {
     else input.setAttribute('accept', accept.join(','));
     input.multiple = limit > 1;
     const onlyImages = types.length === 1 && types[0] === 'image';
-    button.setAttribute('aria-label', onlyImages ? 'Attach image' : 'Attach file');
-    button.title = onlyImages ? 'Attach image' : 'Attach file';
+    button.setAttribute('aria-label', onlyImages ? t('attachImage') : t('attachFile'));
+    button.title = onlyImages ? t('attachImage') : t('attachFile');
     button.hidden = !cfg.enabled;
   }
 

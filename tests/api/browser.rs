@@ -25,6 +25,12 @@ use futures_util::FutureExt as _;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
+mod accessibility;
+mod embed;
+mod language;
+mod sources;
+mod voice;
+
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// The browser itself: Debian's `/usr/bin/chromium` is a shell wrapper that adds desktop flags
@@ -163,6 +169,9 @@ async fn new_session(driver: &Driver) -> Client {
         "--disable-site-isolation-trials",
         "--metrics-recording-only",
         "--mute-audio",
+        // A fake microphone that needs no permission prompt (the voice tests record from it).
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
         "--password-store=basic",
         // The omnibox popup is a hidden WebUI page that keeps a renderer busy in headless mode.
         "--disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup,Translate,MediaRouter,\

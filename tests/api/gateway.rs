@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use dify_emulator::{Recorded, Reply};
+use dify_emulator::{EmulatorOptions, Recorded, Reply};
 use reqwest::Method;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Value, json};
@@ -127,7 +127,14 @@ async fn read_until_event(response: &mut reqwest::Response) -> Value {
 
 #[tokio::test]
 async fn app_settings_are_difys_bytes_unchanged() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(
+        vec![],
+        EmulatorOptions {
+            webapp_site: true,
+            ..EmulatorOptions::default()
+        },
+    )
+    .await;
     let direct = reqwest::Client::new();
     for path in ["parameters", "info", "meta", "site"] {
         let ours = gw_get(&app.browser, &format!("/v1/{path}")).await;

@@ -13,6 +13,7 @@ mod browser;
 mod chat;
 mod cli;
 mod cross_site;
+mod embedding;
 mod files;
 mod gateway;
 mod history;

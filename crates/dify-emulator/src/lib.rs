@@ -74,6 +74,9 @@ pub struct EmulatorOptions {
     /// `/info`'s `name`, `description` and `mode` (Dify ≥ 1.0 sends `mode`), replacing the
     /// capture app's (or the demo's) name and description.
     pub info: Option<AppInfo>,
+    /// Answer `/site` (Dify's WebApp settings, Dify ≥ 1.4); off, `/site` is the 404 page of
+    /// Dify 0.15, whose captures this emulator follows.
+    pub webapp_site: bool,
 }
 
 /// What `/info` says about the app.
@@ -104,6 +107,7 @@ impl Default for EmulatorOptions {
                 "transfer_methods": ["remote_url", "local_file"],
             }}),
             info: None,
+            webapp_site: false,
         }
     }
 }

@@ -166,7 +166,8 @@ async fn handle(
         Route::CompletionStop(task_id) | Route::WorkflowStop(task_id) => runs::stop(ctx, &task_id),
         Route::ConversationVariables(id) => conversations::variables(ctx, &id),
         Route::TextToAudio => audio::text_to_audio(ctx),
-        Route::Site => Ok(app_info::site(opts)),
+        Route::Site if opts.webapp_site => Ok(app_info::site(opts)),
+        Route::Site => Ok(not_found_page()),
         Route::ServiceFilePreview(id) => files::service_preview(ctx, &id),
         Route::FilesUpload | Route::AudioToText => Err(ApiError::Unknown),
     }

@@ -1,0 +1,203 @@
+//! A multipart request's `file` part, streamed to Dify as it arrives (never buffered whole):
+//! `MAX_UPLOAD_BYTES` on the whole body while it streams, the parts before the file bounded
+//! and charged to the shared body budget. Text fields before the file are kept for callers
+//! that pass them on (the gateway, which drops `user`); file parts other than `file` and
+//! anything after it are skipped.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, header};
+use futures_util::{StreamExt, TryStreamExt};
+use reqwest::multipart::Part;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::ApiError;
+use crate::server::body_timeout::is_body_timeout;
+use crate::state::AppState;
+
+/// The most that may come before the `file` part's data starts (the parser holds part headers
+/// whole while it looks for their end).
+pub const MAX_UPLOAD_HEAD_BYTES: u64 = 1024 * 1024;
+
+/// The multipart boundary, once the head shows an acceptable upload: `multipart/form-data`
+/// (else 415) not declared larger than `MAX_UPLOAD_BYTES` (else 413).
+pub fn boundary(headers: &HeaderMap, limit: u64) -> Result<String, ApiError> {
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+        .ok_or_else(|| {
+            ApiError::UnsupportedMediaType("Uploads must be multipart/form-data.".into())
+        })?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    Ok(boundary)
+}
+
+/// An upload on its way: the text fields that came before the `file` part, and the file as a
+/// part that streams the rest of the request body.
+pub struct StreamedFile {
+    pub fields: Vec<(String, String)>,
+    pub part: Part,
+}
+
+/// Reads up to the `file` part and returns it as a streaming [`Part`] for the upstream form,
+/// with the [`UploadEnd`] that tells, after the upstream call, whether the body broke.
+pub async fn file_part(
+    state: &AppState,
+    boundary: String,
+    body: Body,
+) -> Result<(StreamedFile, UploadEnd), ApiError> {
+    let limit = state.config.max_upload_bytes;
+    let body_end = Arc::new(BodyEnd::default());
+    let seen_end = body_end.clone();
+    let budget = Arc::clone(&state.body_budget);
+    let mut seen: u64 = 0;
+    let body = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(|e| {
+            if is_body_timeout(&e) {
+                seen_end.stalled.store(true, Ordering::Release);
+            }
+            std::io::Error::other(e)
+        })?;
+        seen += chunk.len() as u64;
+        if seen > limit {
+            seen_end.too_large.store(true, Ordering::Release);
+            return Err(std::io::Error::other(BodyRefused));
+        }
+        if !seen_end.file_found.load(Ordering::Acquire) {
+            if seen > MAX_UPLOAD_HEAD_BYTES {
+                seen_end.head_too_large.store(true, Ordering::Release);
+                return Err(std::io::Error::other(BodyRefused));
+            }
+            // The parser holds what comes before the file: charged like a buffered JSON body.
+            if !seen_end.charge(&budget, chunk.len()) {
+                return Err(std::io::Error::other(BodyRefused));
+            }
+        }
+        Ok(chunk)
+    });
+    let mut multipart = multer::Multipart::new(body, boundary);
+
+    let malformed = |end: &BodyEnd| {
+        end.error()
+            .unwrap_or_else(|| ApiError::invalid("The multipart body is malformed."))
+    };
+    let mut fields = Vec::new();
+    let file = loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) if field.name() == Some("file") => break field,
+            Ok(Some(field)) if field.file_name().is_none() => {
+                let name = field.name().unwrap_or_default().to_owned();
+                let value = field.text().await.map_err(|_| malformed(&body_end))?;
+                fields.push((name, value));
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) => return Err(ApiError::invalid("The upload needs a part named \"file\".")),
+            Err(_) => return Err(malformed(&body_end)),
+        }
+    };
+    body_end.file_found.store(true, Ordering::Release);
+    body_end.release_head();
+    let file_name = file.file_name().unwrap_or("upload").to_owned();
+    let mime = file
+        .content_type()
+        .map(|m| m.to_string())
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let stream = file.map_err(std::io::Error::other);
+    let part = Part::stream(reqwest::Body::wrap_stream(stream))
+        .file_name(file_name)
+        .mime_str(&mime)
+        .map_err(|_| ApiError::invalid("The file part has an invalid content type."))?;
+    Ok((StreamedFile { fields, part }, UploadEnd(body_end)))
+}
+
+/// How the upload body ended, known once the upstream call is over.
+pub struct UploadEnd(Arc<BodyEnd>);
+
+impl UploadEnd {
+    /// The client's own error when the body ended early (whatever the multipart parser or the
+    /// upstream call made of the broken stream), else the upstream call's `result`.
+    pub fn outcome<T>(&self, result: Result<T, ApiError>) -> Result<T, ApiError> {
+        match self.0.error() {
+            Some(error) => Err(error),
+            None => result,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BodyRefused;
+
+impl std::fmt::Display for BodyRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("upload body refused")
+    }
+}
+
+impl std::error::Error for BodyRefused {}
+
+/// Why the upload body ended early, if it did.
+#[derive(Default)]
+struct BodyEnd {
+    too_large: AtomicBool,
+    /// The shared budget of buffered body bytes had no room for the part headers.
+    overloaded: AtomicBool,
+    /// The budget held for what came before the file's data.
+    head: Mutex<Option<OwnedSemaphorePermit>>,
+    /// More than [`MAX_UPLOAD_HEAD_BYTES`] came before the file's data.
+    head_too_large: AtomicBool,
+    file_found: AtomicBool,
+    /// Nothing arrived for REQUEST_BODY_TIMEOUT_SECS.
+    stalled: AtomicBool,
+}
+
+impl BodyEnd {
+    fn charge(&self, budget: &Arc<Semaphore>, bytes: usize) -> bool {
+        let permit = u32::try_from(bytes)
+            .ok()
+            .and_then(|n| Arc::clone(budget).try_acquire_many_owned(n).ok());
+        let Some(permit) = permit else {
+            self.overloaded.store(true, Ordering::Release);
+            return false;
+        };
+        let mut head = self.head.lock().unwrap_or_else(PoisonError::into_inner);
+        match head.as_mut() {
+            Some(held) => held.merge(permit),
+            None => *head = Some(permit),
+        }
+        true
+    }
+
+    fn release_head(&self) {
+        self.head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    fn error(&self) -> Option<ApiError> {
+        if self.too_large.load(Ordering::Acquire) {
+            Some(ApiError::PayloadTooLarge)
+        } else if self.overloaded.load(Ordering::Acquire) {
+            Some(ApiError::Overloaded {
+                retry_after_secs: 1,
+            })
+        } else if self.head_too_large.load(Ordering::Acquire) {
+            Some(ApiError::invalid(
+                "The multipart part headers before the file are too large.",
+            ))
+        } else if self.stalled.load(Ordering::Acquire) {
+            Some(ApiError::RequestTimeout)
+        } else {
+            None
+        }
+    }
+}
