@@ -7,12 +7,17 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use std::future::Future;
+
 use axum::body::Body;
+use axum::extract::Request;
 use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::multipart::Part;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::dify::{Answer, Caller};
 use crate::error::ApiError;
 use crate::server::body_timeout::is_body_timeout;
 use crate::state::AppState;
@@ -39,6 +44,26 @@ pub fn boundary(headers: &HeaderMap, limit: u64) -> Result<String, ApiError> {
         return Err(ApiError::PayloadTooLarge);
     }
     Ok(boundary)
+}
+
+/// A multipart upload of our own routes, checked, charged to the caller's assist rate and
+/// streamed to Dify by `send`; the client's own error wins if the body broke on the way.
+pub async fn forward<Send, Sent>(
+    state: &AppState,
+    caller: &Caller,
+    request: Request,
+    send: Send,
+) -> Result<Response, ApiError>
+where
+    Send: FnOnce(Part) -> Sent,
+    Sent: Future<Output = Result<Answer, ApiError>>,
+{
+    let limit = state.config.max_upload_bytes;
+    let boundary = boundary(request.headers(), limit)?;
+    state.assist_rate.check(&caller.user).await?;
+    let (file, end) = file_part(state, boundary, request.into_body()).await?;
+    let result = send(file.part).await;
+    Ok(end.outcome(result)?.into_response())
 }
 
 /// An upload on its way: the text fields that came before the `file` part, and the file as a

@@ -4,7 +4,7 @@
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
 use serde_json::{Map, Value};
 
@@ -32,11 +32,10 @@ async fn audio_to_text(
     caller: Caller,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let boundary = multipart::boundary(request.headers(), state.config.max_upload_bytes)?;
-    state.assist_rate.check(&caller.user).await?;
-    let (file, end) = multipart::file_part(&state, boundary, request.into_body()).await?;
-    let result = app.dify.audio_to_text(&caller, file.part).await;
-    Ok(end.outcome(result)?.into_response())
+    multipart::forward(&state, &caller, request, |file| {
+        app.dify.audio_to_text(&caller, file)
+    })
+    .await
 }
 
 async fn text_to_audio(

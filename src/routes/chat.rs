@@ -122,7 +122,8 @@ fn offset(query: Option<&str>) -> Result<u64, ApiError> {
     Ok(found.unwrap_or(0))
 }
 
-fn sse_response(body: Body) -> Response {
+/// Dify's event stream as we relay it: no buffering by proxies, no caching.
+pub(crate) fn sse_response(body: Body) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();

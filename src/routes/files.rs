@@ -6,7 +6,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 
 use super::path::{FilePreviewParam, ToolFileParam};
@@ -35,11 +35,10 @@ async fn upload(
     caller: Caller,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let boundary = multipart::boundary(request.headers(), state.config.max_upload_bytes)?;
-    state.assist_rate.check(&caller.user).await?;
-    let (file, end) = multipart::file_part(&state, boundary, request.into_body()).await?;
-    let result = app.dify.upload(&caller, file.part).await;
-    Ok(end.outcome(result)?.into_response())
+    multipart::forward(&state, &caller, request, |file| {
+        app.dify.upload(&caller, file)
+    })
+    .await
 }
 
 const FORWARDED_REQUEST_HEADERS: &[header::HeaderName] = &[

@@ -11,11 +11,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::response::Response;
 use axum::routing::any;
 use serde_json::Value;
 
+use super::chat::sse_response;
 use super::files::{ACTIVE_FILE_CSP, can_run_script};
 use super::validate;
 use crate::apps::App;
@@ -246,18 +247,7 @@ fn query_params(raw: Option<&str>) -> Vec<(String, String)> {
 
 fn respond(passed: Passed) -> Response {
     match passed {
-        Passed::Stream(relay) => {
-            let mut response = Response::new(Body::from_stream(relay));
-            *response.status_mut() = StatusCode::OK;
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-            response
-        }
+        Passed::Stream(relay) => sse_response(Body::from_stream(relay)),
         Passed::Answer(answer) => {
             let mut response = answer.into_response_as_sent();
             let headers = response.headers_mut();
