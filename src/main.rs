@@ -72,11 +72,11 @@ async fn run() -> ExitCode {
     if let Some(Command::Healthcheck) = cli.command {
         return healthcheck(&config).await;
     }
+    let mut config = config;
+    config.check_dify_at_start = true;
     logging::init(config.log_format);
     dify_bff::server::open_files::raise_open_files();
 
-    #[cfg(feature = "demo")]
-    let mut config = config;
     #[cfg(feature = "demo")]
     let _emulator = if cli.demo {
         match start_demo(&mut config).await {

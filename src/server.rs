@@ -91,6 +91,25 @@ pub async fn serve_on(
     let app = routes::router(state.clone());
     let limits = ConnectionLimits::from_config(&state.config);
     let close = CancellationToken::new();
+    if state.config.check_dify_at_start {
+        let ready = state.clone();
+        let check = crate::dify::diagnose::check_until_answered(
+            state.dify.clone(),
+            routes::health::PROBE_TIMEOUT,
+            move |result: Result<(), String>| {
+                ready
+                    .readiness
+                    .put(result.map_err(|reason| format!("Dify is not usable: {reason}")));
+            },
+        );
+        let stop = close.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = check => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
 
     if let Some(metrics_listener) = metrics_listener {
         if let Ok(addr) = metrics_listener.local_addr() {

@@ -1,7 +1,7 @@
 //! Typed, validated configuration read from the environment (API.md §1).
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,8 +13,8 @@ use secrecy::SecretString;
 
 pub use self::parse::redacted;
 use self::parse::{
-    invalid, list, parse_api_key, parse_base_url, parse_cidr, parse_or, parse_origin,
-    parse_same_site, secs,
+    invalid, is_placeholder_key, list, parse_api_key, parse_base_url, parse_cidr, parse_host,
+    parse_or, parse_origin, parse_port, parse_same_site, secs,
 };
 
 mod parse;
@@ -61,6 +61,9 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     pub static_dir: Option<PathBuf>,
     pub log_format: LogFormat,
+    /// Check Dify (`GET /info`) at start-up, log what is wrong and retry until it answers. Not
+    /// from the environment: the binary turns it on; tests and embedders choose.
+    pub check_dify_at_start: bool,
 }
 
 /// A configuration problem: the variable and what is wrong with it. Never holds a secret value.
@@ -96,6 +99,12 @@ impl Config {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 
         let dify_api_key = match get("DIFY_API_KEY") {
+            Some(key) if !demo && is_placeholder_key(&key) => {
+                return Err(invalid(
+                    "DIFY_API_KEY",
+                    "is still the placeholder from .env.example: put your Dify app's API key (app-…) there, or use --demo",
+                ));
+            }
             Some(key) => parse_api_key(&key)?,
             None if demo => SecretString::from(DEMO_API_KEY),
             None => {
@@ -110,8 +119,8 @@ impl Config {
                 .as_deref()
                 .unwrap_or("https://api.dify.ai/v1"),
         )?;
-        let host: IpAddr = parse_or("HOST", get("HOST"), IpAddr::from([127, 0, 0, 1]))?;
-        let port: u16 = parse_or("PORT", get("PORT"), 3000)?;
+        let host = parse_host(get("HOST"))?;
+        let port = parse_port(get("PORT"))?;
         let session_secret = match get("SESSION_SECRET") {
             Some(s) if s.len() < 32 => {
                 return Err(invalid("SESSION_SECRET", "must be at least 32 bytes long"));
@@ -228,6 +237,7 @@ impl Config {
                 Some("json") => LogFormat::Json,
                 Some(_) => return Err(invalid("LOG_FORMAT", "must be `pretty` or `json`")),
             },
+            check_dify_at_start: false,
         };
         if config.max_buffered_body_bytes < config.max_body_bytes {
             return Err(invalid(

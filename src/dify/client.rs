@@ -244,6 +244,11 @@ impl DifyClient {
             .map_err(|f| f.error)
     }
 
+    /// The Service API base URL (`DIFY_BASE_URL`).
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
@@ -259,7 +264,7 @@ impl DifyClient {
         Ok(url)
     }
 
-    fn keyed(&self, method: Method, path: &str) -> Result<RequestBuilder, ApiError> {
+    pub(super) fn keyed(&self, method: Method, path: &str) -> Result<RequestBuilder, ApiError> {
         Ok(self
             .http
             .request(method, self.url(path)?)

@@ -13,7 +13,7 @@ use crate::state::AppState;
 use crate::telemetry::metrics;
 
 const READY_TTL: Duration = Duration::from_secs(5);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub fn router(metrics_here: bool) -> Router<AppState> {
     let router = Router::new()
@@ -53,9 +53,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
         None => {
             let result = state
                 .dify
-                .probe(PROBE_TIMEOUT)
+                .diagnose(PROBE_TIMEOUT)
                 .await
-                .map_err(|e| format!("Dify is not usable: {}", e.message()));
+                .map_err(|reason| format!("Dify is not usable: {reason}"));
             state.readiness.put(result.clone());
             result
         }

@@ -173,3 +173,18 @@ fn demo_serves_the_page_and_answers_chat_with_json_logs() {
         assert!(!chat[field].is_null(), "{field} in {chat}");
     }
 }
+
+#[test]
+fn the_example_files_placeholder_key_stops_start_up_naming_the_variable() {
+    let out = command()
+        .env("DIFY_API_KEY", "app-xxxxxxxxxxxxxxxxxxxxxxxx")
+        .env("PORT", free_port().to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("DIFY_API_KEY") && err.contains("placeholder"),
+        "{err}"
+    );
+}

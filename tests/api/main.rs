@@ -21,5 +21,6 @@ mod memory_and_sockets;
 mod operations;
 mod relay_properties;
 mod slow_clients;
+mod startup;
 mod streaming;
 mod upstream_errors;
