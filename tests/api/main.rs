@@ -18,6 +18,7 @@ mod identity;
 mod limits;
 mod load;
 mod memory_and_sockets;
+mod nginx;
 mod operations;
 mod relay_properties;
 mod slow_clients;
