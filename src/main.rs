@@ -128,8 +128,7 @@ async fn run() -> ExitCode {
 async fn start_demo(config: &mut Config) -> std::io::Result<Emulator> {
     let emulator = Emulator::start(EmulatorOptions {
         api_key: DEMO_API_KEY.to_owned(),
-        demo: true,
-        ..EmulatorOptions::default()
+        ..EmulatorOptions::demo_app()
     })
     .await?;
     config.dify_api_key = DEMO_API_KEY.to_owned().into();
