@@ -3,7 +3,8 @@
 
 import { h, icon } from './dom.js';
 import { renderMarkdown } from './markdown.js';
-import { ApiError, describeError } from './api.js';
+import { ApiError } from './api.js';
+import { errorContent } from './errors.js';
 
 /** Resolve a file URL against our origin; other origins are blocked by CSP, so link them instead. */
 function fileUrl(url) {
@@ -219,8 +220,7 @@ class AssistantTurn {
     this.failed = true;
     this.typingEl.hidden = true;
     this.el.querySelector('.error')?.remove();
-    const box = h('div', { class: 'error', role: 'alert' },
-      h('p', { class: 'error-text', text: describeError(err) }));
+    const box = h('div', { class: 'error', role: 'alert' }, errorContent(err));
     if (this.retry) {
       box.append(h('button', { type: 'button', class: 'retry', onclick: () => this.retry() },
         icon('retry'), h('span', { text: 'Retry' })));

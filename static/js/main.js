@@ -14,6 +14,8 @@
  *   inputs.js    welcome (opening statement, suggestions) and #inputs-form
  *   upload.js    attachments: checks, upload with progress, thumbnails
  *   dom.js       tiny element builder and SVG icons
+ *   route.js     the open conversation in the URL (#/c/{id}): reload, bookmarks, back/forward
+ *   errors.js    a failed answer in plain words, the raw error behind "Details"
  */
 
 import { api, ApiError, describeError } from './api.js';
@@ -22,6 +24,7 @@ import { createChatView } from './chat.js';
 import { createSidebar } from './sidebar.js';
 import { createWelcome, createInputsForm } from './inputs.js';
 import { createUploader } from './upload.js';
+import { linkedConversation, showInUrl, onLinkChange } from './route.js';
 
 const $ = (id) => document.getElementById(id);
 const composer = $('composer');
@@ -77,7 +80,7 @@ const inputsForm = createInputsForm();
 const uploader = createUploader({ onError: (t) => showFormError(t), onChange: () => updateComposer() });
 const sidebar = createSidebar({
   onSelect: (conv) => openConversation(conv),
-  onDeleted: (id) => { if (id === state.conversationId) newChat(); },
+  onDeleted: (id) => { if (id === state.conversationId) newChat({ replace: true }); },
   onError: (text) => showBanner(text),
 });
 
@@ -242,6 +245,7 @@ function adoptConversation(view, id, request) {
   state.conversationId = id;
   state.conversationInputs = request.inputs || {};
   sidebar.setActive(id);
+  showInUrl(id, { replace: true });
 }
 
 async function autoTitle(id) {
@@ -265,7 +269,9 @@ async function rateMessage(id, rating) {
 
 // ---- conversations ----------------------------------------------------------
 
-function newChat() {
+/** `url: false` leaves the URL alone (boot, back/forward); `replace` drops a dead link. */
+function newChat({ url = true, replace = false } = {}) {
+  if (url) showInUrl('', { replace });
   detach();
   state.view++;
   state.conversationId = '';
@@ -291,8 +297,9 @@ function renderPage(page, prepend) {
   });
 }
 
-async function openConversation(conv) {
+async function openConversation(conv, { fromUrl = false } = {}) {
   if (conv.id === state.conversationId && !state.stream) return;
+  if (!fromUrl) showInUrl(conv.id);
   detach();
   const view = ++state.view;
   state.conversationId = conv.id;
@@ -313,6 +320,12 @@ async function openConversation(conv) {
   } catch (err) {
     if (view !== state.view) return;
     chat.setLoading(false);
+    if (err.status === 404 || err.code === 'not_found' || err.code === 'invalid_param') {
+      // Unknown, deleted or someone else's: the empty state, and the link is forgotten.
+      newChat({ replace: true });
+      showBanner('That conversation isn’t available. You can start a new one.');
+      return;
+    }
     showBanner(`This conversation couldn’t be loaded. ${describeError(err)}`);
   }
 }
@@ -340,7 +353,14 @@ async function boot() {
   updateOnline();
   autosize();
   updateComposer();
-  newChat();
+  newChat({ url: false });
+  const linked = linkedConversation();
+  if (linked) openConversation({ id: linked }, { fromUrl: true });
+  onLinkChange((id) => {
+    if (id === state.conversationId) return;
+    if (id) openConversation({ id }, { fromUrl: true });
+    else newChat({ url: false });
+  });
   const [info, params] = await Promise.allSettled([api.info(), api.parameters(), sidebar.load(true)]);
 
   let name = '';
