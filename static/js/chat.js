@@ -5,6 +5,7 @@ import { h, icon } from './dom.js';
 import { renderMarkdown } from './markdown.js';
 import { ApiError } from './api.js';
 import { errorContent } from './errors.js';
+import { showSources } from './sources.js';
 
 /** Resolve a file URL against our origin; other origins are blocked by CSP, so link them instead. */
 function fileUrl(url) {
@@ -76,6 +77,7 @@ class AssistantTurn {
     for (const el of [this.stepsEl, this.answerEl, this.filesEl, this.footEl, this.suggestEl]) el.replaceChildren();
     this.el.querySelector('.error')?.remove();
     this.el.querySelector('.note')?.remove();
+    this.el.querySelector('.sources')?.remove();
     this.typingEl.hidden = true;
   }
 
@@ -188,6 +190,7 @@ class AssistantTurn {
       case 'message_end':
         this.setMessageId(d.message_id || d.id);
         this.setUsage(d.metadata && d.metadata.usage);
+        showSources(this.filesEl, d.metadata && d.metadata.retriever_resources);
         this.done = true;
         break;
       case 'workflow_started':
@@ -390,6 +393,7 @@ export function createChatView({ messages, scroller, jump }) {
         turn.setMessageId(m.id);
         for (const t of m.agent_thoughts || []) turn.upsertThought(t);
         for (const f of m.message_files || []) turn.addFile(f);
+        showSources(turn.filesEl, m.retriever_resources);
         turn.answer = m.answer || '';
         if (m.status === 'error' || m.error) {
           turn.retry = retryFor ? retryFor(m) : null;

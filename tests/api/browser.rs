@@ -1828,3 +1828,63 @@ async fn a_failed_model_call_shows_a_sentence_and_the_provider_error_in_details(
     })
     .await;
 }
+
+// ---- the demo ----------------------------------------------------------------------------------
+
+fn demo_app() -> EmulatorOptions {
+    EmulatorOptions {
+        token_interval: Duration::from_millis(1),
+        ..EmulatorOptions::demo_app()
+    }
+}
+
+#[tokio::test]
+async fn the_demo_shows_uploads_follow_ups_markdown_tables_and_sources() {
+    run("demo_features", Viewport::Desktop, demo_app(), async |p| {
+        assert!(p.visible("#attach").await, "image upload is on");
+        let opening = p.text_of("#opening-statement").await;
+        for (keyword, _) in dify_emulator::DEMO_KEYWORDS {
+            assert!(opening.contains(keyword), "{keyword} in {opening}");
+        }
+
+        p.click("#suggested-questions .suggested-question:nth-child(3)")
+            .await;
+        p.wait_idle().await;
+        let sources = ".message.assistant .sources";
+        assert_eq!(
+            p.text_of(&format!("{sources} summary")).await,
+            "Sources (2)"
+        );
+        assert_eq!(p.count(&format!("{sources} li")).await, 2);
+        assert!(
+            p.text_of(&format!("{sources} li .source-title"))
+                .await
+                .contains("README.md")
+        );
+        p.find(".message.assistant .suggestions .suggested-question")
+            .await;
+
+        p.send("Show me MARKDOWN").await;
+        p.wait_idle().await;
+        let last = ".message.assistant:last-of-type";
+        p.find(&format!("{last} .answer table")).await;
+        assert_eq!(p.count(&format!("{last} .answer table tbody tr")).await, 3);
+        assert!(
+            p.text_of(&format!("{last} .answer pre code"))
+                .await
+                .contains("DIFY_API_KEY")
+        );
+
+        p.js("document.querySelector('.message.assistant .sources').open = true;").await;
+        p.screenshot("desktop-demo").await;
+
+        p.reload().await;
+        p.find(".message.assistant .sources").await;
+        assert_eq!(
+            p.count(".message.assistant .sources").await,
+            1,
+            "sources come back with the history"
+        );
+    })
+    .await;
+}
