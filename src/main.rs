@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dify_bff::config::Config;
 #[cfg(feature = "demo")]
 use dify_bff::config::DEMO_API_KEY;
@@ -53,7 +53,13 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 async fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command()
+        .after_help(dify_bff::config::vars::help())
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if cli.demo && !cfg!(feature = "demo") {
         eprintln!(
             "dify-bff: this build has no demo: build with the default `demo` feature (cargo run -- --demo)"

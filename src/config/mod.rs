@@ -18,6 +18,7 @@ use self::parse::{
 };
 
 mod parse;
+pub mod vars;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {

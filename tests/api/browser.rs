@@ -1875,7 +1875,8 @@ async fn the_demo_shows_uploads_follow_ups_markdown_tables_and_sources() {
                 .contains("DIFY_API_KEY")
         );
 
-        p.js("document.querySelector('.message.assistant .sources').open = true;").await;
+        p.js("document.querySelector('.message.assistant .sources').open = true;")
+            .await;
         p.screenshot("desktop-demo").await;
 
         p.reload().await;

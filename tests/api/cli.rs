@@ -188,3 +188,29 @@ fn the_example_files_placeholder_key_stops_start_up_naming_the_variable() {
         "{err}"
     );
 }
+
+#[test]
+fn help_lists_the_environment_variables_with_defaults() {
+    let help = command().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    for name in ["DIFY_API_KEY", "DIFY_BASE_URL", "TRUSTED_PROXIES", "LOG_FORMAT"] {
+        assert!(text.contains(name), "{name} missing from --help:\n{text}");
+    }
+    assert!(text.contains("[default: 3000]"), "{text}");
+}
+
+#[test]
+fn host_localhost_listens_on_the_loopback_address() {
+    let port = free_port();
+    let _server = Running(
+        command()
+            .arg("--demo")
+            .env("HOST", "localhost")
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_healthy(port);
+}
