@@ -1641,3 +1641,14 @@ async fn demo_keywords_leave_the_capture_apps_answers_alone() {
     assert_eq!(answer["answer"], DEFAULT_ANSWER_1);
     assert_eq!(keys(&answer["metadata"]), ["usage"]);
 }
+
+#[test]
+fn the_readme_lists_every_demo_keyword() {
+    let readme = include_str!("../../../README.md");
+    for (keyword, _) in crate::DEMO_KEYWORDS {
+        assert!(
+            readme.contains(&format!("| `{keyword}` |")),
+            "README's demo table lacks {keyword}"
+        );
+    }
+}
