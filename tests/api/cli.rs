@@ -193,7 +193,12 @@ fn the_example_files_placeholder_key_stops_start_up_naming_the_variable() {
 fn help_lists_the_environment_variables_with_defaults() {
     let help = command().arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
-    for name in ["DIFY_API_KEY", "DIFY_BASE_URL", "TRUSTED_PROXIES", "LOG_FORMAT"] {
+    for name in [
+        "DIFY_API_KEY",
+        "DIFY_BASE_URL",
+        "TRUSTED_PROXIES",
+        "LOG_FORMAT",
+    ] {
         assert!(text.contains(name), "{name} missing from --help:\n{text}");
     }
     assert!(text.contains("[default: 3000]"), "{text}");
