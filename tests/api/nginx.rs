@@ -39,6 +39,22 @@ struct NginxProcess {
     dir: PathBuf,
 }
 
+impl NginxProcess {
+    /// nginx's warnings and errors so far (its log is at `info`).
+    fn complaints(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("error.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                ["[warn]", "[error]", "[crit]", "[alert]", "[emerg]"]
+                    .iter()
+                    .any(|k| l.contains(k))
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 impl Drop for NginxProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -310,6 +326,7 @@ async fn probes_answer_without_sign_in_and_metrics_stay_private() {
         .await
         .unwrap();
     assert_eq!(metrics.status(), 404);
+    assert_eq!(front.nginx.complaints(), Vec::<String>::new());
 }
 
 #[tokio::test]
