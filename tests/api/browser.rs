@@ -1810,6 +1810,7 @@ async fn a_quota_error_is_worded_for_people_with_difys_text_behind_details() {
         let raw = p.text_of(&format!("{details} .error-raw")).await;
         assert!(raw.starts_with("provider_quota_exceeded (400): "), "{raw}");
         assert!(raw.contains(dify_text), "{raw}");
+        p.screenshot("desktop-error-details").await;
     })
     .await;
 }
