@@ -3,7 +3,11 @@
 #   docker build -t dify-bff:0.1.0 --build-arg VERSION=0.1.0 .
 #   docker run --rm -p 3000:3000 -e DIFY_API_KEY=app-... dify-bff:0.1.0
 #
-# The image is linux/amd64 (the binary is built for x86_64-unknown-linux-musl).
+# linux/amd64 (x86_64-unknown-linux-musl) or linux/arm64 (aarch64-unknown-linux-musl),
+# picked from the platform being built (buildx's TARGETARCH):
+#   docker buildx build --platform linux/amd64,linux/arm64 -t ghcr.io/OWNER/dify-bff:0.1.0 --push .
+# Base images are fully qualified, so podman and buildah build it as docker does; they need
+# `--format docker` to keep HEALTHCHECK (the OCI image format has no health check).
 # .ci/build-musl.sh runs the very same cargo command, so CI notices when this
 # build would break. Keep the two in step: see CARGO_BUILD_FLAGS in that script.
 # See docs/deploy.md for running it.
@@ -13,7 +17,10 @@ ARG RUST_VERSION=1
 ############################################################################
 # Builder
 ############################################################################
-FROM rust:${RUST_VERSION}-bookworm AS builder
+FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS builder
+
+# Set by buildx/podman for the platform being built; plain `docker build` leaves it empty.
+ARG TARGETARCH
 
 # musl-tools provides musl-gcc. reqwest uses rustls with the aws-lc-rs
 # provider, and aws-lc-sys compiles AWS-LC's C and assembly sources with the
@@ -27,10 +34,16 @@ FROM rust:${RUST_VERSION}-bookworm AS builder
 # musl-gcc does not see the kernel's <linux/random.h>. aws-lc-sys checks for it
 # and falls back to getentropy(), which musl provides.
 # Exact-version pin: bookworm has shipped musl 1.2.3-1 since its release.
-RUN apt-get update \
+# The Rust target for the platform goes to /rust-target, read by the build steps below.
+RUN case "${TARGETARCH:-amd64}" in \
+      amd64) echo x86_64-unknown-linux-musl > /rust-target ;; \
+      arm64) echo aarch64-unknown-linux-musl > /rust-target ;; \
+      *) echo "unsupported TARGETARCH ${TARGETARCH}" >&2; exit 1 ;; \
+    esac \
+    && apt-get update \
     && apt-get install -y --no-install-recommends musl-tools=1.2.3-1 \
     && rm -rf /var/lib/apt/lists/* \
-    && rustup target add x86_64-unknown-linux-musl
+    && rustup target add "$(cat /rust-target)"
 
 WORKDIR /build
 
@@ -43,15 +56,16 @@ WORKDIR /build
 #    needs its members' manifests; the emulator is not built (no `demo` feature).
 COPY Cargo.toml Cargo.lock ./
 COPY crates/dify-emulator/Cargo.toml crates/dify-emulator/
-RUN mkdir src crates/dify-emulator/src \
+RUN TARGET="$(cat /rust-target)" \
+    && mkdir src crates/dify-emulator/src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs crates/dify-emulator/src/lib.rs \
-    && cargo build --release --locked --target x86_64-unknown-linux-musl -p dify-bff --no-default-features \
+    && cargo build --release --locked --target "$TARGET" -p dify-bff --no-default-features \
     && rm -rf src crates \
-        target/x86_64-unknown-linux-musl/release/.fingerprint/dify-bff-* \
-        target/x86_64-unknown-linux-musl/release/deps/dify_bff-* \
-        target/x86_64-unknown-linux-musl/release/deps/libdify_bff-* \
-        target/x86_64-unknown-linux-musl/release/dify-bff*
+        "target/$TARGET/release/.fingerprint/dify-bff-"* \
+        "target/$TARGET/release/deps/dify_bff-"* \
+        "target/$TARGET/release/deps/libdify_bff-"* \
+        "target/$TARGET/release/dify-bff"*
 # Removing the crate's fingerprints matters. COPY keeps the files' old mtimes,
 # and without this cargo could treat the dummy build as up to date.
 
@@ -59,11 +73,16 @@ RUN mkdir src crates/dify-emulator/src \
 COPY crates ./crates
 COPY src ./src
 COPY static ./static
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl -p dify-bff --no-default-features \
-    && cp target/x86_64-unknown-linux-musl/release/dify-bff /dify-bff \
+RUN TARGET="$(cat /rust-target)" \
+    && cargo build --release --locked --target "$TARGET" -p dify-bff --no-default-features \
+    && cp "target/$TARGET/release/dify-bff" /dify-bff \
     && readelf --program-headers --wide /dify-bff > /tmp/program-headers \
     && if grep -q INTERP /tmp/program-headers; then \
          echo 'dify-bff is dynamically linked; distroless/static has no libc' >&2; exit 1; \
+       fi \
+    && readelf --sections --wide /dify-bff > /tmp/sections \
+    && if grep -q '\.symtab' /tmp/sections; then \
+         echo 'dify-bff is not stripped: check strip = true in [profile.release]' >&2; exit 1; \
        fi \
     && /dify-bff --version \
     && { timeout 10 /dify-bff --demo >/dev/null 2>&1; test $? -eq 2; }

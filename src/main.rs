@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dify_bff::config::Config;
 #[cfg(feature = "demo")]
 use dify_bff::config::DEMO_API_KEY;
@@ -53,7 +53,13 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 async fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command()
+        .after_help(dify_bff::config::vars::help())
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if cli.demo && !cfg!(feature = "demo") {
         eprintln!(
             "dify-bff: this build has no demo: build with the default `demo` feature (cargo run -- --demo)"
@@ -72,11 +78,11 @@ async fn run() -> ExitCode {
     if let Some(Command::Healthcheck) = cli.command {
         return healthcheck(&config).await;
     }
+    let mut config = config;
+    config.check_dify_at_start = true;
     logging::init(config.log_format);
     dify_bff::server::open_files::raise_open_files();
 
-    #[cfg(feature = "demo")]
-    let mut config = config;
     #[cfg(feature = "demo")]
     let _emulator = if cli.demo {
         match start_demo(&mut config).await {
@@ -142,13 +148,12 @@ async fn start_demo(config: &mut Config) -> std::io::Result<Vec<Emulator>> {
 
     let chat = EmulatorOptions {
         api_key: DEMO_API_KEY.to_owned(),
-        demo: true,
         info: Some(AppInfo {
             name: "Demo chat".to_owned(),
-            description: "A plain chat: ask anything.".to_owned(),
+            description: "A plain chat that shows every feature: uploads, follow-up questions, Markdown, sources, a long answer, a failure.".to_owned(),
             mode: "chat".to_owned(),
         }),
-        ..EmulatorOptions::default()
+        ..EmulatorOptions::demo_app()
     };
     let helper = EmulatorOptions {
         api_key: DEMO_HELPER_KEY.to_owned(),

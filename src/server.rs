@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use self::body_timeout::ReadTimeoutBody;
 use self::peers::PeerLimit;
@@ -91,6 +92,28 @@ pub async fn serve_on(
     let app = routes::router(state.clone());
     let limits = ConnectionLimits::from_config(&state.config);
     let close = CancellationToken::new();
+    if state.config.check_dify_at_start {
+        for served in state.apps.iter() {
+            let ready = served.clone();
+            let check = crate::dify::diagnose::check_until_answered(
+                served.dify.clone(),
+                routes::health::PROBE_TIMEOUT,
+                move |result: Result<(), String>| {
+                    ready
+                        .readiness
+                        .put(result.map_err(|reason| format!("Dify is not usable: {reason}")));
+                },
+            )
+            .instrument(tracing::info_span!("start-up check", app = %served.name));
+            let stop = close.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = check => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+    }
 
     if let Some(metrics_listener) = metrics_listener {
         if let Ok(addr) = metrics_listener.local_addr() {

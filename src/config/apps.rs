@@ -6,7 +6,7 @@ use reqwest::Url;
 use secrecy::SecretString;
 
 use super::ConfigError;
-use super::parse::{invalid, parse_base_url_for};
+use super::parse::{invalid, is_placeholder_key, parse_base_url_for};
 
 /// The name of the one app configured with `DIFY_API_KEY` (metrics and logs carry it).
 pub const DEFAULT_APP: &str = "default";
@@ -66,6 +66,9 @@ pub(super) fn parse(
         }
     };
     let value = get(source).unwrap_or_default();
+    if demo && source == "DIFY_API_KEY" && is_placeholder_key(&value) {
+        return Ok(one(SecretString::from(demo_key), default_base));
+    }
     match source {
         "DIFY_API_KEY" => Ok(one(key(source, &value, "the key")?, default_base)),
         "DIFY_API_KEY_FILE" => {
@@ -122,6 +125,14 @@ fn key(var: &'static str, raw: &str, what: &str) -> Result<SecretString, ConfigE
         return Err(invalid(
             var,
             format!("{what} contains characters that cannot go in a header"),
+        ));
+    }
+    if is_placeholder_key(raw) {
+        return Err(invalid(
+            var,
+            format!(
+                "{what} is still the placeholder from .env.example: put your Dify app's API key (app-…) there, or use --demo"
+            ),
         ));
     }
     Ok(SecretString::from(raw.to_owned()))

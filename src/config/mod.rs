@@ -1,7 +1,7 @@
 //! Typed, validated configuration read from the environment (API.md §1).
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,7 +15,8 @@ pub use self::apps::{AppConfig, AppsConfig, DEFAULT_APP, is_app_name};
 pub use self::embed::EmbedOrigins;
 pub use self::parse::redacted;
 use self::parse::{
-    invalid, list, parse_base_url, parse_cidr, parse_or, parse_origin, parse_same_site, secs,
+    invalid, list, parse_base_url, parse_cidr, parse_host, parse_or, parse_origin, parse_port,
+    parse_same_site, secs,
 };
 
 pub mod apps;
@@ -24,6 +25,7 @@ mod parse;
 mod shared;
 
 pub use self::shared::SharedConfig;
+pub mod vars;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -73,6 +75,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Redis, token budgets and resumable streams (API.md §7).
     pub shared: SharedConfig,
+    /// Check Dify (`GET /info`) at start-up, log what is wrong and retry until it answers. Not
+    /// from the environment: the binary turns it on; tests and embedders choose.
+    pub check_dify_at_start: bool,
 }
 
 /// A configuration problem: the variable and what is wrong with it. Never holds a secret value.
@@ -113,8 +118,8 @@ impl Config {
                 .unwrap_or("https://api.dify.ai/v1"),
         )?;
         let apps = apps::parse(&get, &dify_base_url, demo, DEMO_API_KEY)?;
-        let host: IpAddr = parse_or("HOST", get("HOST"), IpAddr::from([127, 0, 0, 1]))?;
-        let port: u16 = parse_or("PORT", get("PORT"), 3000)?;
+        let host = parse_host(get("HOST"))?;
+        let port = parse_port(get("PORT"))?;
         let session_secret = match get("SESSION_SECRET") {
             Some(s) if s.len() < 32 => {
                 return Err(invalid("SESSION_SECRET", "must be at least 32 bytes long"));
@@ -233,6 +238,7 @@ impl Config {
                 Some(_) => return Err(invalid("LOG_FORMAT", "must be `pretty` or `json`")),
             },
             shared: SharedConfig::from_lookup(get)?,
+            check_dify_at_start: false,
         };
         if config.max_buffered_body_bytes < config.max_body_bytes {
             return Err(invalid(

@@ -1,5 +1,6 @@
 //! Parsing one variable's value; each failure names its variable.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum_extra::extract::cookie::SameSite;
@@ -39,6 +40,43 @@ pub(super) fn parse_or<T: std::str::FromStr>(
     }
 }
 
+/// An IP address; `localhost` is 127.0.0.1 (a name would need a resolver and could mean
+/// several addresses).
+pub(super) fn parse_host(value: Option<String>) -> Result<IpAddr, ConfigError> {
+    let Some(value) = value else {
+        return Ok(IpAddr::from([127, 0, 0, 1]));
+    };
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::from([127, 0, 0, 1]));
+    }
+    value.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| {
+        invalid(
+            "HOST",
+            format!(
+                "{value:?} is not an IP address: use an IP address such as 127.0.0.1 (this machine only) or 0.0.0.0 (every interface); the port goes in PORT"
+            ),
+        )
+    })
+}
+
+pub(super) fn parse_port(value: Option<String>) -> Result<u16, ConfigError> {
+    let Some(value) = value else { return Ok(3000) };
+    let value = value.trim();
+    match value.parse::<u64>() {
+        Ok(port) => u16::try_from(port).map_err(|_| {
+            invalid(
+                "PORT",
+                format!("{port} is out of range: a port is 0 to 65535"),
+            )
+        }),
+        Err(_) => Err(invalid(
+            "PORT",
+            format!("{value:?} is not a port number (0 to 65535, e.g. 3000)"),
+        )),
+    }
+}
+
 /// The longest timeout accepted: a year. Far beyond any use, and far enough from the clock's
 /// limits that a deadline computed from it never overflows.
 const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 60 * 60;
@@ -60,6 +98,15 @@ pub(super) fn secs(
 
 pub(super) fn parse_base_url(raw: &str) -> Result<Url, ConfigError> {
     parse_base_url_for("DIFY_BASE_URL", raw)
+}
+
+/// `.env.example`'s `app-xxxxxxxxxxxxxxxxxxxxxxxx` (any number of `x`), or `app-…`.
+pub(super) fn is_placeholder_key(key: &str) -> bool {
+    key.trim().strip_prefix("app-").is_some_and(|rest| {
+        rest == "…"
+            || rest == "..."
+            || (!rest.is_empty() && rest.bytes().all(|b| b == b'x' || b == b'X'))
+    })
 }
 
 /// A Dify Service API base URL in `var` (`DIFY_BASE_URL`, or an app's in `DIFY_APPS`).

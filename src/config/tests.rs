@@ -181,3 +181,30 @@ fn the_error_line_never_shows_the_secret() {
     let err = load(&[key(), ("SESSION_SECRET", "tiny-secret")], false).unwrap_err();
     assert!(!err.to_string().contains("tiny-secret"));
 }
+
+#[test]
+fn the_example_files_placeholder_key_is_refused_naming_the_variable() {
+    let err = load(&[("DIFY_API_KEY", "app-xxxxxxxxxxxxxxxxxxxxxxxx")], false).unwrap_err();
+    assert_eq!(err.var, "DIFY_API_KEY");
+    assert!(err.reason.contains("placeholder"), "{}", err.reason);
+}
+
+#[test]
+fn localhost_is_read_as_the_loopback_address() {
+    let config = load(&[key(), ("HOST", "localhost")], false).unwrap();
+    assert_eq!(config.listen, "127.0.0.1:3000".parse().unwrap());
+}
+
+#[test]
+fn a_host_name_is_refused_with_an_example_address() {
+    let err = load(&[key(), ("HOST", "example.com")], false).unwrap_err();
+    assert_eq!(err.var, "HOST");
+    assert!(err.reason.contains("such as 127.0.0.1"), "{}", err.reason);
+}
+
+#[test]
+fn an_out_of_range_port_says_the_range() {
+    let err = load(&[key(), ("PORT", "70000")], false).unwrap_err();
+    assert_eq!(err.var, "PORT");
+    assert!(err.reason.contains("0 to 65535"), "{}", err.reason);
+}

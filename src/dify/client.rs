@@ -308,6 +308,11 @@ impl DifyClient {
         &self.origin
     }
 
+    /// The Service API base URL (`DIFY_BASE_URL`, or the app's own).
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
@@ -323,7 +328,7 @@ impl DifyClient {
         Ok(url)
     }
 
-    fn keyed(&self, method: Method, path: &str) -> Result<RequestBuilder, ApiError> {
+    pub(super) fn keyed(&self, method: Method, path: &str) -> Result<RequestBuilder, ApiError> {
         Ok(self
             .http
             .request(method, self.url(path)?)

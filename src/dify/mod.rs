@@ -4,6 +4,7 @@
 pub mod answer;
 pub mod bodies;
 pub mod client;
+pub mod diagnose;
 pub mod relay;
 mod retry;
 pub mod upstream_error;

@@ -41,8 +41,13 @@ impl Entry {
 
     pub fn finish(self, response: &Response, identities: &IdentityPolicy, apps: &Apps) {
         let elapsed = self.started.elapsed();
-        let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
         let status = response.status().as_u16();
+        let route = match &self.route {
+            Some(route) => route.as_str(),
+            // The static fallback has no route: a read it answered is the page or its assets.
+            None if matches!(self.method, Method::GET | Method::HEAD) && status < 400 => "page",
+            None => "unmatched",
+        };
         let app = apps.label(response);
         metrics::request(&self.method, route, app, status, elapsed);
         let Some(request_id) = self.request_id else {

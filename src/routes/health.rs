@@ -15,7 +15,7 @@ use crate::state::AppState;
 use crate::telemetry::metrics;
 
 const READY_TTL: Duration = Duration::from_secs(5);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub fn router(metrics_here: bool) -> Router<AppState> {
     let router = Router::new()
@@ -79,9 +79,9 @@ async fn app_ready(app: &App) -> (&App, Result<(), String>) {
     }
     let result = app
         .dify
-        .probe(PROBE_TIMEOUT)
+        .diagnose(PROBE_TIMEOUT)
         .await
-        .map_err(|e| format!("Dify is not usable: {}", e.message()));
+        .map_err(|reason| format!("Dify is not usable: {reason}"));
     if let Err(reason) = &result {
         tracing::warn!(app = %app.name, reason = %reason, "readiness: an app is not ready");
     }

@@ -4,6 +4,7 @@
 import { h, icon } from './dom.js';
 import { renderMarkdown } from './markdown.js';
 import { ApiError, appFileUrl, describeError } from './api.js';
+import { errorContent } from './errors.js';
 import { renderSources, historySources, agentAnswer } from './sources.js';
 import { t, number } from './i18n.js';
 
@@ -79,6 +80,7 @@ class AssistantTurn {
     for (const el of [this.stepsEl, this.answerEl, this.sourcesEl, this.filesEl, this.footEl, this.suggestEl]) el.replaceChildren();
     this.el.querySelector('.error')?.remove();
     this.el.querySelector('.note')?.remove();
+    this.el.querySelector('.sources')?.remove();
     this.typingEl.hidden = true;
   }
 
@@ -230,8 +232,7 @@ class AssistantTurn {
     this.failed = true;
     this.typingEl.hidden = true;
     this.el.querySelector('.error')?.remove();
-    const box = h('div', { class: 'error', role: 'alert' },
-      h('p', { class: 'error-text', text: describeError(err) }));
+    const box = h('div', { class: 'error', role: 'alert' }, errorContent(err));
     if (this.retry) {
       box.append(h('button', { type: 'button', class: 'retry', onclick: () => this.retry() },
         icon('retry'), h('span', { text: t('retry') })));

@@ -15,6 +15,8 @@
  *   upload.js    attachments: checks, upload with progress, thumbnails
  *   apps.js      several apps: the picker at /, the app switcher in the header
  *   dom.js       tiny element builder and SVG icons
+ *   route.js     the open conversation in the URL (#/c/{id}): reload, bookmarks, back/forward
+ *   errors.js    a failed answer in plain words, the raw error behind "Details"
  */
 
 import { api, ApiError, APP_NAME, describeError } from './api.js';
@@ -27,6 +29,7 @@ import { createUploader } from './upload.js';
 import './embedded.js';
 import './voice.js';
 import { ready as languageChosen, t } from './i18n.js';
+import { linkedConversation, showInUrl, onLinkChange } from './route.js';
 
 const $ = (id) => document.getElementById(id);
 const composer = $('composer');
@@ -82,7 +85,7 @@ const inputsForm = createInputsForm();
 const uploader = createUploader({ onError: (t) => showFormError(t), onChange: () => updateComposer() });
 const sidebar = createSidebar({
   onSelect: (conv) => openConversation(conv),
-  onDeleted: (id) => { if (id === state.conversationId) newChat(); },
+  onDeleted: (id) => { if (id === state.conversationId) newChat({ replace: true }); },
   onError: (text) => showBanner(text),
 });
 
@@ -269,6 +272,7 @@ function adoptConversation(view, id, request) {
   state.conversationId = id;
   state.conversationInputs = request.inputs || {};
   sidebar.setActive(id);
+  showInUrl(id, { replace: true });
 }
 
 async function autoTitle(id) {
@@ -292,7 +296,9 @@ async function rateMessage(id, rating) {
 
 // ---- conversations ----------------------------------------------------------
 
-function newChat() {
+/** `url: false` leaves the URL alone (boot, back/forward); `replace` drops a dead link. */
+function newChat({ url = true, replace = false } = {}) {
+  if (url) showInUrl('', { replace });
   detach();
   state.view++;
   state.conversationId = '';
@@ -318,8 +324,9 @@ function renderPage(page, prepend) {
   });
 }
 
-async function openConversation(conv) {
+async function openConversation(conv, { fromUrl = false } = {}) {
   if (conv.id === state.conversationId && !state.stream) return;
+  if (!fromUrl) showInUrl(conv.id);
   detach();
   const view = ++state.view;
   state.conversationId = conv.id;
@@ -340,6 +347,12 @@ async function openConversation(conv) {
   } catch (err) {
     if (view !== state.view) return;
     chat.setLoading(false);
+    if (err.status === 404 || err.code === 'not_found' || err.code === 'invalid_param') {
+      // Unknown, deleted or someone else's: the empty state, and the link is forgotten.
+      newChat({ replace: true });
+      showBanner('That conversation isn’t available. You can start a new one.');
+      return;
+    }
     showBanner(`This conversation couldn’t be loaded. ${describeError(err)}`);
   }
 }
@@ -368,7 +381,14 @@ async function boot() {
   updateOnline();
   autosize();
   updateComposer();
-  newChat();
+  newChat({ url: false });
+  const linked = linkedConversation();
+  if (linked) openConversation({ id: linked }, { fromUrl: true });
+  onLinkChange((id) => {
+    if (id === state.conversationId) return;
+    if (id) openConversation({ id }, { fromUrl: true });
+    else newChat({ url: false });
+  });
   const [info, params] = await Promise.allSettled([api.info(), api.parameters(), sidebar.load(true)]);
   showBudget();
 

@@ -860,8 +860,12 @@ async fn history_is_shown_after_reload() {
         let answer = p.text_of(".message.assistant .answer").await;
         assert!(!answer.trim().is_empty());
 
-        p.reload().await;
-        assert_eq!(p.count(".message").await, 0, "a reload starts a new chat");
+        p.open().await;
+        assert_eq!(
+            p.count(".message").await,
+            0,
+            "the page's own address starts a new chat"
+        );
         p.click("#conversation-list li.conversation .conversation-title")
             .await;
         p.find(&format!(
@@ -1095,8 +1099,8 @@ async fn upstream_error_is_shown_inline_with_retry() {
         p.find(".message.assistant .error .retry").await;
         p.wait_idle().await;
         assert!(p.visible(".message.assistant .error").await);
-        let text = p.text_of(".message.assistant .error").await;
-        assert!(text.contains("couldn’t complete"), "plain words: {text}");
+        let text = p.text_of(".message.assistant .error .error-text").await;
+        assert!(text.contains("couldn’t answer"), "plain words: {text}");
         assert!(p.visible(".message.assistant .error .retry").await);
         p.screenshot("desktop-error").await;
 
@@ -1847,4 +1851,260 @@ mod several_apps {
         })
         .await;
     }
+}
+// ---- deep links ------------------------------------------------------------------------------
+
+/// The conversation id in the page's URL (`#/c/{id}`), or "" when none.
+async fn linked(p: &Page) -> String {
+    let hash = p.js("return location.hash;").await;
+    let hash = hash.as_str().unwrap_or_default();
+    hash.strip_prefix("#/c/").unwrap_or(hash).to_owned()
+}
+
+async fn blocking_chat_in_page(p: &Page, query: &str) {
+    let status =
+        p.c.execute_async(
+            "const [q, done] = arguments;
+             fetch('/chat', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                             body: JSON.stringify({query: q, response_mode: 'blocking'})})
+               .then(r => done(r.status), () => done(0));",
+            vec![json!(query)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_reload_reopens_the_conversation_in_the_url() {
+    run("deep_link_reload", Viewport::Desktop, options(), async |p| {
+        assert_eq!(linked(p).await, "", "a new chat has no link");
+        p.send("Remember this one").await;
+        p.wait_idle().await;
+        let id = p.conversation_ids().await[0].clone();
+        p.until(
+            &format!("location.hash === '#/c/{id}'"),
+            "the conversation in the URL",
+        )
+        .await;
+
+        p.reload().await;
+        p.find(".message.user").await;
+        assert_eq!(linked(p).await, id);
+        assert!(p.text_of(".message.user").await.contains("Remember this one"));
+        assert!(!p.visible("#welcome").await, "not the empty state");
+        let active = p
+            .js("return document.querySelector('#conversation-list li.conversation.active')?.dataset.id;")
+            .await;
+        assert_eq!(active, json!(id));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn back_and_forward_move_between_conversations() {
+    run(
+        "deep_link_history",
+        Viewport::Desktop,
+        options(),
+        async |p| {
+            blocking_chat_in_page(p, "First topic").await;
+            blocking_chat_in_page(p, "Second topic").await;
+            p.reload().await;
+            let ids = p.conversation_ids().await;
+            assert_eq!(ids.len(), 2);
+            let (second, first) = (ids[0].clone(), ids[1].clone());
+
+            p.click(&format!(
+                "#conversation-list li[data-id='{first}'] .conversation-title"
+            ))
+            .await;
+            p.until(
+                "document.querySelector('.message.user')?.textContent.includes('First topic')",
+                "the first conversation",
+            )
+            .await;
+            p.click(&format!(
+                "#conversation-list li[data-id='{second}'] .conversation-title"
+            ))
+            .await;
+            p.until(
+                "document.querySelector('.message.user')?.textContent.includes('Second topic')",
+                "the second conversation",
+            )
+            .await;
+            assert_eq!(linked(p).await, second);
+
+            p.c.back().await.expect("back");
+            p.until(
+                "document.querySelector('.message.user')?.textContent.includes('First topic')",
+                "back to the first",
+            )
+            .await;
+            assert_eq!(linked(p).await, first);
+            p.c.forward().await.expect("forward");
+            p.until(
+                "document.querySelector('.message.user')?.textContent.includes('Second topic')",
+                "forward to the second",
+            )
+            .await;
+            assert_eq!(linked(p).await, second);
+
+            p.click("#new-chat").await;
+            assert_eq!(linked(p).await, "", "a new chat clears the link");
+            assert!(p.visible("#welcome").await);
+            p.c.back().await.expect("back");
+            p.until(
+                "document.querySelector('.message.user')?.textContent.includes('Second topic')",
+                "back from the new chat",
+            )
+            .await;
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_unknown_conversation_link_shows_the_empty_state_once() {
+    run(
+        "deep_link_unknown",
+        Viewport::Desktop,
+        options(),
+        async |p| {
+            let unknown = "6d31eee3-c172-45bd-8d9c-fcc6fd5f8211";
+            p.c.goto(&format!("{}/#/c/{unknown}", p.app.base))
+                .await
+                .expect("page loads");
+            p.until("document.title !== 'Chat'", "the page to boot")
+                .await;
+            p.until(
+                "!document.getElementById('welcome').hidden",
+                "the empty state",
+            )
+            .await;
+            p.until("location.hash === ''", "the dead link to be dropped")
+                .await;
+            assert_eq!(p.count(".message").await, 0);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let asked = p
+                .app
+                .emulator
+                .requests()
+                .iter()
+                .filter(|r| r.path == "/v1/messages")
+                .count();
+            assert_eq!(asked, 1, "asked once, no loop");
+            p.send("A fresh start").await;
+            p.wait_idle().await;
+            assert_eq!(p.count(".message.assistant .error").await, 0);
+        },
+    )
+    .await;
+}
+
+// ---- errors in plain words ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_quota_error_is_worded_for_people_with_difys_text_behind_details() {
+    run("error_words", Viewport::Desktop, options(), async |p| {
+        let dify_text = "Your quota for Dify Hosted OpenAI has been exhausted. Please go to Settings -> Model Provider to complete your own provider credentials.";
+        let event = sse_b(&json!({
+            "event": "error", "conversation_id": "", "message_id": "", "created_at": 1795662522,
+            "code": "provider_quota_exceeded", "status": 400, "message": dify_text,
+        }));
+        p.app
+            .emulator
+            .script("POST", "/chat-messages", Reply::sse(vec![Bytes::from(event)]));
+        p.send("Spend it all").await;
+        p.wait_idle().await;
+        let shown = p.text_of(".message.assistant .error .error-text").await;
+        assert!(shown.contains("quota"), "{shown}");
+        assert!(!shown.contains("Settings -> Model Provider"), "{shown}");
+        let details = ".message.assistant .error details.error-details";
+        assert_eq!(p.js(&format!("return document.querySelector(\"{details}\").open;")).await, false);
+        assert!(!p.visible(&format!("{details} .error-raw")).await, "hidden until asked");
+        p.click(&format!("{details} summary")).await;
+        assert!(p.visible(&format!("{details} .error-raw")).await);
+        let raw = p.text_of(&format!("{details} .error-raw")).await;
+        assert!(raw.starts_with("provider_quota_exceeded (400): "), "{raw}");
+        assert!(raw.contains(dify_text), "{raw}");
+        p.screenshot("desktop-error-details").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failed_model_call_shows_a_sentence_and_the_provider_error_in_details() {
+    run("error_model", Viewport::Desktop, options(), async |p| {
+        p.send("MIDFAIL now").await;
+        p.wait_idle().await;
+        let shown = p.text_of(".message.assistant .error .error-text").await;
+        assert!(shown.contains("AI model couldn’t answer"), "{shown}");
+        assert!(!shown.contains("openai_api_compatible"), "{shown}");
+        let raw = p.text_of(".message.assistant .error .error-raw").await;
+        assert!(raw.contains("completion_request_error"), "{raw}");
+        assert!(raw.contains("fake mid-stream failure"), "{raw}");
+    })
+    .await;
+}
+
+// ---- the demo ----------------------------------------------------------------------------------
+
+fn demo_app() -> EmulatorOptions {
+    EmulatorOptions {
+        token_interval: Duration::from_millis(1),
+        ..EmulatorOptions::demo_app()
+    }
+}
+
+#[tokio::test]
+async fn the_demo_shows_uploads_follow_ups_markdown_tables_and_sources() {
+    run("demo_features", Viewport::Desktop, demo_app(), async |p| {
+        assert!(p.visible("#attach").await, "image upload is on");
+        let opening = p.text_of("#opening-statement").await;
+        for (keyword, _) in dify_emulator::DEMO_KEYWORDS {
+            assert!(opening.contains(keyword), "{keyword} in {opening}");
+        }
+
+        p.click("#suggested-questions .suggested-question:nth-child(3)")
+            .await;
+        p.wait_idle().await;
+        let sources = ".message.assistant .sources";
+        assert_eq!(
+            p.text_of(&format!("{sources} > summary")).await,
+            "2 sources"
+        );
+        assert_eq!(p.count(&format!("{sources} li")).await, 2);
+        assert!(
+            p.text_of(&format!("{sources} li .source-name"))
+                .await
+                .contains("README.md")
+        );
+        p.find(".message.assistant .suggestions .suggested-question")
+            .await;
+
+        p.send("Show me MARKDOWN").await;
+        p.wait_idle().await;
+        let last = ".message.assistant:last-of-type";
+        p.find(&format!("{last} .answer table")).await;
+        assert_eq!(p.count(&format!("{last} .answer table tbody tr")).await, 3);
+        assert!(
+            p.text_of(&format!("{last} .answer pre code"))
+                .await
+                .contains("DIFY_API_KEY")
+        );
+
+        p.js("document.querySelector('.message.assistant .sources').open = true;")
+            .await;
+        p.screenshot("desktop-demo").await;
+
+        p.reload().await;
+        p.find(".message.assistant .sources").await;
+        assert_eq!(
+            p.count(".message.assistant .sources").await,
+            1,
+            "sources come back with the history"
+        );
+    })
+    .await;
 }

@@ -193,3 +193,49 @@ fn demo_serves_two_apps_and_answers_chat_with_json_logs() {
         assert!(!chat[field].is_null(), "{field} in {chat}");
     }
 }
+
+#[test]
+fn the_example_files_placeholder_key_stops_start_up_naming_the_variable() {
+    let out = command()
+        .env("DIFY_API_KEY", "app-xxxxxxxxxxxxxxxxxxxxxxxx")
+        .env("PORT", free_port().to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("DIFY_API_KEY") && err.contains("placeholder"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_lists_the_environment_variables_with_defaults() {
+    let help = command().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    for name in [
+        "DIFY_API_KEY",
+        "DIFY_BASE_URL",
+        "TRUSTED_PROXIES",
+        "LOG_FORMAT",
+    ] {
+        assert!(text.contains(name), "{name} missing from --help:\n{text}");
+    }
+    assert!(text.contains("[default: 3000]"), "{text}");
+}
+
+#[test]
+fn host_localhost_listens_on_the_loopback_address() {
+    let port = free_port();
+    let _server = Running(
+        command()
+            .arg("--demo")
+            .env("HOST", "localhost")
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_healthy(port);
+}

@@ -272,3 +272,30 @@ async fn request_log_lines_carry_fields_but_no_contents_or_cookies() {
         .unwrap_or_default();
     assert!(leak.is_empty(), "cookies are never logged: {leak}");
 }
+
+#[tokio::test]
+async fn page_requests_are_logged_as_the_page_and_unknown_paths_as_unmatched() {
+    let app = TestApp::spawn().await;
+    let logged_route = |request_id: &str| {
+        crate::support::logs::captured()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["message"] == "request" && l["request_id"] == request_id)
+            .map(|l| l["route"].clone())
+    };
+    for (path, route) in [
+        ("/", "page"),
+        ("/js/main.js", "page"),
+        ("/no-such-thing", "unmatched"),
+    ] {
+        let id = format!("page-log-{}", uuid::Uuid::new_v4());
+        app.browser
+            .send(
+                app.browser
+                    .request(reqwest::Method::GET, path)
+                    .header("x-request-id", &id),
+            )
+            .await;
+        assert_eq!(logged_route(&id), Some(serde_json::json!(route)), "{path}");
+    }
+}

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use serde_json::{Value, json};
+
 /// Error text after an upstream HTTP 500 (captures 55, 56).
 pub(crate) const FAIL500_MESSAGE: &str = "[openai_api_compatible] Error: API request failed with status code 500: {\"error\": {\"message\": \"fake upstream exploded\", \"type\": \"server_error\"}}";
 /// Error text after an error object in the middle of the upstream stream (capture 57).
@@ -13,11 +15,34 @@ pub(crate) const NEW_CONVERSATION: &str = "New conversation";
 pub(crate) const DEMO_NAME: &str = "dify-bff demo";
 pub(crate) const DEMO_DESCRIPTION: &str =
     "The built-in Dify emulator of dify-bff: friendly canned answers, no real model.";
-pub(crate) const DEMO_OPENING: &str = "Welcome to the dify-bff demo! No real model is connected: a built-in Dify emulator answers with friendly canned replies, so you can try the page without a Dify key.";
-pub(crate) const DEMO_QUESTIONS: [&str; 3] = [
-    "What is dify-bff?",
-    "How do I connect my own Dify app?",
+pub(crate) const DEMO_OPENING: &str = "Welcome to the dify-bff demo! No real model is connected: a built-in Dify emulator answers, so you can try the page without a Dify key. Put one of these words in a message to see a feature: MARKDOWN (code and a table), SOURCES (an answer citing its sources), LONG (a long answer you can Stop), SLOW (one word a second), MIDFAIL (fails mid-answer), FAIL500 (the model fails). Attach an image with the paper clip; follow-up questions appear after each answer.";
+pub(crate) const DEMO_QUESTIONS: [&str; 4] = [
     "What can I try in this demo?",
+    "Show me MARKDOWN with code and a table",
+    "Answer with SOURCES",
+    "Write a LONG answer so I can press Stop",
+];
+
+/// The demo's words that pick an answer, and what each shows (README: "The demo").
+pub const DEMO_KEYWORDS: [(&str, &str); 6] = [
+    (
+        "MARKDOWN",
+        "a Markdown answer with a heading, a list, code and a table",
+    ),
+    (
+        "SOURCES",
+        "an answer citing two knowledge sources (`retriever_resources`)",
+    ),
+    (
+        "LONG",
+        "a long answer streamed over about ten seconds: try Stop",
+    ),
+    ("SLOW", "thirty words, one a second"),
+    (
+        "MIDFAIL",
+        "a few words, then the model fails mid-answer (an `error` event)",
+    ),
+    ("FAIL500", "the model fails before answering"),
 ];
 
 const PIECE_CHARS: usize = 6;
@@ -32,6 +57,8 @@ pub(crate) struct Plan {
     pub error: Option<&'static str>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// `retriever_resources` the answer cites (in `message_end` metadata and the message).
+    pub sources: Vec<Value>,
 }
 
 pub(crate) struct Timing {
@@ -47,6 +74,7 @@ pub(crate) fn plan(query: &str, number: u64, demo: bool, timing: &Timing) -> Pla
         error: None,
         prompt_tokens: 11,
         completion_tokens,
+        sources: Vec::new(),
     };
     if query.contains("FAIL500") {
         Plan {
@@ -65,6 +93,25 @@ pub(crate) fn plan(query: &str, number: u64, demo: bool, timing: &Timing) -> Pla
             pieces: (0..SLOW_PIECES).map(|i| format!("slow{i} ")).collect(),
             interval: timing.slow_interval,
             ..plain(String::new(), 7)
+        }
+    } else if demo && query.contains("MARKDOWN") {
+        plain(DEMO_MARKDOWN.to_owned(), estimate_tokens(DEMO_MARKDOWN))
+    } else if demo && query.contains("SOURCES") {
+        Plan {
+            sources: demo_sources(),
+            ..plain(DEMO_SOURCED.to_owned(), estimate_tokens(DEMO_SOURCED))
+        }
+    } else if demo && query.contains("LONG") {
+        let text = demo_long();
+        Plan {
+            pieces: text
+                .split_inclusive(' ')
+                .collect::<Vec<_>>()
+                .chunks(3)
+                .map(|words| words.concat())
+                .collect(),
+            interval: timing.slow_interval / 5,
+            ..plain(String::new(), estimate_tokens(&text))
         }
     } else if demo {
         let text = demo_answer(query);
@@ -89,6 +136,83 @@ pub(crate) fn estimate_tokens(text: &str) -> u64 {
     (text.chars().count() as u64 * 5).div_ceil(12)
 }
 
+const DEMO_MARKDOWN: &str = "## Markdown in the demo\n\n\
+The page renders answers as **safe Markdown**: *emphasis*, `inline code`, lists, links such as \
+[Dify](https://dify.ai), code blocks with a copy button, and tables.\n\n\
+```sh\n\
+DIFY_API_KEY=app-your-key \\\n  DIFY_BASE_URL=https://api.dify.ai/v1 \\\n  dify-bff\n\
+```\n\n\
+| route | what it does |\n\
+|:---|:---|\n\
+| `POST /chat` | streams the answer |\n\
+| `GET /conversations` | your history |\n\
+| `POST /files/upload` | attaches a file |\n\n\
+1. Ask a question\n\
+2. Watch it stream\n\
+3. Rate the answer\n";
+
+const DEMO_SOURCED: &str = "dify-bff keeps the Dify key on the server and gives each browser an identity of its own, \
+in a signed cookie or from your auth proxy [1]. Answers stream through byte for byte, and a browser \
+that leaves stops the answer at Dify [2]. The sources below are what a knowledge base would cite.";
+
+/// Two knowledge-base citations, as 0.15.3 puts them in `retriever_resources` (a dict with the
+/// keys it set).
+fn demo_sources() -> Vec<Value> {
+    let source = |position: u32, document: &str, segment: &str, score: f64, content: &str| {
+        json!({
+            "position": position,
+            "dataset_id": "9c1d6d5e-3f8a-4f43-9d1c-2b6f3f0d7a11",
+            "dataset_name": "dify-bff docs",
+            "document_id": format!("{document:0>8}-0000-4000-8000-000000000000"),
+            "document_name": document,
+            "data_source_type": "upload_file",
+            "segment_id": segment,
+            "retriever_from": "api",
+            "score": score,
+            "hit_count": 1,
+            "word_count": content.split_whitespace().count(),
+            "segment_position": position,
+            "index_node_hash": format!("{:064x}", u64::from(position) * 0x9e37_79b9),
+            "content": content,
+        })
+    };
+    vec![
+        source(
+            1,
+            "README.md",
+            "4b1c9f8e-7f5e-4a52-9d33-0a6b2b7c1e01",
+            0.91,
+            "A Dify app key must never reach a browser. dify-bff holds the key and gives each browser its own identity.",
+        ),
+        source(
+            2,
+            "deploy.md",
+            "4b1c9f8e-7f5e-4a52-9d33-0a6b2b7c1e02",
+            0.83,
+            "If the browser leaves mid-stream, the upstream request is dropped and Dify's stop is called for the task.",
+        ),
+    ]
+}
+
+fn demo_long() -> String {
+    let topics = [
+        "Streaming: every piece of this answer is relayed to your browser the moment the emulator writes it, byte for byte.",
+        "Stop: press the Stop button now and dify-bff asks Dify to stop the task; the words so far are kept.",
+        "History: each conversation is stored in Dify under your own identity, and nobody else can list it.",
+        "Renaming: conversations get a generated title, and you can rename or delete them in the sidebar.",
+        "Feedback: thumbs up or down on an answer is sent to Dify as message feedback.",
+        "Uploads: attach an image with the paper clip; it streams to Dify and is attached to your next message.",
+        "Follow-ups: after an answer, Dify's suggested questions appear as buttons below it.",
+        "Errors: words like FAIL500 or MIDFAIL show how the page explains a failed answer.",
+    ];
+    let mut text = String::from("Here is a long answer, so you have time to try Stop.\n\n");
+    for (i, topic) in topics.iter().enumerate() {
+        text.push_str(&format!("{}. {topic}\n\n", i + 1));
+    }
+    text.push_str("That is everything the page can do.");
+    text
+}
+
 fn demo_answer(query: &str) -> String {
     let asked: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
     let asked = match asked.char_indices().nth(60) {
@@ -99,6 +223,7 @@ fn demo_answer(query: &str) -> String {
         "Hi! I'm the built-in demo of dify-bff. No real model is connected, so this reply is canned. \
          You asked: \u{201c}{asked}\u{201d}. Everything around it is real: streaming, stop, conversations, \
          renaming, feedback and file upload go through dify-bff just as they would to Dify. \
+         To see more, put one of these words in a message: MARKDOWN, SOURCES, LONG, SLOW, MIDFAIL or FAIL500. \
          Set DIFY_API_KEY to chat with your own Dify app."
     )
 }
@@ -119,9 +244,9 @@ pub(crate) fn title(query: &str) -> String {
 pub(crate) fn suggested_after_answer(demo: bool) -> Vec<String> {
     let questions: [&str; 3] = if demo {
         [
-            "How does streaming work here?",
-            "Can I stop an answer midway?",
-            "Where do my conversations live?",
+            "Show me MARKDOWN with code and a table",
+            "Answer with SOURCES",
+            "Now MIDFAIL: fail halfway through",
         ]
     } else {
         [

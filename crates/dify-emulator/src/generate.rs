@@ -185,6 +185,9 @@ impl Generation {
             self.answer.trim().to_owned()
         };
         let mut store = lock(&self.shared.store);
+        if error.is_none() && !self.plan.sources.is_empty() {
+            store.set_retriever_resources(&self.turn.message_id, self.plan.sources.clone());
+        }
         store.finish_message(&self.turn.message_id, answer, error);
         if let Some(title) = self.turn.title.take() {
             store.set_generated_name(&self.turn.conversation_id, title);
@@ -221,7 +224,7 @@ impl Generation {
                 let mut map = self.envelope("message_end");
                 map.insert("task_id".to_owned(), json!(self.turn.task_id));
                 map.insert("id".to_owned(), json!(self.turn.message_id));
-                map.insert("metadata".to_owned(), json!({"usage": usage}));
+                map.insert("metadata".to_owned(), self.metadata(usage.clone()));
                 map.insert("files".to_owned(), Value::Null);
                 sse_data(&Value::Object(map))
             }
@@ -235,6 +238,20 @@ impl Generation {
         }
     }
 
+    /// 0.15.3's metadata: only the keys set; `retriever_resources` (set when retrieval ran,
+    /// before the model) precedes `usage`.
+    fn metadata(&self, usage: Value) -> Value {
+        let mut map = serde_json::Map::new();
+        if !self.plan.sources.is_empty() {
+            map.insert(
+                "retriever_resources".to_owned(),
+                Value::Array(self.plan.sources.clone()),
+            );
+        }
+        map.insert("usage".to_owned(), usage);
+        Value::Object(map)
+    }
+
     /// The blocking body (capture 01): `json.dumps` without a trailing newline.
     fn blocking_body(&self, usage: Value) -> String {
         python_json(&json!({
@@ -245,7 +262,7 @@ impl Generation {
             "conversation_id": self.turn.conversation_id,
             "mode": "chat",
             "answer": self.answer,
-            "metadata": {"usage": usage},
+            "metadata": self.metadata(usage),
             "created_at": self.turn.created_at,
         }))
     }

@@ -40,6 +40,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
+pub use answers::DEMO_KEYWORDS;
 pub use audio::SPEECH_HEADER;
 pub use record::Recorded;
 pub use script::{Reply, Step};
@@ -113,6 +114,19 @@ impl Default for EmulatorOptions {
 }
 
 impl EmulatorOptions {
+    /// The app `dify-bff --demo` shows: demo answers (with the [`DEMO_KEYWORDS`]), image
+    /// upload on (the page's attach button) and suggested questions after each answer.
+    pub fn demo_app() -> EmulatorOptions {
+        let mut opts = EmulatorOptions {
+            demo: true,
+            suggested_questions_after_answer: true,
+            ..EmulatorOptions::default()
+        };
+        opts.file_upload["image"]["enabled"] = json!(true);
+        opts.file_upload["image"]["transfer_methods"] = json!(["local_file", "remote_url"]);
+        opts
+    }
+
     /// Demo mode fills an empty opening statement and suggestions with friendly ones.
     fn resolved(mut self) -> Self {
         if self.demo {

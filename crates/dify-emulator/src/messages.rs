@@ -67,7 +67,7 @@ fn message_json(m: &Message, signer: &Signer, now: i64) -> Value {
         "answer": m.answer,
         "message_files": files,
         "feedback": m.feedback.as_ref().map(|rating| json!({"rating": rating})),
-        "retriever_resources": [],
+        "retriever_resources": m.retriever_resources,
         "created_at": m.created_at,
         "agent_thoughts": [],
         "status": match m.status {

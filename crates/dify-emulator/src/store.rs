@@ -70,6 +70,8 @@ pub(crate) struct Message {
     pub created_at: i64,
     pub feedback: Option<String>,
     pub files: Vec<MessageFile>,
+    /// The knowledge the answer cited (`retriever_resources`), in the order retrieved.
+    pub retriever_resources: Vec<Value>,
     seq: u64,
 }
 
@@ -306,10 +308,18 @@ impl Store {
                 created_at,
                 feedback: None,
                 files,
+                retriever_resources: Vec::new(),
                 seq,
             },
         );
         (id, created_at)
+    }
+
+    /// Stores the sources an answer cites.
+    pub(crate) fn set_retriever_resources(&mut self, id: &str, resources: Vec<Value>) {
+        if let Some(message) = self.messages.get_mut(id) {
+            message.retriever_resources = resources;
+        }
     }
 
     /// Stores how an answer ended.

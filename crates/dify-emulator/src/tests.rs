@@ -1530,7 +1530,7 @@ async fn demo_mode_explains_itself() {
     );
     assert_eq!(
         parameters["suggested_questions"].as_array().unwrap().len(),
-        3
+        4
     );
     assert_eq!(
         json_of(&get(&emu, "/v1/info").await)["name"],
@@ -1543,4 +1543,112 @@ async fn demo_mode_explains_itself() {
             .unwrap()
             .contains("built-in demo of dify-bff")
     );
+}
+
+fn demo_app() -> EmulatorOptions {
+    EmulatorOptions {
+        api_key: KEY.to_owned(),
+        token_interval: Duration::from_millis(1),
+        slow_interval: Duration::from_millis(50),
+        ..EmulatorOptions::demo_app()
+    }
+}
+
+#[tokio::test]
+async fn the_demo_app_has_uploads_follow_ups_and_names_its_keywords() {
+    let emu = start(demo_app()).await;
+    let parameters = json_of(&get(&emu, "/v1/parameters").await);
+    assert_eq!(parameters["file_upload"]["image"]["enabled"], true);
+    assert_eq!(
+        parameters["suggested_questions_after_answer"]["enabled"],
+        true
+    );
+    let opening = parameters["opening_statement"].as_str().unwrap();
+    for (keyword, _) in crate::DEMO_KEYWORDS {
+        assert!(opening.contains(keyword), "{keyword} is not in {opening}");
+    }
+    let answer = blocking_chat(&emu, "visitor", "Hi", None).await;
+    let id = answer["message_id"].as_str().unwrap();
+    let suggested = json_of(&get(&emu, &format!("/v1/messages/{id}/suggested?user=visitor")).await);
+    assert_eq!(suggested["result"], "success");
+    assert!(suggested["data"][0].as_str().unwrap().contains("MARKDOWN"));
+}
+
+#[tokio::test]
+async fn the_demos_markdown_answer_has_code_and_a_table() {
+    let emu = start(demo_app()).await;
+    let answer = blocking_chat(&emu, "visitor", "Show me MARKDOWN", None).await;
+    let text = answer["answer"].as_str().unwrap();
+    assert!(
+        text.contains("```sh\nDIFY_API_KEY=app-your-key \\\n"),
+        "{text}"
+    );
+    assert!(text.contains("|:---|:---|\n| `POST /chat` |"), "{text}");
+}
+
+#[tokio::test]
+async fn the_demos_sourced_answer_cites_retriever_resources_like_dify() {
+    let emu = start(demo_app()).await;
+    let stream = post(
+        &emu,
+        "/v1/chat-messages",
+        json!({"inputs": {}, "query": "Answer with SOURCES", "user": "visitor", "response_mode": "streaming"}),
+    )
+    .await;
+    let events = sse_events(&stream);
+    let end = events.last().unwrap();
+    assert_eq!(end["event"], "message_end");
+    assert_eq!(keys(&end["metadata"]), ["retriever_resources", "usage"]);
+    let sources = end["metadata"]["retriever_resources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2);
+    assert_eq!(sources[0]["position"], 1);
+    assert_eq!(sources[0]["document_name"], "README.md");
+    assert!(
+        sources[0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("never reach a browser")
+    );
+
+    let conversation = end["conversation_id"].as_str().unwrap();
+    let messages = json_of(
+        &get(
+            &emu,
+            &format!("/v1/messages?user=visitor&conversation_id={conversation}"),
+        )
+        .await,
+    );
+    assert_eq!(messages["data"][0]["retriever_resources"], json!(sources));
+}
+
+#[tokio::test]
+async fn the_demos_long_answer_takes_many_slow_pieces() {
+    let emu = start(demo_app()).await;
+    let started = std::time::Instant::now();
+    let answer = blocking_chat(&emu, "visitor", "a LONG one", None).await;
+    let text = answer["answer"].as_str().unwrap();
+    assert!(text.contains("try Stop"), "{text}");
+    // 50 ms / 5 per piece here; the demo's 1 s / 5 makes it last about ten seconds.
+    let pieces = text.split_whitespace().count().div_ceil(3);
+    assert!(pieces >= 40, "{pieces} pieces");
+    assert!(started.elapsed() >= Duration::from_millis(10) * 40);
+}
+
+#[tokio::test]
+async fn demo_keywords_leave_the_capture_apps_answers_alone() {
+    let emu = start(fast()).await;
+    let answer = blocking_chat(&emu, "visitor", "MARKDOWN SOURCES LONG", None).await;
+    assert_eq!(answer["answer"], DEFAULT_ANSWER_1);
+    assert_eq!(keys(&answer["metadata"]), ["usage"]);
+}
+
+#[test]
+fn the_readme_lists_every_demo_keyword() {
+    let readme = include_str!("../../../README.md");
+    for (keyword, _) in crate::DEMO_KEYWORDS {
+        assert!(
+            readme.contains(&format!("| `{keyword}` |")),
+            "README's demo table lacks {keyword}"
+        );
+    }
 }
