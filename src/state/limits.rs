@@ -1,84 +1,67 @@
-//! Per-identity request rate (token bucket) and open-stream limits (API.md §1).
+//! Per-identity request rate and open-stream limits (API.md §1), for one process.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter as GovernorLimiter};
+
 use crate::error::ApiError;
 use crate::telemetry::metrics;
 
-/// `POST /chat` requests per identity per minute; burst = the limit.
+/// Requests per identity per minute, burst = the limit: `governor`'s keyed GCRA limiter (a
+/// sharded map, no global lock). `0` disables it.
 pub struct RateLimiter {
-    per_minute: u32,
-    buckets: Mutex<Buckets>,
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    last_prune: Mutex<Option<Instant>>,
 }
 
-/// Above this many identities, buckets that have refilled (untouched for a minute) are dropped,
-/// at most once per [`PRUNE_EVERY`] so that many fresh identities cannot make every check scan
-/// the whole map.
+/// Above this many identities, those whose bucket has refilled are dropped, at most once per
+/// [`PRUNE_EVERY`] so that many fresh identities cannot make every check scan the whole map.
 const PRUNE_ABOVE: usize = 100_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
-
-#[derive(Default)]
-struct Buckets {
-    map: HashMap<String, Bucket>,
-    last_prune: Option<Instant>,
-}
-
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
 
 impl RateLimiter {
     pub fn new(per_minute: u32) -> RateLimiter {
         RateLimiter {
-            per_minute,
-            buckets: Mutex::new(Buckets::default()),
+            limiter: NonZeroU32::new(per_minute)
+                .map(|n| GovernorLimiter::dashmap(Quota::per_minute(n))),
+            last_prune: Mutex::new(None),
         }
     }
 
     pub fn check(&self, identity: &str) -> Result<(), ApiError> {
-        self.check_at(identity, Instant::now())
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        self.prune(limiter);
+        match limiter.check_key(&identity.to_owned()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                metrics::rejected("rate_limited");
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Err(ApiError::RateLimited {
+                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                })
+            }
+        }
     }
 
-    fn check_at(&self, identity: &str, now: Instant) -> Result<(), ApiError> {
-        if self.per_minute == 0 {
-            return Ok(());
+    fn prune(&self, limiter: &DefaultKeyedRateLimiter<String>) {
+        if limiter.len() <= PRUNE_ABOVE {
+            return;
         }
-        let capacity = f64::from(self.per_minute);
-        let per_sec = capacity / 60.0;
-        let mut buckets = self
-            .buckets
-            .lock()
-            .map_err(|_| ApiError::Internal("rate limiter lock poisoned".into()))?;
-        let prune_due = buckets
-            .last_prune
-            .is_none_or(|at| now.duration_since(at) >= PRUNE_EVERY);
-        if buckets.map.len() > PRUNE_ABOVE && prune_due {
-            buckets.last_prune = Some(now);
-            buckets
-                .map
-                .retain(|_, b| now.duration_since(b.updated) < Duration::from_secs(60));
+        let Ok(mut last) = self.last_prune.try_lock() else {
+            return;
+        };
+        if last.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+            return;
         }
-        let bucket = buckets.map.entry(identity.to_owned()).or_insert(Bucket {
-            tokens: capacity,
-            updated: now,
-        });
-        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * per_sec).min(capacity);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            metrics::rejected("rate_limited");
-            let wait = ((1.0 - bucket.tokens) / per_sec).ceil().max(1.0);
-            Err(ApiError::RateLimited {
-                retry_after_secs: wait as u64,
-            })
-        }
+        *last = Some(Instant::now());
+        limiter.retain_recent();
     }
 }
 
@@ -177,43 +160,40 @@ mod tests {
     #[test]
     fn burst_equals_the_limit_then_refills() {
         let limiter = RateLimiter::new(3);
-        let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(limiter.check_at("a", t0).is_ok());
+            assert!(limiter.check("a").is_ok());
         }
         assert!(matches!(
-            limiter.check_at("a", t0),
+            limiter.check("a"),
             Err(ApiError::RateLimited {
                 retry_after_secs: 20
             })
         ));
-        assert!(limiter.check_at("b", t0).is_ok(), "identities are separate");
-        assert!(limiter.check_at("a", t0 + Duration::from_secs(20)).is_ok());
+        assert!(limiter.check("b").is_ok(), "identities are separate");
+        let fast = RateLimiter::new(600);
+        for _ in 0..600 {
+            assert!(fast.check("a").is_ok());
+        }
+        assert!(fast.check("a").is_err());
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(fast.check("a").is_ok(), "a token every 100 ms comes back");
     }
 
     #[test]
-    fn many_fresh_identities_are_pruned_at_most_every_few_seconds() {
-        let limiter = RateLimiter::new(1);
-        let t0 = Instant::now();
+    fn many_fresh_identities_are_pruned_once_they_have_refilled() {
+        let limiter = RateLimiter::new(60_000);
+        let Some(inner) = &limiter.limiter else {
+            panic!("a limit of 60000 is a limit");
+        };
         for i in 0..=PRUNE_ABOVE {
-            assert!(limiter.check_at(&format!("old-{i}"), t0).is_ok());
+            assert!(limiter.check(&format!("old-{i}")).is_ok());
         }
-        let later = t0 + Duration::from_secs(61);
-        assert!(limiter.check_at("new-a", later).is_ok());
-        let count = |l: &RateLimiter| l.buckets.lock().map(|b| b.map.len()).unwrap_or(0);
-        assert_eq!(count(&limiter), 1, "refilled buckets are dropped");
-        for i in 0..=PRUNE_ABOVE {
-            assert!(limiter.check_at(&format!("fresh-{i}"), later).is_ok());
-        }
-        let soon = later + Duration::from_secs(1);
-        assert!(limiter.check_at("new-b", soon).is_ok());
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(limiter.check("new").is_ok());
         assert!(
-            count(&limiter) > PRUNE_ABOVE,
-            "no second scan within PRUNE_EVERY"
-        );
-        assert!(
-            limiter.check_at("new-a", soon).is_err(),
-            "a pruned map still limits the identities it keeps"
+            inner.len() < 10,
+            "refilled identities are dropped: {}",
+            inner.len()
         );
     }
 
