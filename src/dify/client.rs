@@ -6,24 +6,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, RequestBuilder, Url, header};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::answer::{Answer, Guard, ReadError, read_capped};
-use super::bodies::{ChatMessage, Feedback, Rename, TextToAudio, UserOnly, WithUser};
-use super::relay::{RelayStream, StopOnAbandon};
+use super::bodies::WithUser;
 use super::retry::{self, Failure};
 use super::upstream_error;
 use crate::config::{AppConfig, Config};
 use crate::error::ApiError;
 use crate::telemetry::metrics;
 
+mod endpoints;
 mod passthrough;
 pub use passthrough::{Outgoing, Passed, StreamSetup};
 
@@ -121,186 +120,6 @@ impl DifyClient {
             calls: Arc::new(Semaphore::new(config.max_concurrent_upstream_calls)),
             stops: Arc::new(Semaphore::new(MAX_PENDING_STOPS)),
         })
-    }
-
-    pub async fn chat_blocking(
-        &self,
-        caller: &Caller,
-        body: &ChatMessage<'_>,
-        slot: Guard,
-    ) -> Result<Answer, ApiError> {
-        let payload = Payload::Json(body);
-        self.call(Method::POST, "chat-messages", caller, payload, Some(slot))
-            .await
-    }
-
-    /// Starts a streaming chat and returns the relay, ready to serve: it holds `slot` for as
-    /// long as it lives and asks Dify to stop the task if the browser leaves early. Only the
-    /// wait for Dify's response headers is bounded by the request timeout; the relay has its
-    /// own idle timeout.
-    pub async fn chat_stream(
-        self: &Arc<Self>,
-        caller: Caller,
-        body: &ChatMessage<'_>,
-        slot: Guard,
-        shutdown: WaitForCancellationFutureOwned,
-    ) -> Result<RelayStream, ApiError> {
-        let started = Instant::now();
-        let deadline = started + self.timeout;
-        let builder = self.prepare(Method::POST, "chat-messages", &caller, Payload::Json(body))?;
-        let response = self
-            .exchange(builder, deadline, Source::Keyed)
-            .await
-            .map_err(|f| f.error)?;
-        metrics::time_to_first_byte(started.elapsed());
-        metrics::app_stream(&self.app);
-        let stop = StopOnAbandon {
-            client: Arc::clone(self),
-            caller,
-            stops: Arc::clone(&self.stops),
-            kind: StopKind::Chat,
-        };
-        Ok(RelayStream::new(
-            response,
-            self.stream_idle,
-            shutdown,
-            stop,
-            Some(slot),
-        ))
-    }
-
-    pub async fn stop(&self, caller: &Caller, task_id: &str) -> Result<Answer, ApiError> {
-        self.stop_task(caller, StopKind::Chat, task_id).await
-    }
-
-    /// The stop call of a chat, completion or workflow task.
-    pub async fn stop_task(
-        &self,
-        caller: &Caller,
-        kind: StopKind,
-        task_id: &str,
-    ) -> Result<Answer, ApiError> {
-        let path = kind.path(task_id);
-        let payload = Payload::Json(&UserOnly {});
-        self.call(Method::POST, &path, caller, payload, None).await
-    }
-
-    pub async fn conversations(
-        &self,
-        caller: &Caller,
-        params: &[(&str, &str)],
-    ) -> Result<Answer, ApiError> {
-        self.get("conversations", caller, params).await
-    }
-
-    pub async fn delete_conversation(&self, caller: &Caller, id: &str) -> Result<Answer, ApiError> {
-        let path = format!("conversations/{id}");
-        let payload = Payload::Json(&UserOnly {});
-        self.call(Method::DELETE, &path, caller, payload, None)
-            .await
-    }
-
-    pub async fn rename_conversation(
-        &self,
-        caller: &Caller,
-        id: &str,
-        body: &Rename<'_>,
-    ) -> Result<Answer, ApiError> {
-        let path = format!("conversations/{id}/name");
-        self.call(Method::POST, &path, caller, Payload::Json(body), None)
-            .await
-    }
-
-    pub async fn messages(
-        &self,
-        caller: &Caller,
-        params: &[(&str, &str)],
-    ) -> Result<Answer, ApiError> {
-        self.get("messages", caller, params).await
-    }
-
-    pub async fn feedback(
-        &self,
-        caller: &Caller,
-        message_id: &str,
-        body: &Feedback<'_>,
-    ) -> Result<Answer, ApiError> {
-        let path = format!("messages/{message_id}/feedbacks");
-        self.call(Method::POST, &path, caller, Payload::Json(body), None)
-            .await
-    }
-
-    pub async fn suggested(&self, caller: &Caller, message_id: &str) -> Result<Answer, ApiError> {
-        self.get(&format!("messages/{message_id}/suggested"), caller, &[])
-            .await
-    }
-
-    /// `parameters`, `info` or `meta`: app settings, the same for every user, but Dify still
-    /// gets our `user` so no call omits it.
-    pub async fn app_settings(&self, caller: &Caller, which: &str) -> Result<Answer, ApiError> {
-        self.get(which, caller, &[]).await
-    }
-
-    /// `POST /files/upload` with the file streamed through as it arrives.
-    pub async fn upload(&self, caller: &Caller, file: Part) -> Result<Answer, ApiError> {
-        let payload = Payload::<()>::File(Box::new(file));
-        self.call(Method::POST, "files/upload", caller, payload, None)
-            .await
-    }
-
-    /// `POST /audio-to-text` with the recording streamed through as it arrives.
-    pub async fn audio_to_text(&self, caller: &Caller, file: Part) -> Result<Answer, ApiError> {
-        let payload = Payload::<()>::File(Box::new(file));
-        self.call(Method::POST, "audio-to-text", caller, payload, None)
-            .await
-    }
-
-    /// `POST /text-to-audio`: the answer is audio, relayed as it streams.
-    pub async fn text_to_audio(
-        &self,
-        caller: &Caller,
-        body: &TextToAudio<'_>,
-    ) -> Result<Answer, ApiError> {
-        self.call(
-            Method::POST,
-            "text-to-audio",
-            caller,
-            Payload::Json(body),
-            None,
-        )
-        .await
-    }
-
-    /// `GET /info` with the key only, for readiness: the one call made for no user.
-    pub async fn probe(&self, timeout: Duration) -> Result<(), ApiError> {
-        let builder = self.keyed(Method::GET, "info")?;
-        let response = self
-            .exchange(builder, Instant::now() + timeout, Source::Keyed)
-            .await
-            .map_err(|f| f.error)?;
-        let _ = read_capped(response, MAX_ERROR_BODY, Instant::now() + timeout).await;
-        Ok(())
-    }
-
-    /// A signed file URL on Dify's origin (outside `/v1`): no key, no `user`, no cookies; the
-    /// signed query byte for byte. A 304 counts as success.
-    pub async fn file(
-        &self,
-        path_and_query: &str,
-        headers: impl Iterator<Item = (HeaderName, HeaderValue)>,
-    ) -> Result<reqwest::Response, ApiError> {
-        let url = self
-            .origin
-            .join(path_and_query.trim_start_matches('/'))
-            .map_err(|e| ApiError::Internal(format!("joining file path: {e}")))?;
-        let mut builder = self.http.get(url);
-        for (name, value) in headers {
-            builder = builder.header(name, value);
-        }
-        let deadline = Instant::now() + self.timeout;
-        self.exchange(builder, deadline, Source::File)
-            .await
-            .map_err(|f| f.error)
     }
 
     /// Dify's origin (scheme, host, port): where its signed file URLs are served.
