@@ -3,6 +3,7 @@
 # stream, which is far steadier than throughput on a shared VM (this one has no hardware
 # performance counters, so instructions come from valgrind's callgrind):
 #   bench/ab.sh bench/target/release/dify-bff.before bench/target/release/dify-bff
+# A binary whose name starts with `floor` is run as the stack floor (floor-proxy's arguments).
 # For each binary: the fast upstream on CPU 0; dify-bff on CPU 1 under callgrind for a fixed
 # JSON load (oha -n) and a fixed SSE load, user-space instructions counted per request / event
 # after a warm-up; then dify-bff natively for its CPU time over the same loads and the RSS that
@@ -35,13 +36,21 @@ start() { # binary, runner... ; sets up, bff, port, cookie
     port=$((20000 + RANDOM % 20000))
     taskset -c 0 "$bench" upstream --listen 127.0.0.1:$((port + 1)) --key $key >"$work/up.log" 2>&1 &
     up=$!
-    env -i PATH="$PATH" DIFY_BASE_URL=http://127.0.0.1:$((port + 1))/v1 DIFY_API_KEY=$key HOST=127.0.0.1 \
-        PORT=$port RATE_LIMIT_PER_MINUTE=0 MAX_STREAMS_PER_IDENTITY=100000 "${log_env[@]}" \
-        SESSION_SECRET=bench-secret-0123456789abcdef0123456789 \
-        taskset -c 1 "$@" "$bin" >"$work/bff.log" 2>&1 &
+    if [[ "$(basename "$bin")" == floor* ]]; then
+        # The stack floor (bench/src/bin/floor_proxy.rs): same routes, none of dify-bff's own work.
+        env -i PATH="$PATH" HOST=127.0.0.1 taskset -c 1 "$@" "$bin" 127.0.0.1:$port http://127.0.0.1:$((port + 1))/v1 $key \
+            >"$work/bff.log" 2>&1 &
+        health=/conversations
+    else
+        env -i PATH="$PATH" DIFY_BASE_URL=http://127.0.0.1:$((port + 1))/v1 DIFY_API_KEY=$key HOST=127.0.0.1 \
+            PORT=$port RATE_LIMIT_PER_MINUTE=0 MAX_STREAMS_PER_IDENTITY=100000 "${log_env[@]}" \
+            SESSION_SECRET=bench-secret-0123456789abcdef0123456789 \
+            taskset -c 1 "$@" "$bin" >"$work/bff.log" 2>&1 &
+        health=/healthz
+    fi
     bff=$!
     pids+=("$up" "$bff")
-    for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:$port/healthz && break; sleep 0.2; done
+    for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:$port$health && break; sleep 0.2; done
     cookie=$(curl -si http://127.0.0.1:$port/conversations | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p')
 }
 stop() { kill "$bff" "$up" 2>/dev/null || true; wait "$bff" "$up" 2>/dev/null || true; }
