@@ -2,10 +2,12 @@
 //! rules: 1–128 of `[A-Za-z0-9_-]`), generated otherwise; returned in the response.
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 
 pub const HEADER: &str = "x-request-id";
+/// As a `HeaderName` constant: inserting by `&str` would copy a non-standard name per call.
+const NAME: HeaderName = HeaderName::from_static(HEADER);
 
 /// The id as the header value it is sent in (to the browser and, as `X-Trace-Id`, to Dify):
 /// cloning it shares the bytes rather than copying them.
@@ -31,7 +33,7 @@ pub fn is_valid(id: &str) -> bool {
 pub fn assign(request: &mut Request) -> Option<HeaderValue> {
     let given = request
         .headers()
-        .get(HEADER)
+        .get(NAME)
         .filter(|v| v.to_str().is_ok_and(is_valid))
         .cloned();
     let value = match given {
@@ -40,7 +42,7 @@ pub fn assign(request: &mut Request) -> Option<HeaderValue> {
             let mut text = [0u8; uuid::fmt::Simple::LENGTH];
             let id = uuid::Uuid::new_v4().simple().encode_lower(&mut text);
             let value = HeaderValue::from_str(id).ok()?;
-            request.headers_mut().insert(HEADER, value.clone());
+            request.headers_mut().insert(NAME, value.clone());
             value
         }
     };
@@ -51,6 +53,6 @@ pub fn assign(request: &mut Request) -> Option<HeaderValue> {
 /// Returns the id assigned by [`assign`] with the response.
 pub fn stamp(response: &mut Response, value: Option<HeaderValue>) {
     if let Some(value) = value {
-        response.headers_mut().insert(HEADER, value);
+        response.headers_mut().insert(NAME, value);
     }
 }

@@ -124,7 +124,8 @@ macro_rules! once {
     }};
 }
 
-/// Handles per app (a handful, known at start-up), looked up under a shared lock.
+/// Handles per app (a handful, known at start-up) or per currency, looked up under a shared
+/// lock.
 struct PerApp<T>(OnceLock<RwLock<HashMap<String, T>>>);
 
 impl<T: Clone> PerApp<T> {
@@ -234,7 +235,11 @@ pub fn token_usage(usage: &Usage) {
     if let (Some(price), Some(currency)) = (&usage.total_price, &usage.currency)
         && let Ok(price) = price.parse::<f64>()
     {
-        counter!("difybff_cost_micros_total", "currency" => currency.clone())
-            .increment((price * 1_000_000.0).round() as u64);
+        static COST: PerApp<Counter> = PerApp::new();
+        COST.get(
+            currency,
+            |currency| counter!("difybff_cost_micros_total", "currency" => currency.to_owned()),
+        )
+        .increment((price * 1_000_000.0).round() as u64);
     }
 }
