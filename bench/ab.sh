@@ -43,7 +43,8 @@ start() { # binary, runner... ; sets up, bff, port, cookie
         health=/conversations
     else
         env -i PATH="$PATH" DIFY_BASE_URL=http://127.0.0.1:$((port + 1))/v1 DIFY_API_KEY=$key HOST=127.0.0.1 \
-            PORT=$port RATE_LIMIT_PER_MINUTE=0 MAX_STREAMS_PER_IDENTITY=100000 "${log_env[@]}" \
+            PORT=$port RATE_LIMIT_PER_MINUTE=0 MAX_STREAMS_PER_IDENTITY=100000 MAX_CONCURRENT_STREAMS=10000 \
+            MAX_CONNECTIONS_PER_PEER=0 "${log_env[@]}" \
             SESSION_SECRET=bench-secret-0123456789abcdef0123456789 \
             taskset -c 1 "$@" "$bin" >"$work/bff.log" 2>&1 &
         health=/healthz
