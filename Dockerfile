@@ -50,6 +50,8 @@ WORKDIR /build
 # The production binary is built without the default `demo` feature: the Dify emulator
 # (crates/dify-emulator, for `--demo` and the tests) is not compiled into the image.
 # .ci/build-musl.sh uses the same flags.
+# `--release` takes Cargo.toml's [profile.release]: fat LTO, one codegen unit, unwinding kept
+# (a panicking request does not take the process down), debug info stripped, symbols kept.
 
 # 1) Dependency layer: build every dependency against a dummy crate, so that
 #    changing src/ or static/ does not recompile the ~300 crates again. The workspace

@@ -16,6 +16,8 @@ set -euo pipefail
 TARGET=x86_64-unknown-linux-musl
 # Keep in step with both `cargo build` lines in the Dockerfile. Without the default `demo`
 # feature: the production binary carries no Dify emulator.
+# `--release` takes Cargo.toml's [profile.release] (fat LTO, one codegen unit, panic = unwind):
+# the container gets the same optimised build as `cargo build --release`.
 CARGO_BUILD_FLAGS=(--release --locked --target "$TARGET" -p dify-bff --no-default-features)
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

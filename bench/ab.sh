@@ -3,10 +3,16 @@
 # stream, which is far steadier than throughput on a shared VM (this one has no hardware
 # performance counters, so instructions come from valgrind's callgrind):
 #   bench/ab.sh bench/target/release/dify-bff.before bench/target/release/dify-bff
+# A binary whose name starts with `floor` is run as the stack floor (floor-proxy's arguments).
 # For each binary: the fast upstream on CPU 0; dify-bff on CPU 1 under callgrind for a fixed
 # JSON load (oha -n) and a fixed SSE load, user-space instructions counted per request / event
 # after a warm-up; then dify-bff natively for its CPU time over the same loads and the RSS that
-# AB_HOLD_STREAMS open streams add. Needs valgrind, perf-free; oha and a built harness.
+# AB_HOLD_STREAMS open streams add, and the instructions of a stream's set-up (streams of one
+# event; AB_KEEP=DIR keeps the callgrind files for callgrind_annotate). Needs valgrind and a built harness; the JSON load comes from
+# `oha -n` when installed, else from the harness's own client (`dify-bench json --requests`).
+# dify-bff runs with its default log level (INFO: the access log on, written to a file), as
+# deployed; AB_RUST_LOG=warn measures without the access log. AB_NATIVE=0 skips the native
+# part (CPU time and RSS), for a quick instruction count.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bench="$here/target/release/dify-bench"
@@ -16,6 +22,10 @@ streams=${AB_STREAMS:-100}
 events=${AB_EVENTS:-20}
 native_requests=${AB_NATIVE_REQUESTS:-30000}
 hold_streams=${AB_HOLD_STREAMS:-3000}
+native=${AB_NATIVE:-1}
+setup_streams=${AB_SETUP_STREAMS:-300}
+log_env=()
+if [[ -n "${AB_RUST_LOG:-}" ]]; then log_env=(RUST_LOG="$AB_RUST_LOG"); fi
 ulimit -n "$(ulimit -Hn)"
 work="$(mktemp -d)"
 pids=()
@@ -26,17 +36,31 @@ start() { # binary, runner... ; sets up, bff, port, cookie
     port=$((20000 + RANDOM % 20000))
     taskset -c 0 "$bench" upstream --listen 127.0.0.1:$((port + 1)) --key $key >"$work/up.log" 2>&1 &
     up=$!
-    env -i PATH="$PATH" DIFY_BASE_URL=http://127.0.0.1:$((port + 1))/v1 DIFY_API_KEY=$key HOST=127.0.0.1 \
-        PORT=$port RATE_LIMIT_PER_MINUTE=0 MAX_STREAMS_PER_IDENTITY=100000 RUST_LOG=warn \
-        SESSION_SECRET=bench-secret-0123456789abcdef0123456789 \
-        taskset -c 1 "$@" "$bin" >"$work/bff.log" 2>&1 &
+    if [[ "$(basename "$bin")" == floor* ]]; then
+        # The stack floor (bench/src/bin/floor_proxy.rs): same routes, none of dify-bff's own work.
+        env -i PATH="$PATH" HOST=127.0.0.1 taskset -c 1 "$@" "$bin" 127.0.0.1:$port http://127.0.0.1:$((port + 1))/v1 $key \
+            >"$work/bff.log" 2>&1 &
+        health=/conversations
+    else
+        env -i PATH="$PATH" DIFY_BASE_URL=http://127.0.0.1:$((port + 1))/v1 DIFY_API_KEY=$key HOST=127.0.0.1 \
+            PORT=$port RATE_LIMIT_PER_MINUTE=0 MAX_STREAMS_PER_IDENTITY=100000 MAX_CONCURRENT_STREAMS=10000 \
+            MAX_CONNECTIONS_PER_PEER=0 "${log_env[@]}" \
+            SESSION_SECRET=bench-secret-0123456789abcdef0123456789 \
+            taskset -c 1 "$@" "$bin" >"$work/bff.log" 2>&1 &
+        health=/healthz
+    fi
     bff=$!
     pids+=("$up" "$bff")
-    for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:$port/healthz && break; sleep 0.2; done
+    for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:$port$health && break; sleep 0.2; done
     cookie=$(curl -si http://127.0.0.1:$port/conversations | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p')
 }
 stop() { kill "$bff" "$up" 2>/dev/null || true; wait "$bff" "$up" 2>/dev/null || true; }
-json() { taskset -c 0 oha -n "$1" -c "$2" --no-tui -H "Cookie: $cookie" "http://127.0.0.1:$port/conversations" >/dev/null; }
+if command -v oha >/dev/null 2>&1; then
+    json() { taskset -c 0 oha -n "$1" -c "$2" --no-tui -H "Cookie: $cookie" "http://127.0.0.1:$port/conversations" >/dev/null; }
+else
+    echo "ab.sh: oha not found; JSON load from dify-bench json --requests" >&2
+    json() { taskset -c 0 "$bench" json --addr 127.0.0.1:$port --requests "$1" --connections "$2" --header "Cookie: $cookie" | grep -q " 0 errors"; }
+fi
 sse() { taskset -c 0 "$bench" sse --addr 127.0.0.1:$port --header "Cookie: $cookie" --streams "$1" --events "$2" --interval-ms "$3" --ramp-ms "$4"; }
 # vgdb finds valgrind's pipes by user and host name, which valgrind took from dify-bff's
 # cleared environment (no USER, HOST=127.0.0.1): ask with the same.
@@ -44,8 +68,8 @@ cgc() { env -u USER -u LOGNAME HOST=127.0.0.1 callgrind_control "$@" >/dev/null;
 ir() { awk '/^(summary|totals):/{print $2; exit}' "$1"; }
 cpu_ms() { awk '{print ($14+$15)*10}' "/proc/$bff/stat"; }
 
-echo "| binary | instr/request (user, callgrind) | instr/event (user, callgrind) | CPU µs/request | CPU µs/event | RSS KiB/stream ($hold_streams held) |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| binary | instr/request (user, callgrind) | instr/event (user, callgrind) | instr/stream set-up (user, callgrind) | CPU µs/request | CPU µs/event | RSS KiB/stream ($hold_streams held) |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 for bin in "$@"; do
     start "$bin" valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p"
     json 500 16; sse 20 5 50 200 >/dev/null
@@ -53,10 +77,21 @@ for bin in "$@"; do
     json "$requests" 16
     cgc -d "$bff"; cgc -z "$bff"
     sse "$streams" "$events" 50 1000 >/dev/null
+    cgc -d "$bff"; cgc -z "$bff"
+    # Stream set-up: streams of a single event (the set-up, one event and message_end each).
+    sse "$setup_streams" 1 50 1000 >/dev/null
     cgc -d "$bff"
     stop
     json_ir=$(ir "$(ls "$work"/cg.*.1 | head -1)"); sse_ir=$(ir "$(ls "$work"/cg.*.2 | head -1)")
+    setup_ir=$(ir "$(ls "$work"/cg.*.3 | head -1)")
+    if [[ -n "${AB_KEEP:-}" ]]; then mkdir -p "$AB_KEEP/$(basename "$bin")"; cp "$work"/cg.* "$AB_KEEP/$(basename "$bin")/"; fi
     rm -f "$work"/cg.*
+    if [[ "$native" == 0 ]]; then
+        printf '| %s | %.0f | %.0f | %.0f | – | – | – |\n' "$(basename "$bin")" \
+            "$(echo "$json_ir / $requests" | bc -l)" "$(echo "$sse_ir / ($streams * ($events + 1))" | bc -l)" \
+            "$(echo "$setup_ir / $setup_streams" | bc -l)"
+        continue
+    fi
 
     start "$bin"
     json 5000 64; sse 200 5 200 1000 >/dev/null
@@ -70,8 +105,8 @@ for bin in "$@"; do
     wait $holder
     grep -q " 0 errors" "$work/hold.log" || { echo "hold run had errors:" >&2; cat "$work/hold.log" >&2; }
     stop
-    awk -v b="$(basename "$bin")" -v r="$requests" -v s="$((streams * (events + 1)))" -v ji="$json_ir" -v si="$sse_ir" \
+    awk -v b="$(basename "$bin")" -v r="$requests" -v s="$((streams * (events + 1)))" -v ji="$json_ir" -v si="$sse_ir" -v ui="$setup_ir" -v us="$setup_streams" \
         -v nr="$native_requests" -v ne="$((1000 * (events + 1)))" -v jt="$((t1 - t0))" -v st="$((t2 - t1))" \
         -v before="$before" -v held="$held" -v n="$hold_streams" 'BEGIN {
-        printf "| %s | %.0f | %.0f | %.1f | %.1f | %.1f |\n", b, ji/r, si/s, jt*1000/nr, st*1000/ne, (held-before)/n }'
+        printf "| %s | %.0f | %.0f | %.0f | %.1f | %.1f | %.1f |\n", b, ji/r, si/s, ui/us, jt*1000/nr, st*1000/ne, (held-before)/n }'
 done

@@ -34,6 +34,9 @@ const MAX_HEADER_IDENTITY: usize = 255;
 /// The identity settings, built once at start-up.
 pub struct IdentityPolicy {
     key: Key,
+    /// HMAC-SHA256 keyed with `key`'s signing half, as the `cookie` crate signs: cloned per
+    /// check, so the key schedule is not redone for every request.
+    cookie_mac: Hmac<Sha256>,
     /// Keys the identity hashes in logs, so they cannot be reversed by guessing identities.
     log_key: Hmac<Sha256>,
     same_site: SameSite,
@@ -58,8 +61,11 @@ impl IdentityPolicy {
             }
         };
         let log_key = log_key(config);
+        let cookie_mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.signing())
+            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
         IdentityPolicy {
             key,
+            cookie_mac,
             log_key,
             same_site: if config.embed.enabled() {
                 SameSite::None
@@ -101,11 +107,17 @@ impl IdentityPolicy {
     }
 
     /// A short, stable, keyed hash of an identity for logs: never the identity itself.
-    pub fn log_hash(&self, identity: &Identity) -> String {
+    pub fn log_hash(&self, identity: &Identity) -> LogHash {
         let mut mac = self.log_key.clone();
         mac.update(identity.0.as_bytes());
         let digest = mac.finalize().into_bytes();
-        digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut hash = [0u8; 12];
+        for (pair, b) in hash.chunks_mut(2).zip(&digest[..6]) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xf)];
+        }
+        LogHash(hash)
     }
 
     fn cookie_name(https: bool) -> &'static str {
@@ -131,6 +143,22 @@ impl IdentityPolicy {
             cookie = cookie.partitioned(true);
         }
         cookie.build()
+    }
+}
+
+/// An identity's log hash: 12 hex digits (48 bits of a keyed HMAC), kept without allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogHash([u8; 12]);
+
+impl LogHash {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for LogHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -188,7 +216,7 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
     let https = policy.is_https(request.headers(), peer);
     let existing = cookie_identity(
         request.headers(),
-        &policy.key,
+        &policy.cookie_mac,
         IdentityPolicy::cookie_name(https),
     );
     match existing {
@@ -214,26 +242,107 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
 /// The id in our signed cookie `name`, if its signature holds. Two cookies of that name (one
 /// planted by a sibling site beside ours) count as none: neither is trusted. Only our cookie is
 /// verified (a signed jar built from the headers would check every cookie the browser sends).
-fn cookie_identity(headers: &HeaderMap, key: &Key, name: &str) -> Option<String> {
+///
+/// The check is the `cookie` crate's signed-cookie format, done in place: the value (percent-
+/// decoded) is the base64 HMAC-SHA256 of the id (44 characters) followed by the id, a UUID.
+fn cookie_identity(headers: &HeaderMap, mac: &Hmac<Sha256>, name: &str) -> Option<String> {
     let mut ours = headers
         .get_all(header::COOKIE)
         .into_iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
-        .filter(|pair| {
-            pair.trim_start()
-                .split_once('=')
-                .is_some_and(|(n, _)| n.trim_end() == name)
+        .filter_map(|pair| {
+            let (n, value) = pair.trim_start().split_once('=')?;
+            (n.trim_end() == name).then_some(value)
         });
-    let pair = ours.next()?;
+    let value = ours.next()?;
     if ours.next().is_some() {
         return None;
     }
-    let cookie = Cookie::parse_encoded(pair.trim().to_owned()).ok()?;
-    let mut jar = cookie::CookieJar::new();
-    jar.add_original(cookie);
-    let value = jar.signed(key).get(name)?.value().to_owned();
-    is_cookie_id(&value).then_some(value)
+    let mut buffer = [0u8; SIGNED_ID_LEN];
+    let signed = percent_decode(value.trim(), &mut buffer)?;
+    let (digest, id) = signed.split_at(SIGNED_DIGEST_LEN);
+    let digest = base64_digest(digest)?;
+    let id = std::str::from_utf8(id).ok()?;
+    let mut mac = mac.clone();
+    mac.update(id.as_bytes());
+    mac.verify_slice(&digest).ok()?;
+    is_cookie_id(id).then(|| id.to_owned())
+}
+
+/// Base64 of a SHA-256 digest, with its one `=` of padding.
+const SIGNED_DIGEST_LEN: usize = 44;
+/// The digest and a hyphenated UUID.
+const SIGNED_ID_LEN: usize = SIGNED_DIGEST_LEN + 36;
+
+/// `value` with its `%XX` escapes decoded into `out`, if it is exactly `out`'s length (a `%`
+/// not followed by two hex digits stays itself, as in the `cookie` crate).
+fn percent_decode<'a>(value: &str, out: &'a mut [u8; SIGNED_ID_LEN]) -> Option<&'a [u8]> {
+    let bytes = value.as_bytes();
+    let mut read = 0;
+    let mut written = 0;
+    while read < bytes.len() {
+        let escaped = (bytes[read] == b'%')
+            .then(|| {
+                Some(hex_value(*bytes.get(read + 1)?)? << 4 | hex_value(*bytes.get(read + 2)?)?)
+            })
+            .flatten();
+        let slot = out.get_mut(written)?;
+        match escaped {
+            Some(byte) => {
+                *slot = byte;
+                read += 3;
+            }
+            None => {
+                *slot = bytes[read];
+                read += 1;
+            }
+        }
+        written += 1;
+    }
+    (written == SIGNED_ID_LEN).then_some(&out[..])
+}
+
+fn hex_value(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The 32 bytes of a standard-alphabet base64 digest of 43 characters and one `=`.
+fn base64_digest(text: &[u8]) -> Option<[u8; 32]> {
+    fn sextet(c: u8) -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        }))
+    }
+    let (body, pad) = text.split_at(SIGNED_DIGEST_LEN - 1);
+    if pad != b"=" {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    // 10 whole groups of 4 characters → 30 bytes, then 3 characters → 2 bytes.
+    for (group, bytes) in body.chunks(4).zip(out.chunks_mut(3)) {
+        let mut bits = 0u32;
+        for &c in group {
+            bits = bits << 6 | sextet(c)?;
+        }
+        let bits = bits << (6 * (4 - group.len()));
+        let all = bits.to_be_bytes();
+        bytes.copy_from_slice(&all[1..1 + bytes.len()]);
+        if group.len() == 3 && all[3] != 0 {
+            return None; // non-canonical: stray bits in the last character
+        }
+    }
+    Some(out)
 }
 
 fn is_cookie_id(value: &str) -> bool {
@@ -316,6 +425,10 @@ mod tests {
         format!("{name}={}", cookie.unwrap_or_default())
     }
 
+    fn mac(key: &Key) -> Hmac<Sha256> {
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key.signing()).expect("a 32-byte key")
+    }
+
     fn headers(cookie: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         if let Ok(value) = HeaderValue::from_str(cookie) {
@@ -331,8 +444,43 @@ mod tests {
     fn one_signed_cookie_is_the_identity() {
         let key = Key::generate();
         let cookie = signed(&key, COOKIE_NAME, ID_A);
-        let got = cookie_identity(&headers(&cookie), &key, COOKIE_NAME);
+        let got = cookie_identity(&headers(&cookie), &mac(&key), COOKIE_NAME);
         assert_eq!(got.as_deref(), Some(ID_A));
+    }
+
+    #[test]
+    fn the_percent_encoded_cookie_is_the_same_identity() {
+        let key = Key::generate();
+        let mut jar = cookie::CookieJar::new();
+        jar.signed_mut(&key)
+            .add(Cookie::new(COOKIE_NAME, ID_A.to_owned()));
+        let sent = jar
+            .get(COOKIE_NAME)
+            .map(|c| c.encoded().to_string())
+            .unwrap_or_default();
+        let got = cookie_identity(&headers(&sent), &mac(&key), COOKIE_NAME);
+        assert_eq!(got.as_deref(), Some(ID_A));
+    }
+
+    #[test]
+    fn a_cookie_signed_with_another_key_or_changed_is_refused() {
+        let key = Key::generate();
+        let foreign = signed(&Key::generate(), COOKIE_NAME, ID_A);
+        assert_eq!(
+            cookie_identity(&headers(&foreign), &mac(&key), COOKIE_NAME),
+            None
+        );
+        let swapped = signed(&key, COOKIE_NAME, ID_A).replace(ID_A, ID_B);
+        assert_eq!(
+            cookie_identity(&headers(&swapped), &mac(&key), COOKIE_NAME),
+            None
+        );
+        let mut truncated = signed(&key, COOKIE_NAME, ID_A);
+        truncated.pop();
+        assert_eq!(
+            cookie_identity(&headers(&truncated), &mac(&key), COOKIE_NAME),
+            None
+        );
     }
 
     #[test]
@@ -343,7 +491,10 @@ mod tests {
             signed(&key, COOKIE_NAME, ID_A),
             signed(&key, COOKIE_NAME, ID_B)
         );
-        assert_eq!(cookie_identity(&headers(&both), &key, COOKIE_NAME), None);
+        assert_eq!(
+            cookie_identity(&headers(&both), &mac(&key), COOKIE_NAME),
+            None
+        );
     }
 
     #[test]
@@ -351,11 +502,11 @@ mod tests {
         let key = Key::generate();
         let plain = signed(&key, COOKIE_NAME, ID_A);
         assert_eq!(
-            cookie_identity(&headers(&plain), &key, SECURE_COOKIE_NAME),
+            cookie_identity(&headers(&plain), &mac(&key), SECURE_COOKIE_NAME),
             None
         );
         let secure = format!("{plain}; {}", signed(&key, SECURE_COOKIE_NAME, ID_B));
-        let got = cookie_identity(&headers(&secure), &key, SECURE_COOKIE_NAME);
+        let got = cookie_identity(&headers(&secure), &mac(&key), SECURE_COOKIE_NAME);
         assert_eq!(got.as_deref(), Some(ID_B));
     }
 

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
@@ -39,12 +40,48 @@ impl Outcome {
 }
 
 pub async fn run(target: Arc<Target>, connections: usize, duration: Duration) -> Outcome {
+    run_until(target, connections, Budget::Until(Instant::now() + duration)).await
+}
+
+/// Exactly `requests` requests over `connections` connections (each takes the next one left).
+pub async fn run_count(target: Arc<Target>, connections: usize, requests: u64) -> Outcome {
+    let left = Arc::new(AtomicU64::new(requests));
+    run_until(target, connections, Budget::Count(left)).await
+}
+
+/// When the load stops: at a deadline, or when a shared count of requests is used up.
+#[derive(Clone)]
+enum Budget {
+    Until(Instant),
+    Count(Arc<AtomicU64>),
+}
+
+impl Budget {
+    fn left(&self) -> bool {
+        match self {
+            Budget::Until(deadline) => Instant::now() < *deadline,
+            Budget::Count(left) => left.load(Ordering::Relaxed) > 0,
+        }
+    }
+
+    /// Takes one request: one of the count, or (for a deadline) whether it has not passed.
+    fn take(&self) -> bool {
+        match self {
+            Budget::Until(deadline) => Instant::now() < *deadline,
+            Budget::Count(left) => left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok(),
+        }
+    }
+}
+
+async fn run_until(target: Arc<Target>, connections: usize, budget: Budget) -> Outcome {
     let started = Instant::now();
-    let deadline = started + duration;
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
             let target = target.clone();
-            tokio::spawn(async move { connection(&target, deadline).await })
+            let budget = budget.clone();
+            tokio::spawn(async move { connection(&target, &budget).await })
         })
         .collect();
     let mut outcome = Outcome::default();
@@ -82,9 +119,9 @@ impl Connection {
     }
 }
 
-async fn connection(target: &Target, deadline: Instant) -> Connection {
+async fn connection(target: &Target, budget: &Budget) -> Connection {
     let mut c = Connection::default();
-    while Instant::now() < deadline {
+    while budget.left() {
         let tcp = match TcpStream::connect(target.addr).await {
             Ok(tcp) => tcp,
             Err(e) => {
@@ -101,7 +138,7 @@ async fn connection(target: &Target, deadline: Instant) -> Connection {
             continue;
         };
         let conn = tokio::spawn(conn);
-        while Instant::now() < deadline {
+        while budget.take() {
             let mut request = Request::get(target.path_and_query.as_str())
                 .header(hyper::header::HOST, "127.0.0.1")
                 .body(Empty::new())

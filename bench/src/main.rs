@@ -90,6 +90,10 @@ enum Command {
         connections: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Stop after exactly this many requests (all connections together) instead of after
+        /// `--seconds`: a fixed amount of work, for counting instructions per request.
+        #[arg(long)]
+        requests: Option<u64>,
     },
 }
 
@@ -187,15 +191,20 @@ async fn run(command: Command) -> Result<(), String> {
             headers,
             connections,
             seconds,
+            requests,
         } => {
             let target = Arc::new(json::Target {
                 addr,
                 path_and_query: path,
                 headers: parse_headers(&headers)?,
             });
-            let o = json::run(target, connections, Duration::from_secs(seconds)).await;
+            let o = match requests {
+                Some(n) => json::run_count(target, connections, n).await,
+                None => json::run(target, connections, Duration::from_secs(seconds)).await,
+            };
             println!(
-                "{:.0} requests/s, p50 {} ms, p99 {} ms, {} errors{}",
+                "{} requests, {:.0} requests/s, p50 {} ms, p99 {} ms, {} errors{}",
+                o.requests,
                 o.rps(),
                 stats::ms(o.latency.p50),
                 stats::ms(o.latency.p99),

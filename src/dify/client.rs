@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, RequestBuilder, Url, header};
 use secrecy::ExposeSecret;
@@ -26,16 +26,19 @@ mod endpoints;
 mod passthrough;
 pub use passthrough::{Outgoing, Passed, StreamSetup};
 
+const TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
+
 /// The most of a Dify error body that is read; a larger one is no Dify error: 502.
 pub const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Stop calls made for abandoned streams that may be in flight at once.
 const MAX_PENDING_STOPS: usize = 1024;
 
-/// Who a call is made for: the Dify `user` and the request id sent as `X-Trace-Id`.
+/// Who a call is made for: the Dify `user` and the request id sent as `X-Trace-Id` (the
+/// header value of the request's id, shared rather than copied).
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub user: String,
-    pub trace_id: Option<String>,
+    pub trace_id: Option<HeaderValue>,
 }
 
 /// What a call sends besides its path; `user` is added to each kind by [`DifyClient::prepare`].
@@ -165,7 +168,7 @@ impl DifyClient {
     ) -> Result<RequestBuilder, ApiError> {
         let mut builder = self.keyed(method, path)?;
         if let Some(trace) = &caller.trace_id {
-            builder = builder.header("X-Trace-Id", trace.as_str());
+            builder = builder.header(TRACE_ID, trace.clone());
         }
         let user = caller.user.as_str();
         Ok(match payload {

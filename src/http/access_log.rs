@@ -17,24 +17,23 @@ pub struct Entry {
     started: Instant,
     method: Method,
     route: Option<MatchedPath>,
-    /// Set only when INFO lines are written.
-    request_id: Option<String>,
+    /// Whether INFO lines are written.
+    log: bool,
+    request_id: Option<RequestId>,
 }
 
 impl Entry {
     pub fn start(request: &Request) -> Entry {
         let route = request.extensions().get::<MatchedPath>().cloned();
-        let request_id = tracing::enabled!(tracing::Level::INFO).then(|| {
-            request
-                .extensions()
-                .get::<RequestId>()
-                .map(|r| r.0.clone())
-                .unwrap_or_default()
-        });
+        let log = tracing::enabled!(tracing::Level::INFO);
+        let request_id = log
+            .then(|| request.extensions().get::<RequestId>().cloned())
+            .flatten();
         Entry {
             started: Instant::now(),
             method: request.method().clone(),
             route,
+            log,
             request_id,
         }
     }
@@ -50,14 +49,15 @@ impl Entry {
         };
         let app = apps.label(response);
         metrics::request(&self.method, route, app, status, elapsed);
-        let Some(request_id) = self.request_id else {
+        if !self.log {
             return;
-        };
-        let identity = response
+        }
+        let request_id = self.request_id.as_ref().map_or("", RequestId::as_str);
+        let hash = response
             .extensions()
             .get::<Identity>()
-            .map(|identity| identities.log_hash(identity))
-            .unwrap_or_default();
+            .map(|identity| identities.log_hash(identity));
+        let identity = hash.as_ref().map_or("", |hash| hash.as_str());
         tracing::info!(
             method = %self.method,
             route = %route,

@@ -65,14 +65,18 @@ pub async fn read_limited(
     budget: &Arc<Semaphore>,
 ) -> Result<Bytes, ApiError> {
     let mut body = request.into_body();
+    // A body that arrives in one frame (the usual small JSON body) is kept as it came; only a
+    // second frame starts a copy.
+    let mut first: Option<Bytes> = None;
     let mut bytes = BytesMut::new();
+    let mut len = 0;
     let mut held: Option<OwnedSemaphorePermit> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| read_error(&e))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if bytes.len() + data.len() > limit {
+        if len + data.len() > limit {
             return Err(ApiError::PayloadTooLarge);
         }
         let charge = u32::try_from(data.len()).map_err(|_| ApiError::PayloadTooLarge)?;
@@ -85,9 +89,18 @@ pub async fn read_limited(
             Some(held) => held.merge(permit),
             None => held = Some(permit),
         }
+        len += data.len();
+        if len == data.len() {
+            first = Some(data);
+            continue;
+        }
+        if let Some(first) = first.take() {
+            bytes.reserve(len);
+            bytes.extend_from_slice(&first);
+        }
         bytes.extend_from_slice(&data);
     }
-    Ok(bytes.freeze())
+    Ok(first.unwrap_or_else(|| bytes.freeze()))
 }
 
 fn read_error(e: &axum::Error) -> ApiError {

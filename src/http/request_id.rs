@@ -2,13 +2,24 @@
 //! rules: 1–128 of `[A-Za-z0-9_-]`), generated otherwise; returned in the response.
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 
 pub const HEADER: &str = "x-request-id";
+/// As a `HeaderName` constant: inserting by `&str` would copy a non-standard name per call.
+const NAME: HeaderName = HeaderName::from_static(HEADER);
 
+/// The id as the header value it is sent in (to the browser and, as `X-Trace-Id`, to Dify):
+/// cloning it shares the bytes rather than copying them.
 #[derive(Clone, Debug)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub HeaderValue);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Only ids that pass `is_valid` (ASCII) or that we generate are ever stored.
+        self.0.to_str().unwrap_or_default()
+    }
+}
 
 pub fn is_valid(id: &str) -> bool {
     (1..=128).contains(&id.len())
@@ -20,24 +31,28 @@ pub fn is_valid(id: &str) -> bool {
 /// Takes or makes the request's id, stores it for the handlers and returns the header value to
 /// send back.
 pub fn assign(request: &mut Request) -> Option<HeaderValue> {
-    let id = request
+    let given = request
         .headers()
-        .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_valid(v))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let value = HeaderValue::from_str(&id).ok();
-    if let Some(value) = &value {
-        request.headers_mut().insert(HEADER, value.clone());
-    }
-    request.extensions_mut().insert(RequestId(id));
-    value
+        .get(NAME)
+        .filter(|v| v.to_str().is_ok_and(is_valid))
+        .cloned();
+    let value = match given {
+        Some(value) => value,
+        None => {
+            let mut text = [0u8; uuid::fmt::Simple::LENGTH];
+            let id = uuid::Uuid::new_v4().simple().encode_lower(&mut text);
+            let value = HeaderValue::from_str(id).ok()?;
+            request.headers_mut().insert(NAME, value.clone());
+            value
+        }
+    };
+    request.extensions_mut().insert(RequestId(value.clone()));
+    Some(value)
 }
 
 /// Returns the id assigned by [`assign`] with the response.
 pub fn stamp(response: &mut Response, value: Option<HeaderValue>) {
     if let Some(value) = value {
-        response.headers_mut().insert(HEADER, value);
+        response.headers_mut().insert(NAME, value);
     }
 }

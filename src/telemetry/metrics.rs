@@ -2,11 +2,11 @@
 //! once; every server in the process (tests start many) renders the same registry.
 
 use std::collections::HashMap;
-use std::sync::{OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::http::Method;
-use metrics::{Counter, Histogram, counter, gauge, histogram};
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::dify::watcher::Usage;
@@ -113,39 +113,89 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// A handle looked up once: the facade's macros build and look up the key on every call.
+macro_rules! once {
+    ($kind:ty, $make:expr) => {{
+        static HANDLE: OnceLock<$kind> = OnceLock::new();
+        HANDLE.get_or_init(|| {
+            handle();
+            $make
+        })
+    }};
+}
+
+/// Handles per app (a handful, known at start-up) or per currency, looked up under a shared
+/// lock.
+struct PerApp<T>(OnceLock<RwLock<HashMap<String, T>>>);
+
+impl<T: Clone> PerApp<T> {
+    const fn new() -> PerApp<T> {
+        PerApp(OnceLock::new())
+    }
+
+    fn get(&self, app: &str, make: impl FnOnce(&str) -> T) -> T {
+        let map = self.0.get_or_init(RwLock::default);
+        if let Some(found) = map.read().unwrap_or_else(PoisonError::into_inner).get(app) {
+            return found.clone();
+        }
+        handle();
+        map.write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(app.to_owned())
+            .or_insert_with(|| make(app))
+            .clone()
+    }
+}
+
 pub fn time_to_first_byte(elapsed: Duration) {
-    histogram!("difybff_stream_first_byte_seconds").record(elapsed.as_secs_f64());
+    once!(Histogram, histogram!("difybff_stream_first_byte_seconds")).record(elapsed.as_secs_f64());
 }
 
 /// A chat stream Dify started for `app` (its response headers arrived).
 pub fn app_stream(app: &str) {
-    counter!("difybff_app_streams_total", "app" => app.to_owned()).increment(1);
+    static STREAMS: PerApp<Counter> = PerApp::new();
+    STREAMS
+        .get(
+            app,
+            |app| counter!("difybff_app_streams_total", "app" => app.to_owned()),
+        )
+        .increment(1);
 }
 
 /// One upstream exchange of `app`: `None` timed out, `Some(None)` failed to connect or send,
 /// else Dify's status class.
 pub fn upstream_call(app: &str, sent: Option<Option<&reqwest::Response>>) {
+    const OUTCOMES: [&str; 6] = ["timeout", "error", "2xx", "3xx", "4xx", "5xx"];
+    static CALLS: PerApp<Arc<[Counter; 6]>> = PerApp::new();
     let outcome = match sent {
-        None => "timeout",
-        Some(None) => "error",
+        None => 0,
+        Some(None) => 1,
         Some(Some(response)) => match response.status().as_u16() {
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
+            200..=299 => 2,
+            300..=399 => 3,
+            400..=499 => 4,
+            _ => 5,
         },
     };
-    counter!("difybff_upstream_calls_total", "app" => app.to_owned(), "outcome" => outcome)
-        .increment(1);
+    let counters = CALLS.get(app, |app| {
+        Arc::new(OUTCOMES.map(|outcome| {
+            counter!("difybff_upstream_calls_total", "app" => app.to_owned(), "outcome" => outcome)
+        }))
+    });
+    counters[outcome].increment(1);
+}
+
+fn open_streams() -> &'static Gauge {
+    once!(Gauge, gauge!("difybff_open_streams"))
 }
 
 pub fn stream_opened() {
-    gauge!("difybff_open_streams").increment(1.0);
-    counter!("difybff_streams_total").increment(1);
+    open_streams().increment(1.0);
+    once!(Counter, counter!("difybff_streams_total")).increment(1);
 }
 
 pub fn stream_closed() {
-    gauge!("difybff_open_streams").decrement(1.0);
+    open_streams().decrement(1.0);
 }
 
 /// Called for every relayed chunk: the counter is looked up once, not per call.
@@ -172,13 +222,25 @@ pub fn rejected(code: &'static str) {
 }
 
 pub fn token_usage(usage: &Usage) {
-    counter!("difybff_tokens_total", "kind" => "prompt").increment(usage.prompt_tokens);
-    counter!("difybff_tokens_total", "kind" => "completion").increment(usage.completion_tokens);
+    once!(
+        Counter,
+        counter!("difybff_tokens_total", "kind" => "prompt")
+    )
+    .increment(usage.prompt_tokens);
+    once!(
+        Counter,
+        counter!("difybff_tokens_total", "kind" => "completion")
+    )
+    .increment(usage.completion_tokens);
     if let (Some(price), Some(currency)) = (&usage.total_price, &usage.currency)
         && let Ok(price) = price.parse::<f64>()
     {
-        counter!("difybff_cost_micros_total", "currency" => currency.clone())
-            .increment((price * 1_000_000.0).round() as u64);
+        static COST: PerApp<Counter> = PerApp::new();
+        COST.get(
+            currency,
+            |currency| counter!("difybff_cost_micros_total", "currency" => currency.to_owned()),
+        )
+        .increment((price * 1_000_000.0).round() as u64);
     }
 }
 
