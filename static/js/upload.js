@@ -92,7 +92,7 @@ export function createUploader({ onError, onChange }) {
     if (item.kind === 'image') {
       thumb = thumbCanvas(label);
       drawThumb(thumb, item.file).then((bmp) => { item.bitmap = bmp; })
-        .catch(() => thumb.replaceWith(h('span', { class: 'file-badge', text: 'IMG' })));
+        .catch(() => thumb.replaceWith(h('span', { class: 'file-badge', text: t('imageBadge') })));
     } else {
       thumb = h('span', { class: 'file-badge', text: (label.split('.').pop() || 'file').slice(0, 4).toUpperCase() });
     }
