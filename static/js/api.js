@@ -4,6 +4,8 @@
 // With several apps each app's page is /apps/{name}/ and its API lives under the same
 // prefix: APP_BASE is derived from the page's own address ('' for the one-app root).
 
+import { t } from './i18n.js';
+
 const APP_PATH = /^\/apps\/([a-z0-9][a-z0-9-]{0,31})(?:\/|$)/.exec(location.pathname);
 /** The app this page is for, when served under /apps/{name}/; null at the root. */
 export const APP_NAME = APP_PATH ? APP_PATH[1] : null;
@@ -31,40 +33,29 @@ const CODE_BY_STATUS = {
   500: 'internal_error', 502: 'upstream_unavailable', 503: 'overloaded', 504: 'upstream_timeout',
 };
 
-const WORDS = {
-  invalid_param: 'The request wasn’t accepted. Please check what you entered and try again.',
-  unauthorized: 'Your session has expired. Reload the page to continue.',
-  forbidden: 'You don’t have permission to do that.',
-  not_found: 'That conversation or message no longer exists.',
-  payload_too_large: 'That is too large to send. Try a smaller file or a shorter message.',
-  unsupported_media_type: 'That file type isn’t supported.',
-  rate_limited: 'You’re sending requests too quickly. Please wait a moment and try again.',
-  internal_error: 'Something went wrong on our side. Please try again.',
-  upstream_unavailable: 'The assistant service can’t be reached right now.',
-  overloaded: 'The assistant is busy right now. Please try again in a moment.',
-  shutting_down: 'The service is restarting. Please try again in a moment.',
-  upstream_timeout: 'The assistant took too long to respond. Please try again.',
-  offline: 'You appear to be offline. Check your connection and try again.',
-  network: 'The server couldn’t be reached. Check your connection and try again.',
-  interrupted: 'The answer was interrupted before it finished.',
-  bad_response: 'The server sent an unexpected response. Please try again.',
-};
+// The sentences live in i18n.js's table as `api.{code}`.
+const WORDS = new Set([
+  'invalid_param', 'unauthorized', 'forbidden', 'not_found', 'payload_too_large', 'unsupported_media_type',
+  'rate_limited', 'internal_error', 'upstream_unavailable', 'overloaded', 'shutting_down', 'upstream_timeout',
+  'offline', 'network', 'interrupted', 'bad_response',
+]);
 
 /** Plain-words description of any error thrown by this module (or a Dify stream error). */
 export function describeError(err) {
-  if (typeof navigator !== 'undefined' && navigator.onLine === false) return WORDS.offline;
+  if (typeof navigator !== 'undefined' && navigator.onLine === false) return t('api.offline');
   const code = err?.code;
   if (code === 'rate_limited' && err.retryAfter) {
     const s = Math.max(1, Math.ceil(err.retryAfter));
-    return `You’re sending requests too quickly. Please wait ${s} second${s === 1 ? '' : 's'} and try again.`;
+    return s === 1 ? t('rateWaitOne') : t('rateWait', { n: s });
   }
   if (code === 'invalid_param' && err.message && err.message !== code) {
-    return `The request wasn’t accepted: ${err.message}`;
+    return t('notAccepted', { message: err.message });
   }
-  if (WORDS[code]) return WORDS[code];
+  if (WORDS.has(code)) return t(`api.${code}`);
   // Unknown codes are Dify stream errors (e.g. provider_quota_exceeded): keep its message.
-  const detail = err?.message && err.message !== code ? ` (${err.message})` : '';
-  return `The assistant couldn’t complete this answer.${detail}`;
+  return err?.message && err.message !== code
+    ? t('couldNotCompleteWhy', { message: err.message })
+    : t('couldNotComplete');
 }
 
 function parseRetryAfter(value) {

@@ -3,13 +3,14 @@
 
 import { h } from './dom.js';
 import { api, APP_NAME } from './api.js';
+import { t } from './i18n.js';
 
 const MODES = {
-  chat: 'Chatbot',
-  'advanced-chat': 'Chatflow',
-  'agent-chat': 'Agent',
-  completion: 'Text generator',
-  workflow: 'Workflow',
+  chat: 'modeChat',
+  'advanced-chat': 'modeAdvancedChat',
+  'agent-chat': 'modeAgentChat',
+  completion: 'modeCompletion',
+  workflow: 'modeWorkflow',
 };
 
 const appPath = (name) => `/apps/${encodeURIComponent(name)}/`;
@@ -26,7 +27,7 @@ export async function listApps() {
 
 /** Replaces the chat layout with a list of the apps, each a link to its own page. */
 export function renderPicker(apps) {
-  document.title = 'Choose an assistant';
+  document.title = t('chooseAssistant');
   document.body.dataset.view = 'picker';
   document.querySelector('.layout').hidden = true;
   document.querySelector('.skip-link').hidden = true;
@@ -35,11 +36,11 @@ export function renderPicker(apps) {
       h('a', { class: 'picker-card', href: appPath(app.name), dataset: { app: app.name } },
         h('span', { class: 'picker-head' },
           h('span', { class: 'picker-title', text: app.title || app.name }),
-          MODES[app.mode] ? h('span', { class: 'picker-mode', text: MODES[app.mode] }) : null),
+          MODES[app.mode] ? h('span', { class: 'picker-mode', text: t(MODES[app.mode]) }) : null),
         app.description ? h('span', { class: 'picker-description', text: app.description }) : null)));
   document.body.append(
     h('main', { id: 'picker', class: 'picker', 'aria-labelledby': 'picker-heading' },
-      h('h1', { id: 'picker-heading', class: 'picker-heading', text: 'Choose an assistant' }),
+      h('h1', { id: 'picker-heading', class: 'picker-heading', text: t('chooseAssistant') }),
       h('ul', { class: 'picker-list' }, cards)));
 }
 
@@ -48,11 +49,11 @@ export async function addSwitcher() {
   if (!APP_NAME) return;
   const apps = await listApps();
   if (!apps || apps.length < 2) return;
-  const select = h('select', { id: 'app-switch', class: 'app-switch', 'aria-label': 'Switch app' },
+  const select = h('select', { id: 'app-switch', class: 'app-switch', 'aria-label': t('switchApp') },
     apps.map((app) => h('option', { value: app.name, text: app.title || app.name, selected: app.name === APP_NAME })));
   select.addEventListener('change', () => location.assign(appPath(select.value)));
   document.querySelector('.topbar').append(
     h('div', { class: 'app-switcher' },
       select,
-      h('a', { id: 'all-apps', class: 'link-btn all-apps', href: '/', text: 'All apps' })));
+      h('a', { id: 'all-apps', class: 'link-btn all-apps', href: '/', text: t('allApps') })));
 }

@@ -244,7 +244,7 @@ class AssistantTurn {
   /** The connection dropped mid-answer and the page is fetching the rest. */
   setReconnecting(on) {
     this.el.querySelector('.reconnecting')?.remove();
-    if (on) this.answerEl.after(h('p', { class: 'note reconnecting', role: 'status', text: 'Reconnecting…' }));
+    if (on) this.answerEl.after(h('p', { class: 'note reconnecting', role: 'status', text: t('reconnecting') }));
   }
 
   markStopped() {
@@ -320,7 +320,7 @@ async function copyText(text, button) {
   button.setAttribute('aria-label', ok ? t('copied') : t('copyFailed'));
   setTimeout(() => {
     button.classList.remove('copied', 'copy-failed');
-    if (button.classList.contains('copy-code')) button.textContent = 'Copy';
+    if (button.classList.contains('copy-code')) button.textContent = t('copy');
     button.setAttribute('aria-label', label);
   }, 1500);
 }

@@ -2,6 +2,8 @@
 // The language is the app's `/site` `default_language` when Dify gives one (Dify ≥ 1.4),
 // else the browser's. Numbers and dates go through Intl for that locale.
 
+import { site } from './site.js';
+
 const STRINGS = {
   en: {
     skip: 'Skip to message box',
@@ -33,6 +35,78 @@ const STRINGS = {
     readAloud: 'Read answer aloud', readAloudFailed: 'Could not read this answer aloud',
     record: 'Record a voice message', stopRecording: 'Stop recording',
     transcribeFailed: 'Could not turn the recording into text', noMicrophone: 'No microphone available',
+    // Site branding (/site).
+    privacyPolicy: 'Privacy policy', copyright: '© {year} {owner}',
+    // The page's own notices.
+    offline: 'You’re offline. Check your connection; you can send again once it’s back.',
+    waitUploads: 'Please wait until your attachments finish uploading.',
+    removeFailedUpload: 'Remove the attachment that failed to upload, then send again.',
+    requiredEmpty: 'Some required fields are empty. Fill them in above, then send again.',
+    tokensLeft: '{n} tokens left today', tokensUsedUp: 'Today’s tokens are used up; more at {time}',
+    feedbackFailed: 'Your feedback wasn’t saved. {reason}',
+    conversationGone: 'That conversation isn’t available. You can start a new one.',
+    conversationLoadFailed: 'This conversation couldn’t be loaded. {reason}',
+    earlierFailed: 'Earlier messages couldn’t be loaded. {reason}',
+    reconnecting: 'Reconnecting…', details: 'Details',
+    copyCode: 'Copy code', thoughtProcess: 'Thought process', thinking: 'Thinking…',
+    chooseAssistant: 'Choose an assistant', switchApp: 'Switch app', allApps: 'All apps',
+    modeChat: 'Chatbot', modeAdvancedChat: 'Chatflow', modeAgentChat: 'Agent',
+    modeCompletion: 'Text generator', modeWorkflow: 'Workflow',
+    imageBadge: 'IMG', uploading: 'Uploading {name}', removeNamed: 'Remove {name}', remove: 'Remove',
+    uploaded: '{name} uploaded', uploadFailed: '“{name}” couldn’t be uploaded. {reason}',
+    unsupportedFile: '“{name}” is not a supported file type.', fileTooLarge: '“{name}” is larger than {mb} MB.',
+    attachLimit: 'You can attach up to {n} files.', attachLimitOne: 'You can attach up to 1 file.',
+    // Errors (api.js describeError): what went wrong, in words a person can act on.
+    'api.invalid_param': 'The request wasn’t accepted. Please check what you entered and try again.',
+    'api.unauthorized': 'Your session has expired. Reload the page to continue.',
+    'api.forbidden': 'You don’t have permission to do that.',
+    'api.not_found': 'That conversation or message no longer exists.',
+    'api.payload_too_large': 'That is too large to send. Try a smaller file or a shorter message.',
+    'api.unsupported_media_type': 'That file type isn’t supported.',
+    'api.rate_limited': 'You’re sending requests too quickly. Please wait a moment and try again.',
+    'api.internal_error': 'Something went wrong on our side. Please try again.',
+    'api.upstream_unavailable': 'The assistant service can’t be reached right now.',
+    'api.overloaded': 'The assistant is busy right now. Please try again in a moment.',
+    'api.shutting_down': 'The service is restarting. Please try again in a moment.',
+    'api.upstream_timeout': 'The assistant took too long to respond. Please try again.',
+    'api.offline': 'You appear to be offline. Check your connection and try again.',
+    'api.network': 'The server couldn’t be reached. Check your connection and try again.',
+    'api.interrupted': 'The answer was interrupted before it finished.',
+    'api.bad_response': 'The server sent an unexpected response. Please try again.',
+    rateWait: 'You’re sending requests too quickly. Please wait {n} seconds and try again.',
+    rateWaitOne: 'You’re sending requests too quickly. Please wait 1 second and try again.',
+    notAccepted: 'The request wasn’t accepted: {message}',
+    couldNotComplete: 'The assistant couldn’t complete this answer.',
+    couldNotCompleteWhy: 'The assistant couldn’t complete this answer. ({message})',
+    // Errors (errors.js humanError): a failed answer, one sentence per Dify or dify-bff code.
+    'err.provider_quota_exceeded': 'The assistant has used up its quota with the model provider. Please let the site’s administrator know.',
+    'err.provider_not_initialize': 'The assistant’s model isn’t set up yet. Please let the site’s administrator know.',
+    'err.model_currently_not_support': 'The assistant’s model isn’t available right now. Please let the site’s administrator know.',
+    'err.completion_request_error': 'The AI model couldn’t answer this time. Please try again in a moment.',
+    'err.internal_server_error': 'The assistant ran into a problem. Please try again in a moment.',
+    'err.unknown': 'The assistant ran into a problem. Please try again in a moment.',
+    'err.rate_limited': 'You’re sending messages too quickly. Please wait a moment and try again.',
+    'err.rate_limit_error': 'The assistant is handling too many requests. Please wait a moment and try again.',
+    'err.too_many_requests': 'The assistant is handling too many requests. Please wait a moment and try again.',
+    'err.overloaded': 'The assistant is busy right now. Please try again in a moment.',
+    'err.output_moderation': 'This answer was withheld by the content filter.',
+    'err.moderation': 'This message was blocked by the content filter. Please rephrase it.',
+    'err.invalid_param': 'The assistant couldn’t accept this message. Check the form fields and attachments, then try again.',
+    'err.app_unavailable': 'This assistant isn’t available right now. Please let the site’s administrator know.',
+    'err.not_chat_app': 'This assistant isn’t set up as a chat app. Please let the site’s administrator know.',
+    'err.conversation_completed': 'This conversation has ended. Please start a new one.',
+    'err.not_found': 'This conversation no longer exists. Please start a new one.',
+    'err.file_too_large': 'That file is too large. Try a smaller one.',
+    'err.payload_too_large': 'That is too large to send. Try a smaller file or a shorter message.',
+    'err.unsupported_file_type': 'That file type isn’t supported.',
+    'err.too_many_files': 'Too many files: attach fewer and try again.',
+    'err.upstream_unavailable': 'The assistant service can’t be reached right now. Please try again in a moment.',
+    'err.upstream_timeout': 'The assistant took too long to answer. Please try again.',
+    'err.upstream_disconnected': 'The connection to the assistant broke off before the answer was complete. Please try again.',
+    'err.shutting_down': 'The service is restarting. Please try again in a moment.',
+    'err.interrupted': 'The answer was interrupted before it finished. Please try again.',
+    'err.workflow_failed': 'The assistant’s workflow failed before it could answer.',
+    'err.history_error': 'This answer failed before it was complete.',
   },
   zh: {
     skip: '跳到输入框',
@@ -64,6 +138,74 @@ const STRINGS = {
     readAloud: '朗读回答', readAloudFailed: '无法朗读此回答',
     record: '录制语音', stopRecording: '停止录音',
     transcribeFailed: '无法识别录音', noMicrophone: '无法使用麦克风',
+    privacyPolicy: '隐私政策', copyright: '© {year} {owner}',
+    offline: '您已离线。请检查网络连接，恢复后即可再次发送。',
+    waitUploads: '请等待附件上传完成。',
+    removeFailedUpload: '请移除上传失败的附件，然后再次发送。',
+    requiredEmpty: '有必填项尚未填写。请在上方填写后再次发送。',
+    tokensLeft: '今天还剩 {n} 个 token', tokensUsedUp: '今天的 token 已用完，{time} 恢复',
+    feedbackFailed: '您的反馈未能保存。{reason}',
+    conversationGone: '该会话不可用。您可以开始新的会话。',
+    conversationLoadFailed: '无法加载此会话。{reason}',
+    earlierFailed: '无法加载更早的消息。{reason}',
+    reconnecting: '正在重新连接…', details: '详情',
+    copyCode: '复制代码', thoughtProcess: '思考过程', thinking: '思考中…',
+    chooseAssistant: '选择助手', switchApp: '切换应用', allApps: '全部应用',
+    modeChat: '聊天助手', modeAdvancedChat: '对话流', modeAgentChat: 'Agent',
+    modeCompletion: '文本生成', modeWorkflow: '工作流',
+    imageBadge: '图片', uploading: '正在上传 {name}', removeNamed: '移除 {name}', remove: '移除',
+    uploaded: '{name} 已上传', uploadFailed: '“{name}”上传失败。{reason}',
+    unsupportedFile: '不支持“{name}”的文件类型。', fileTooLarge: '“{name}”超过 {mb} MB。',
+    attachLimit: '最多可添加 {n} 个文件。', attachLimitOne: '最多可添加 1 个文件。',
+    'api.invalid_param': '请求未被接受。请检查输入内容后重试。',
+    'api.unauthorized': '您的会话已过期。请刷新页面继续。',
+    'api.forbidden': '您没有执行此操作的权限。',
+    'api.not_found': '该会话或消息已不存在。',
+    'api.payload_too_large': '内容过大，无法发送。请换用更小的文件或更短的消息。',
+    'api.unsupported_media_type': '不支持该文件类型。',
+    'api.rate_limited': '您发送请求过于频繁。请稍候再试。',
+    'api.internal_error': '我们这边出了问题。请重试。',
+    'api.upstream_unavailable': '暂时无法连接到助手服务。',
+    'api.overloaded': '助手当前繁忙。请稍后再试。',
+    'api.shutting_down': '服务正在重启。请稍后再试。',
+    'api.upstream_timeout': '助手响应超时。请重试。',
+    'api.offline': '您似乎已离线。请检查网络连接后重试。',
+    'api.network': '无法连接到服务器。请检查网络连接后重试。',
+    'api.interrupted': '回答在完成前被中断。',
+    'api.bad_response': '服务器返回了意外的响应。请重试。',
+    rateWait: '您发送请求过于频繁。请等待 {n} 秒后重试。',
+    rateWaitOne: '您发送请求过于频繁。请等待 1 秒后重试。',
+    notAccepted: '请求未被接受：{message}',
+    couldNotComplete: '助手未能完成此回答。',
+    couldNotCompleteWhy: '助手未能完成此回答。（{message}）',
+    'err.provider_quota_exceeded': '助手在模型供应商处的额度已用完。请告知网站管理员。',
+    'err.provider_not_initialize': '助手的模型尚未配置。请告知网站管理员。',
+    'err.model_currently_not_support': '助手的模型当前不可用。请告知网站管理员。',
+    'err.completion_request_error': 'AI 模型这次未能回答。请稍后再试。',
+    'err.internal_server_error': '助手遇到了问题。请稍后再试。',
+    'err.unknown': '助手遇到了问题。请稍后再试。',
+    'err.rate_limited': '您发送消息过于频繁。请稍候再试。',
+    'err.rate_limit_error': '助手正在处理过多请求。请稍候再试。',
+    'err.too_many_requests': '助手正在处理过多请求。请稍候再试。',
+    'err.overloaded': '助手当前繁忙。请稍后再试。',
+    'err.output_moderation': '此回答已被内容过滤器拦截。',
+    'err.moderation': '此消息已被内容过滤器拦截。请换一种说法。',
+    'err.invalid_param': '助手无法接受此消息。请检查表单字段和附件后重试。',
+    'err.app_unavailable': '此助手当前不可用。请告知网站管理员。',
+    'err.not_chat_app': '此助手未设置为聊天应用。请告知网站管理员。',
+    'err.conversation_completed': '此会话已结束。请开始新的会话。',
+    'err.not_found': '此会话已不存在。请开始新的会话。',
+    'err.file_too_large': '文件过大。请换一个更小的文件。',
+    'err.payload_too_large': '内容过大，无法发送。请换用更小的文件或更短的消息。',
+    'err.unsupported_file_type': '不支持该文件类型。',
+    'err.too_many_files': '文件过多：请减少附件后重试。',
+    'err.upstream_unavailable': '暂时无法连接到助手服务。请稍后再试。',
+    'err.upstream_timeout': '助手回答超时。请重试。',
+    'err.upstream_disconnected': '回答完成前与助手的连接中断了。请重试。',
+    'err.shutting_down': '服务正在重启。请稍后再试。',
+    'err.interrupted': '回答在完成前被中断。请重试。',
+    'err.workflow_failed': '助手的工作流在回答前失败了。',
+    'err.history_error': '此回答在完成前失败了。',
   },
 };
 
@@ -76,6 +218,11 @@ let lang = pick(navigator.language);
 let intlLocale = lang === 'zh' ? 'zh-CN' : (navigator.language || 'en');
 
 export function language() { return lang; }
+
+/** Whether the table has a string for `key` (e.g. an error code's sentence). */
+export function has(key) {
+  return Object.hasOwn(STRINGS.en, key);
+}
 
 /** The string for `key` in the page's language, `{name}` placeholders filled from `vars`. */
 export function t(key, vars = {}) {
@@ -126,14 +273,8 @@ function applyStatic() {
 
 /** The app's default language, from Dify's WebApp settings (none before Dify 1.4). */
 async function siteLanguage() {
-  try {
-    const res = await fetch(new URL('site', document.baseURI), { credentials: 'same-origin' });
-    if (!res.ok) return null;
-    const site = await res.json();
-    return typeof site.default_language === 'string' ? site.default_language : null;
-  } catch {
-    return null;
-  }
+  const settings = await site;
+  return settings && typeof settings.default_language === 'string' ? settings.default_language : null;
 }
 
 /** Settles once the language is chosen and the page's own markup is in it. */

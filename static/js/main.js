@@ -17,6 +17,8 @@
  *   dom.js       tiny element builder and SVG icons
  *   route.js     the open conversation in the URL (#/c/{id}): reload, bookmarks, back/forward
  *   errors.js    a failed answer in plain words, the raw error behind "Details"
+ *   site.js      Dify's WebApp settings (/site), fetched once
+ *   branding.js  title, icon, accent colour, footer and disclaimer from /site
  */
 
 import { api, ApiError, APP_NAME, describeError } from './api.js';
@@ -28,7 +30,9 @@ import { createWelcome, createInputsForm } from './inputs.js';
 import { createUploader } from './upload.js';
 import './embedded.js';
 import './voice.js';
-import { ready as languageChosen, t } from './i18n.js';
+import { ready as languageChosen, t, number, dateTime } from './i18n.js';
+import { site } from './site.js';
+import { applySite } from './branding.js';
 import { linkedConversation, showInUrl, onLinkChange } from './route.js';
 
 const $ = (id) => document.getElementById(id);
@@ -66,7 +70,7 @@ function hideBanner(kind) {
 $('banner-close').addEventListener('click', () => hideBanner());
 
 function updateOnline() {
-  if (navigator.onLine === false) showBanner('You’re offline. Check your connection; you can send again once it’s back.', 'offline');
+  if (navigator.onLine === false) showBanner(t('offline'), 'offline');
   else hideBanner('offline');
 }
 window.addEventListener('online', updateOnline);
@@ -82,7 +86,7 @@ function showFormError(text) {
 const chat = createChatView({ messages: $('messages'), scroller: $('scroller'), jump: $('jump-latest') });
 const welcome = createWelcome({ onPick: (q) => send(q) });
 const inputsForm = createInputsForm();
-const uploader = createUploader({ onError: (t) => showFormError(t), onChange: () => updateComposer() });
+const uploader = createUploader({ onError: (text) => showFormError(text), onChange: () => updateComposer() });
 const sidebar = createSidebar({
   onSelect: (conv) => openConversation(conv),
   onDeleted: (id) => { if (id === state.conversationId) newChat({ replace: true }); },
@@ -143,12 +147,12 @@ function send(text) {
   if (state.stream) return;
   if (!query) { composer.focus(); return; }
   if (navigator.onLine === false) { updateOnline(); return; }
-  if (uploader.busy()) { showFormError('Please wait until your attachments finish uploading.'); return; }
-  if (uploader.failed()) { showFormError('Remove the attachment that failed to upload, then send again.'); return; }
+  if (uploader.busy()) { showFormError(t('waitUploads')); return; }
+  if (uploader.failed()) { showFormError(t('removeFailedUpload')); return; }
   let inputs = state.conversationInputs || {};
   if (!state.conversationId) {
     const result = inputsForm.collect();
-    if (!result.ok) { showFormError('Some required fields are empty. Fill them in above, then send again.'); return; }
+    if (!result.ok) { showFormError(t('requiredEmpty')); return; }
     inputs = result.values;
   }
   showFormError('');
@@ -211,6 +215,9 @@ async function stream(request, turn) {
       s.conversationId = d.conversation_id;
       adoptConversation(view, d.conversation_id, request);
     }
+    if (d.event === 'tts_message' || d.event === 'tts_message_end') {
+      document.dispatchEvent(new CustomEvent('dify-tts', { detail: d })); // voice.js plays it
+    }
     turn.handleEvent(d);
   };
 
@@ -253,10 +260,10 @@ async function showBudget() {
     const u = await api.usage();
     if (!u || !u.tokens_budget) { el.hidden = true; return; }
     const left = Math.max(0, u.tokens_budget - u.tokens_used);
-    const resets = new Date(u.resets_at * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    const resets = dateTime(new Date(u.resets_at * 1000), { hour: '2-digit', minute: '2-digit' });
     el.textContent = left > 0
-      ? `${left.toLocaleString()} tokens left today`
-      : `Today’s tokens are used up; more at ${resets}`;
+      ? t('tokensLeft', { n: number(left) })
+      : t('tokensUsedUp', { time: resets });
     el.hidden = false;
   } catch {
     el.hidden = true;
@@ -289,7 +296,7 @@ async function rateMessage(id, rating) {
   try {
     await api.feedback(id, rating);
   } catch (err) {
-    showBanner(`Your feedback wasn’t saved. ${describeError(err)}`);
+    showBanner(t('feedbackFailed', { reason: describeError(err) }));
     throw err;
   }
 }
@@ -350,10 +357,10 @@ async function openConversation(conv, { fromUrl = false } = {}) {
     if (err.status === 404 || err.code === 'not_found' || err.code === 'invalid_param') {
       // Unknown, deleted or someone else's: the empty state, and the link is forgotten.
       newChat({ replace: true });
-      showBanner('That conversation isn’t available. You can start a new one.');
+      showBanner(t('conversationGone'));
       return;
     }
-    showBanner(`This conversation couldn’t be loaded. ${describeError(err)}`);
+    showBanner(t('conversationLoadFailed', { reason: describeError(err) }));
   }
 }
 
@@ -366,7 +373,7 @@ async function loadEarlier() {
     const page = await api.messages(state.conversationId, state.firstId);
     if (view === state.view) renderPage(page, true);
   } catch (err) {
-    if (view === state.view) showBanner(`Earlier messages couldn’t be loaded. ${describeError(err)}`);
+    if (view === state.view) showBanner(t('earlierFailed', { reason: describeError(err) }));
   } finally {
     loadEarlierBtn.disabled = false;
     loadEarlierBtn.textContent = t('loadEarlier');
@@ -414,6 +421,12 @@ async function boot() {
     }
     $('app-description').textContent = description;
     $('app-description').hidden = !description;
+  }
+  // Dify's WebApp settings (≥ 1.4) name and brand the page over /info.
+  const title = applySite(await site);
+  if (title) {
+    name = title;
+    state.initial = [...title][0].toUpperCase();
   }
 
   if (params.status === 'fulfilled' && params.value) {

@@ -11,6 +11,7 @@ import { Marked } from '../vendor/marked.esm.js';
 import DOMPurify from '../vendor/purify.es.mjs';
 import { h } from './dom.js';
 import { appFileUrl } from './api.js';
+import { t } from './i18n.js';
 
 const ESCAPES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 const escapeHtml = (text) => String(text).replace(/[&<>"']/g, (c) => ESCAPES[c]);
@@ -119,7 +120,7 @@ function finish(fragment) {
     const block = h('div', { class: 'code-block' },
       h('div', { class: 'code-head' },
         h('span', { class: 'code-lang', text: lang || 'code' }),
-        h('button', { type: 'button', class: 'copy-code', 'aria-label': 'Copy code', text: 'Copy' })));
+        h('button', { type: 'button', class: 'copy-code', 'aria-label': t('copyCode'), text: t('copy') })));
     pre.replaceWith(block);
     block.append(pre);
   }
@@ -154,7 +155,7 @@ export function renderMarkdown(source) {
   const out = document.createDocumentFragment();
   out.append(
     h('details', { class: 'thinking', open: !done },
-      h('summary', { text: done ? 'Thought process' : 'Thinking…' }), render(m[1])),
+      h('summary', { text: done ? t('thoughtProcess') : t('thinking') }), render(m[1])),
     render(text.slice(m[0].length)));
   return out;
 }

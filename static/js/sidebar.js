@@ -41,8 +41,8 @@ export function createSidebar({ onSelect, onDeleted, onError }) {
     const shown = name || UNTITLED();
     entry.titleBtn.textContent = shown;
     entry.titleBtn.title = shown;
-    entry.li.querySelector('.rename').setAttribute('aria-label', `Rename “${shown}”`);
-    entry.li.querySelector('.delete').setAttribute('aria-label', `Delete “${shown}”`);
+    entry.li.querySelector('.rename').setAttribute('aria-label', t('renameNamed', { name: shown }));
+    entry.li.querySelector('.delete').setAttribute('aria-label', t('deleteNamed', { name: shown }));
   }
 
   function updateEmpty() {

@@ -80,9 +80,9 @@ export function createUploader({ onError, onChange }) {
     const allowed = cfg.types.includes(kind) ||
       (cfg.types.includes('custom') && (!cfg.extensions.length ||
         cfg.extensions.includes(`.${(file.name.split('.').pop() || '').toLowerCase()}`)));
-    if (!allowed) return `“${file.name}” is not a supported file type.`;
+    if (!allowed) return t('unsupportedFile', { name: file.name });
     const mb = Number(cfg.sizes[kind]);
-    if (mb > 0 && file.size > mb * 1024 * 1024) return `“${file.name}” is larger than ${mb} MB.`;
+    if (mb > 0 && file.size > mb * 1024 * 1024) return t('fileTooLarge', { name: file.name, mb });
     return '';
   }
 
@@ -92,15 +92,15 @@ export function createUploader({ onError, onChange }) {
     if (item.kind === 'image') {
       thumb = thumbCanvas(label);
       drawThumb(thumb, item.file).then((bmp) => { item.bitmap = bmp; })
-        .catch(() => thumb.replaceWith(h('span', { class: 'file-badge', text: 'IMG' })));
+        .catch(() => thumb.replaceWith(h('span', { class: 'file-badge', text: t('imageBadge') })));
     } else {
       thumb = h('span', { class: 'file-badge', text: (label.split('.').pop() || 'file').slice(0, 4).toUpperCase() });
     }
-    item.progress = h('progress', { class: 'upload-progress', max: 100, value: 0, 'aria-label': `Uploading ${label}` });
+    item.progress = h('progress', { class: 'upload-progress', max: 100, value: 0, 'aria-label': t('uploading', { name: label }) });
     item.status = h('span', { class: 'visually-hidden', 'aria-live': 'polite' });
     item.el = h('li', { class: 'attachment', dataset: { state: 'uploading' }, title: label },
       h('div', { class: 'thumb' }, thumb), item.progress, item.status,
-      h('button', { type: 'button', class: 'remove', 'aria-label': `Remove ${label}`, title: 'Remove', onclick: () => remove(item) }, icon('close')));
+      h('button', { type: 'button', class: 'remove', 'aria-label': t('removeNamed', { name: label }), title: t('remove'), onclick: () => remove(item) }, icon('close')));
     list.append(item.el);
   }
 
@@ -108,7 +108,7 @@ export function createUploader({ onError, onChange }) {
     item.state = state;
     item.el.dataset.state = state;
     item.progress.hidden = state !== 'uploading';
-    item.status.textContent = state === 'done' ? `${item.file.name} uploaded` : message;
+    item.status.textContent = state === 'done' ? t('uploaded', { name: item.file.name }) : message;
     if (message) item.el.title = message;
     onChange?.();
   }
@@ -123,7 +123,7 @@ export function createUploader({ onError, onChange }) {
       if (err.name === 'AbortError') return;
       const message = describeError(err);
       setState(item, 'error', message);
-      onError(`“${item.file.name}” couldn’t be uploaded. ${message}`);
+      onError(t('uploadFailed', { name: item.file.name, reason: message }));
     });
   }
 
@@ -131,7 +131,7 @@ export function createUploader({ onError, onChange }) {
     if (!cfg.enabled) return;
     for (const file of files) {
       if (items.length >= cfg.limit) {
-        onError(`You can attach up to ${cfg.limit} file${cfg.limit === 1 ? '' : 's'}.`);
+        onError(cfg.limit === 1 ? t('attachLimitOne') : t('attachLimit', { n: cfg.limit }));
         break;
       }
       const kind = kindOf(file);

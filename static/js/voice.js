@@ -2,7 +2,9 @@
 // speech_to_text: a microphone button records (MediaRecorder), sends the recording to
 //   POST /audio-to-text and puts the text in the message box;
 // text_to_speech: a play button on each finished answer (POST /text-to-audio with the
-//   message id), playing the audio Dify streams back.
+//   message id), playing the audio Dify streams back; with `autoPlay: "enabled"` the answer
+//   also speaks as it streams: main.js passes on the `tts_message` events (base64 MP3 chunks,
+//   ended by `tts_message_end`) as `dify-tts` DOM events, played through a MediaSource.
 // It watches the message list, so the chat view needs no changes for it.
 
 import { h, icon } from './dom.js';
@@ -73,6 +75,87 @@ function addPlayButtons(root) {
   }
 }
 
+// ---- out, automatically: the answer's audio as it streams -------------------------------
+
+const MP3 = 'audio/mpeg';
+
+function bytes(base64) {
+  const raw = atob(base64);
+  const out = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+  return out;
+}
+
+/** One answer's audio: chunks appended to a MediaSource as they come (or one blob at the end). */
+class StreamedAudio {
+  constructor(audio, messageId) {
+    this.audio = audio;
+    this.messageId = messageId;
+    this.queue = [];
+    this.done = false;
+    if (window.MediaSource && MediaSource.isTypeSupported(MP3)) {
+      this.media = new MediaSource();
+      this.media.addEventListener('sourceopen', () => {
+        this.buffer = this.media.addSourceBuffer(MP3);
+        this.buffer.addEventListener('updateend', () => this.pump());
+        this.pump();
+      }, { once: true });
+      this.start(URL.createObjectURL(this.media));
+    }
+  }
+
+  start(src) {
+    this.audio.src = src;
+    this.audio.play().catch(() => {}); // autoplay rules may refuse: the audio stays loaded
+  }
+
+  push(chunk) {
+    this.queue.push(chunk);
+    this.pump();
+  }
+
+  end() {
+    this.done = true;
+    if (this.media) this.pump();
+    else if (this.queue.length) this.start(URL.createObjectURL(new Blob(this.queue, { type: MP3 })));
+  }
+
+  pump() {
+    const { buffer, media } = this;
+    if (!buffer || buffer.updating || media.readyState !== 'open') return;
+    try {
+      if (this.queue.length) buffer.appendBuffer(this.queue.shift());
+      else if (this.done) media.endOfStream();
+    } catch {
+      this.queue = []; // undecodable audio: stop feeding it
+    }
+  }
+
+  stop() {
+    this.audio.pause();
+    URL.revokeObjectURL(this.audio.src);
+  }
+}
+
+function autoPlay() {
+  const audio = h('audio', { id: 'tts-audio', class: 'tts-audio', hidden: true });
+  audio.addEventListener('playing', () => { audio.dataset.played = ''; });
+  document.body.append(audio);
+  let current = null;
+  document.addEventListener('dify-tts', ({ detail }) => {
+    const id = detail.message_id || '';
+    if (detail.event === 'tts_message' && typeof detail.audio === 'string' && detail.audio) {
+      if (!current || current.messageId !== id) {
+        current?.stop();
+        current = new StreamedAudio(audio, id);
+      }
+      try { current.push(bytes(detail.audio)); } catch { /* not base64: skip the chunk */ }
+    } else if (detail.event === 'tts_message_end' && current && current.messageId === id) {
+      current.end();
+    }
+  });
+}
+
 // ---- in: a microphone button --------------------------------------------------------------
 
 function micButton(composer) {
@@ -134,6 +217,7 @@ async function boot() {
   if (enabled(params, 'text_to_speech') && messages) {
     addPlayButtons(messages);
     new MutationObserver(() => addPlayButtons(messages)).observe(messages, { childList: true, subtree: true });
+    if (params.text_to_speech.autoPlay === 'enabled') autoPlay();
   }
   const composer = document.getElementById('composer');
   if (enabled(params, 'speech_to_text') && composer && window.MediaRecorder && navigator.mediaDevices) {

@@ -26,6 +26,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
 mod accessibility;
+mod branding;
 mod embed;
 mod language;
 mod sources;
@@ -169,6 +170,8 @@ async fn new_session(driver: &Driver) -> Client {
         "--disable-site-isolation-trials",
         "--metrics-recording-only",
         "--mute-audio",
+        // Answers read aloud as they stream (TTS auto-play) start without a click of their own.
+        "--autoplay-policy=no-user-gesture-required",
         // A fake microphone that needs no permission prompt (the voice tests record from it).
         "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",

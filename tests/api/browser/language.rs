@@ -92,3 +92,40 @@ async fn the_page_follows_a_zh_cn_browser() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_failed_answer_is_explained_in_chinese() {
+    run("language-error", Viewport::Desktop, options(), async |p| {
+        p.app.emulator.script(
+            "GET",
+            "/site",
+            Reply::json(
+                200,
+                &json!({"title": "客服", "default_language": "zh-Hans"}),
+            ),
+        );
+        p.reload().await;
+        in_chinese(p).await;
+        let error = sse_b(&json!({
+            "event": "error", "code": "provider_quota_exceeded", "status": 400,
+            "message": "Your quota for Dify Hosted Model Provider has been exhausted."
+        }));
+        p.app.emulator.script(
+            "POST",
+            "/chat-messages",
+            Reply::sse(vec![Bytes::from(error)]),
+        );
+        p.send("你好").await;
+        p.wait_idle().await;
+        assert_eq!(
+            p.text_of(".message.assistant .error-text").await,
+            "助手在模型供应商处的额度已用完。请告知网站管理员。"
+        );
+        assert_eq!(
+            p.text_of(".message.assistant .error-details > summary")
+                .await,
+            "详情"
+        );
+    })
+    .await;
+}

@@ -19,6 +19,11 @@ fn voice_parameters() -> Value {
 
 /// Like `run`, with Dify's `/parameters` enabling voice from the first page load.
 async fn run_with_voice(test: &str, body: impl AsyncFnOnce(&Page)) {
+    run_with_parameters(test, voice_parameters(), body).await;
+}
+
+/// Like `run`, with these `/parameters` from the first page load.
+async fn run_with_parameters(test: &str, parameters: Value, body: impl AsyncFnOnce(&Page)) {
     let Some(driver) = driver(test) else {
         return;
     };
@@ -26,7 +31,7 @@ async fn run_with_voice(test: &str, body: impl AsyncFnOnce(&Page)) {
     // The page and voice.js may both ask before the proxy has cached the answer.
     for _ in 0..2 {
         app.emulator
-            .script("GET", "/parameters", Reply::json(200, &voice_parameters()));
+            .script("GET", "/parameters", Reply::json(200, &parameters));
     }
     let c = new_session(driver).await;
     let page = Page {
@@ -119,6 +124,96 @@ async fn the_play_button_fetches_the_answers_audio() {
             "the audio to be fetched and played",
         )
         .await;
+    })
+    .await;
+}
+
+/// `n` MPEG-1 Layer III frames of silence (128 kbit/s, 44.1 kHz: 417 bytes each).
+fn silent_mp3(n: usize) -> Vec<u8> {
+    let mut frame = vec![0u8; 417];
+    frame[..4].copy_from_slice(&[0xff, 0xfb, 0x90, 0x64]);
+    frame.repeat(n)
+}
+
+/// Standard base64, as Dify writes `tts_message`'s `audio`.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ABC[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn with_auto_play_the_answer_speaks_as_it_streams() {
+    let mut parameters = voice_parameters();
+    parameters["text_to_speech"] =
+        json!({"enabled": true, "voice": "alloy", "autoPlay": "enabled"});
+    run_with_parameters("voice-autoplay", parameters, async |p| {
+        let ids = json!({
+            "conversation_id": uuid::Uuid::new_v4().to_string(),
+            "message_id": uuid::Uuid::new_v4().to_string(),
+            "task_id": uuid::Uuid::new_v4().to_string(),
+        });
+        let event = |extra: Value| {
+            let mut v = ids.clone();
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            sse_b(&v)
+        };
+        let body = event(json!({"event": "message", "answer": "Your order ships today."}))
+            + &event(json!({"event": "tts_message", "audio": base64(&silent_mp3(12))}))
+            + &event(json!({"event": "tts_message", "audio": base64(&silent_mp3(12))}))
+            + &event(json!({"event": "message_end", "metadata": {"usage": {"total_tokens": 9, "latency": 0.2}}}))
+            + &event(json!({"event": "tts_message_end", "audio": ""}));
+        p.app
+            .emulator
+            .script("POST", "/chat-messages", Reply::sse(vec![Bytes::from(body)]));
+        p.send("Where is my order?").await;
+        p.wait_idle().await;
+        p.until(
+            "document.querySelector('audio#tts-audio')?.src.startsWith('blob:')",
+            "the streamed audio in an <audio> element",
+        )
+        .await;
+        p.until(
+            "document.querySelector('#tts-audio').hasAttribute('data-played')",
+            "the audio to play",
+        )
+        .await;
+        p.until(
+            "(a => a.ended || a.currentTime > 0)(document.querySelector('#tts-audio'))",
+            "the audio to advance",
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_auto_play_nothing_plays_by_itself() {
+    run_with_voice("voice-no-autoplay", async |p| {
+        p.send("Hello").await;
+        p.wait_idle().await;
+        p.find(".message.assistant .play-answer").await;
+        assert_eq!(
+            p.js("return document.querySelector('#tts-audio')").await,
+            Value::Null
+        );
     })
     .await;
 }
