@@ -56,9 +56,12 @@ struct Buf {
 }
 
 impl Buf {
+    /// Keeps a copy: a chunk from the connection shares its whole read buffer, so keeping the
+    /// chunk itself would hold kilobytes for each small event for as long as the stream is kept.
     fn append(&mut self, chunk: Bytes, max_bytes: usize) {
         let len = chunk.len() as u64;
-        self.chunks.push_back((self.end, chunk));
+        self.chunks
+            .push_back((self.end, Bytes::copy_from_slice(&chunk)));
         self.end += len;
         while self.end - self.start > max_bytes as u64 && self.chunks.len() > 1 {
             if let Some((_, old)) = self.chunks.pop_front() {
