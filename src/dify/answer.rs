@@ -139,18 +139,7 @@ impl Answer {
         if status == StatusCode::NO_CONTENT || length == Some(0) {
             return status.into_response();
         }
-        let body = UntilDeadline {
-            inner: self.response.bytes_stream().boxed(),
-            timer: Box::pin(tokio::time::sleep_until(self.deadline)),
-            _guard: self.guard,
-            done: false,
-            tokens: self.tokens.map(|sink| TokenScan {
-                body: BytesMut::new(),
-                length,
-                sink,
-            }),
-        };
-        let mut response = Response::new(Body::from_stream(body));
+        let mut response = Response::new(self.into_body());
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, content_type);
@@ -182,15 +171,24 @@ impl Answer {
                 response.headers_mut().insert(name, value.clone());
             }
         }
-        let body = UntilDeadline {
+        *response.body_mut() = self.into_body();
+        response
+    }
+
+    /// The body as it streams in, cut at the call's deadline, holding the answer's guard.
+    fn into_body(self) -> Body {
+        let length = self.response.content_length();
+        Body::from_stream(UntilDeadline {
             inner: self.response.bytes_stream().boxed(),
             timer: Box::pin(tokio::time::sleep_until(self.deadline)),
             _guard: self.guard,
             done: false,
-            tokens: None,
-        };
-        *response.body_mut() = Body::from_stream(body);
-        response
+            tokens: self.tokens.map(|sink| TokenScan {
+                body: BytesMut::new(),
+                length,
+                sink,
+            }),
+        })
     }
 }
 
