@@ -26,6 +26,10 @@ native=${AB_NATIVE:-1}
 setup_streams=${AB_SETUP_STREAMS:-300}
 log_env=()
 if [[ -n "${AB_RUST_LOG:-}" ]]; then log_env=(RUST_LOG="$AB_RUST_LOG"); fi
+# FLOOR_* settings (floor-proxy's runtime and hyper options) and AB_BFF_ENV="NAME=value ..."
+# (dify-bff settings) reach the processes under test; nothing else of this shell's environment does.
+mapfile -t floor_env < <(env | grep '^FLOOR_' || true)
+read -r -a bff_env <<<"${AB_BFF_ENV:-}"
 ulimit -n "$(ulimit -Hn)"
 work="$(mktemp -d)"
 pids=()
@@ -38,13 +42,13 @@ start() { # binary, runner... ; sets up, bff, port, cookie
     up=$!
     if [[ "$(basename "$bin")" == floor* ]]; then
         # The stack floor (bench/src/bin/floor_proxy.rs): same routes, none of dify-bff's own work.
-        env -i PATH="$PATH" HOST=127.0.0.1 taskset -c 1 "$@" "$bin" 127.0.0.1:$port http://127.0.0.1:$((port + 1))/v1 $key \
+        env -i PATH="$PATH" HOST=127.0.0.1 "${floor_env[@]}" taskset -c 1 "$@" "$bin" 127.0.0.1:$port http://127.0.0.1:$((port + 1))/v1 $key \
             >"$work/bff.log" 2>&1 &
         health=/conversations
     else
         env -i PATH="$PATH" DIFY_BASE_URL=http://127.0.0.1:$((port + 1))/v1 DIFY_API_KEY=$key HOST=127.0.0.1 \
             PORT=$port RATE_LIMIT_PER_MINUTE=0 MAX_STREAMS_PER_IDENTITY=100000 MAX_CONCURRENT_STREAMS=10000 \
-            MAX_CONNECTIONS_PER_PEER=0 "${log_env[@]}" \
+            MAX_CONNECTIONS_PER_PEER=0 "${log_env[@]}" "${bff_env[@]}" \
             SESSION_SECRET=bench-secret-0123456789abcdef0123456789 \
             taskset -c 1 "$@" "$bin" >"$work/bff.log" 2>&1 &
         health=/healthz

@@ -41,18 +41,15 @@ fn main() -> ExitCode {
         eprintln!("floor-proxy: {listen:?} is not an address");
         return ExitCode::from(2);
     };
-    // One CPU per proxy in the harness: the same single-threaded scheduler dify-bff runs there.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("floor-proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let flavour = Flavour::from_env();
+    let result = match flavour {
+        Flavour::PerCore(n) => per_core(n, listen, base, key),
+        _ => flavour
+            .runtime()
+            .map_err(|e| format!("cannot start the runtime: {e}"))
+            .and_then(|runtime| runtime.block_on(serve(listen, base, key, false))),
     };
-    match runtime.block_on(serve(listen, base, key)) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("floor-proxy: {e}");
@@ -61,7 +58,77 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(listen: SocketAddr, base: &str, key: &str) -> Result<(), String> {
+/// The runtime, for measuring the stack's own choices (`FLOOR_RUNTIME`, `FLOOR_WORKERS`):
+/// `current` (the default: one CPU per proxy in the harness, the scheduler dify-bff runs
+/// there), `multi` (tokio's work-stealing pool of `FLOOR_WORKERS` threads) or `percore`
+/// (`FLOOR_WORKERS` threads, each a `current_thread` runtime with its own `SO_REUSEPORT`
+/// listener and its own upstream pool: nginx's model).
+#[derive(Clone, Copy)]
+enum Flavour {
+    Current,
+    Multi(usize),
+    PerCore(usize),
+}
+
+impl Flavour {
+    fn from_env() -> Flavour {
+        let workers = std::env::var("FLOOR_WORKERS")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        match std::env::var("FLOOR_RUNTIME").as_deref() {
+            Ok("multi") => Flavour::Multi(workers),
+            Ok("percore") => Flavour::PerCore(workers),
+            _ => Flavour::Current,
+        }
+    }
+
+    fn runtime(self) -> std::io::Result<tokio::runtime::Runtime> {
+        match self {
+            Flavour::Multi(n) => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(n)
+                .enable_all()
+                .build(),
+            _ => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+        }
+    }
+}
+
+fn per_core(n: usize, listen: SocketAddr, base: &str, key: &str) -> Result<(), String> {
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let (base, key) = (base.to_owned(), key.to_owned());
+            std::thread::spawn(move || {
+                Flavour::Current
+                    .runtime()
+                    .map_err(|e| format!("cannot start the runtime: {e}"))
+                    .and_then(|runtime| runtime.block_on(serve(listen, &base, &key, true)))
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().map_err(|_| "a runtime thread panicked".to_owned())??;
+    }
+    Ok(())
+}
+
+fn bind(listen: SocketAddr, reuse_port: bool) -> Result<TcpListener, String> {
+    let socket = match listen {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(|e| e.to_string())?;
+    socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
+    if reuse_port {
+        socket.set_reuseport(true).map_err(|e| e.to_string())?;
+    }
+    socket.bind(listen).map_err(|e| e.to_string())?;
+    socket.listen(1024).map_err(|e| e.to_string())
+}
+
+async fn serve(listen: SocketAddr, base: &str, key: &str, reuse_port: bool) -> Result<(), String> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)
@@ -79,9 +146,15 @@ async fn serve(listen: SocketAddr, base: &str, key: &str) -> Result<(), String> 
         .route("/conversations", get(conversations))
         .route("/chat", post(chat))
         .with_state(floor);
-    let listener = TcpListener::bind(listen).await.map_err(|e| e.to_string())?;
+    let listener = bind(listen, reuse_port)?;
     let mut builder = http1::Builder::new();
     builder.keep_alive(true);
+    if let Ok(writev) = std::env::var("FLOOR_WRITEV") {
+        builder.writev(writev == "1");
+    }
+    if let Some(max) = std::env::var("FLOOR_MAX_BUF").ok().and_then(|m| m.parse().ok()) {
+        builder.max_buf_size(max);
+    }
     let builder = Arc::new(builder);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
