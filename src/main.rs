@@ -39,17 +39,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// One worker per CPU the process may use. With a single CPU (a container limited to one
-/// core, or a pinned process) the scheduler runs on the main thread: no work-stealing queues
-/// and no cross-thread wake-ups for a second worker that would only compete for the same core.
+/// The main thread's runtime: it accepts connections and serves its share of them; the other
+/// workers (`WORKER_THREADS`) are threads with runtimes of their own (`server::workers`).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let mut builder = if cpus == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    builder.enable_all().build()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 async fn run() -> ExitCode {

@@ -9,6 +9,7 @@
 pub mod body_timeout;
 pub mod open_files;
 pub mod peers;
+pub mod workers;
 pub mod write_timeout;
 
 use std::future::Future;
@@ -23,13 +24,15 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::Instrument;
 
 use self::body_timeout::ReadTimeoutBody;
-use self::peers::PeerLimit;
+use self::peers::{PeerLimit, PeerSlot};
+use self::workers::{Dispatched, Handover, Open, Workers};
 use self::write_timeout::WriteStallTimeout;
 use crate::config::Config;
 use crate::routes;
@@ -122,10 +125,9 @@ pub async fn serve_on(
         let metrics_app = routes::health::metrics_router();
         tokio::spawn(run(
             metrics_listener,
-            metrics_app,
-            limits,
+            Serving::new(metrics_app, limits, close.clone()),
             None,
-            close.clone(),
+            1,
         ));
     }
 
@@ -133,7 +135,8 @@ pub async fn serve_on(
         state.config.max_connections_per_peer,
         state.config.trusted_proxies.clone(),
     );
-    let mut server = tokio::spawn(run(listener, app, limits, peers, close.clone()));
+    let serving = Serving::new(app, limits, close.clone());
+    let mut server = tokio::spawn(run(listener, serving, peers, state.config.worker_threads));
 
     tokio::select! {
         result = &mut server => return result.map_err(std::io::Error::other),
@@ -145,24 +148,90 @@ pub async fn serve_on(
     server.await.map_err(std::io::Error::other)
 }
 
-/// Accepts connections until `close` is cancelled, then lets each finish its current exchange
-/// for up to [`FINAL_EVENT_WAIT`] and cuts the rest.
-async fn run(
-    listener: TcpListener,
+/// What every connection of a listener is served with, on whichever worker.
+#[derive(Clone)]
+struct Serving {
+    builder: Arc<http1::Builder>,
     app: Router,
     limits: ConnectionLimits,
-    peers: Option<Arc<PeerLimit>>,
     close: CancellationToken,
+}
+
+impl Serving {
+    fn new(app: Router, limits: ConnectionLimits, close: CancellationToken) -> Serving {
+        // HTTP/1.1 only: browsers never speak cleartext HTTP/2 (h2c), and h2c's version sniffing
+        // would read the first bytes without the header timeout.
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_header_size(MAX_HEAD_BYTES)
+            .keep_alive(true);
+        Serving {
+            builder: Arc::new(builder),
+            app,
+            limits,
+            close,
+        }
+    }
+
+    fn serve(
+        &self,
+        connections: &mut JoinSet<()>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        held: (Option<PeerSlot>, Open),
+    ) {
+        let connection = serve_connection(
+            self.builder.clone(),
+            stream,
+            peer,
+            self.app.clone(),
+            self.limits,
+            self.close.clone(),
+        );
+        connections.spawn(async move {
+            let _held = held;
+            connection.await;
+        });
+    }
+
+    /// A worker's loop: serves what it is handed until `close`, then finishes like [`run`].
+    async fn serve_handed(self, mut queue: mpsc::UnboundedReceiver<Handover>) {
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                handover = queue.recv() => match handover {
+                    Some(handover) => {
+                        if let Some((stream, peer, slot, open)) = workers::receive(handover) {
+                            self.serve(&mut connections, stream, peer, (slot, open));
+                        }
+                    }
+                    None => break,
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                () = self.close.cancelled() => break,
+            }
+        }
+        finish(connections).await;
+    }
+}
+
+/// Accepts connections until `close` is cancelled and spreads them over `worker_threads`
+/// runtimes (this one included), then lets each connection finish its current exchange for up
+/// to [`FINAL_EVENT_WAIT`] and cuts the rest.
+async fn run(
+    listener: TcpListener,
+    serving: Serving,
+    peers: Option<Arc<PeerLimit>>,
+    worker_threads: usize,
 ) {
-    // HTTP/1.1 only: browsers never speak cleartext HTTP/2 (h2c), and h2c's version sniffing
-    // would read the first bytes without the header timeout.
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_header_size(MAX_HEAD_BYTES)
-        .keep_alive(true);
-    let builder = Arc::new(builder);
+    let workers = {
+        let serving = serving.clone();
+        Workers::start(worker_threads, move |queue| {
+            serving.clone().serve_handed(queue)
+        })
+    };
     let mut connections = JoinSet::new();
 
     loop {
@@ -180,21 +249,22 @@ async fn run(
                         },
                         None => None,
                     };
-                    let connection =
-                        serve_connection(builder.clone(), stream, peer, app.clone(), limits, close.clone());
-                    connections.spawn(async move {
-                        let _slot = slot;
-                        connection.await;
-                    });
+                    if let Dispatched::Here { stream, slot, open } = workers.dispatch(stream, peer, slot) {
+                        serving.serve(&mut connections, stream, peer, (slot, open));
+                    }
                 }
                 Err(e) => on_accept_error(e).await,
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = close.cancelled() => break,
+            () = serving.close.cancelled() => break,
         }
     }
     drop(listener);
+    finish(connections).await;
+    workers.join().await;
+}
 
+async fn finish(mut connections: JoinSet<()>) {
     let finished = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(FINAL_EVENT_WAIT, finished)
         .await

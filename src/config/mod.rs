@@ -70,6 +70,9 @@ pub struct Config {
     pub max_connections_per_peer: usize,
     /// Non-streaming Dify calls in flight at once, their answers included; more is 503.
     pub max_concurrent_upstream_calls: usize,
+    /// Runtimes serving connections, one thread each (`WORKER_THREADS`; default: one per CPU
+    /// the process may use).
+    pub worker_threads: usize,
     pub metrics_addr: Option<SocketAddr>,
     pub static_dir: Option<PathBuf>,
     pub log_format: LogFormat,
@@ -215,6 +218,11 @@ impl Config {
                 get("MAX_CONCURRENT_UPSTREAM_CALLS"),
                 1024,
             )?,
+            worker_threads: match parse_or("WORKER_THREADS", get("WORKER_THREADS"), 0usize)? {
+                0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+                n if n > 1024 => return Err(invalid("WORKER_THREADS", "is more than 1024")),
+                n => n,
+            },
             metrics_addr: get("METRICS_ADDR")
                 .map(|a| {
                     a.trim()

@@ -126,6 +126,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "non-streaming Dify calls in flight at once (503)",
     ),
     (
+        "WORKER_THREADS",
+        "one per CPU",
+        "threads serving connections, each its own runtime",
+    ),
+    (
         "SHUTDOWN_GRACE_SECS",
         "25",
         "on SIGTERM, time open streams get to finish",

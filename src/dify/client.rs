@@ -82,7 +82,9 @@ enum Source {
 pub struct DifyClient {
     /// The app's name: the `app` label of upstream metrics.
     app: String,
-    http: reqwest::Client,
+    /// One connection pool per worker runtime (`server::workers`): a call goes out on a
+    /// connection whose task runs on the caller's own thread.
+    http: Box<[reqwest::Client]>,
     base: Url,
     origin: Url,
     auth: HeaderValue,
@@ -96,17 +98,21 @@ pub struct DifyClient {
 impl DifyClient {
     /// The client of one app: its key and base URL, the process-wide limits of `config`.
     pub fn new(config: &Config, app: &AppConfig) -> Result<DifyClient, ApiError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.upstream_connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            // Retries are ours (idempotent GETs only); reqwest's would clone every request.
-            .retry(reqwest::retry::never().max_retries_per_request(0))
-            .user_agent(concat!("dify-bff/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ApiError::Internal(format!("building the HTTP client: {e}")))?;
+        let http = (0..config.worker_threads.max(1))
+            .map(|_| {
+                reqwest::Client::builder()
+                    .connect_timeout(config.upstream_connect_timeout)
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(1024)
+                    .tcp_nodelay(true)
+                    .redirect(reqwest::redirect::Policy::none())
+                    // Retries are ours (idempotent GETs only); reqwest's would clone every request.
+                    .retry(reqwest::retry::never().max_retries_per_request(0))
+                    .user_agent(concat!("dify-bff/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| ApiError::Internal(format!("building the HTTP client: {e}")))
+            })
+            .collect::<Result<Box<[_]>, _>>()?;
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", app.api_key.expose_secret()))
             .map_err(|_| ApiError::Internal("the API key is not a valid header value".into()))?;
         auth.set_sensitive(true);
@@ -150,9 +156,13 @@ impl DifyClient {
         Ok(url)
     }
 
+    fn http(&self) -> &reqwest::Client {
+        &self.http[crate::server::workers::current() % self.http.len()]
+    }
+
     pub(super) fn keyed(&self, method: Method, path: &str) -> Result<RequestBuilder, ApiError> {
         Ok(self
-            .http
+            .http()
             .request(method, self.url(path)?)
             .header(header::AUTHORIZATION, self.auth.clone()))
     }

@@ -29,3 +29,4 @@ mod slow_clients;
 mod startup;
 mod streaming;
 mod upstream_errors;
+mod workers;

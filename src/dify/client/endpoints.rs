@@ -176,7 +176,7 @@ impl DifyClient {
             .origin
             .join(path_and_query.trim_start_matches('/'))
             .map_err(|e| ApiError::Internal(format!("joining file path: {e}")))?;
-        let mut builder = self.http.get(url);
+        let mut builder = self.http().get(url);
         for (name, value) in headers {
             builder = builder.header(name, value);
         }
