@@ -3,7 +3,7 @@
 //! `current_thread` runtime of its own. An accepted connection goes to the worker with the
 //! fewest open connections and stays there, with every task its requests spawn; each worker
 //! calls Dify through its own connection pool (see [`current`]). No work stealing and no
-//! cross-thread wake-ups per request: tokio's multi-thread scheduler cost ~40 % more CPU per
+//! cross-thread wake-ups per request: tokio's multi-thread scheduler cost 20–34 % more CPU per
 //! relayed request here (bench/RESULTS.md, run "floor2"). Connections are handed over rather
 //! than accepted by each worker on its own `SO_REUSEPORT` socket, because SSE connections are
 //! long and uneven: the kernel's hash would balance connections, not load.
