@@ -26,9 +26,12 @@ native=${AB_NATIVE:-1}
 setup_streams=${AB_SETUP_STREAMS:-300}
 log_env=()
 if [[ -n "${AB_RUST_LOG:-}" ]]; then log_env=(RUST_LOG="$AB_RUST_LOG"); fi
-# FLOOR_* settings (floor-proxy's runtime and hyper options) and AB_BFF_ENV="NAME=value ..."
-# (dify-bff settings) reach the processes under test; nothing else of this shell's environment does.
+# FLOOR_* settings (floor-proxy's runtime and hyper options), AB_FLOOR_ENV="NAME=value ..." (e.g.
+# LD_PRELOAD=…libjemalloc.so.2 to measure an allocator) and AB_BFF_ENV="NAME=value ..." (dify-bff
+# settings) reach the processes under test; nothing else of this shell's environment does.
 mapfile -t floor_env < <(env | grep '^FLOOR_' || true)
+read -r -a floor_extra <<<"${AB_FLOOR_ENV:-}"
+floor_env+=("${floor_extra[@]}")
 read -r -a bff_env <<<"${AB_BFF_ENV:-}"
 ulimit -n "$(ulimit -Hn)"
 work="$(mktemp -d)"
