@@ -161,10 +161,13 @@ impl DifyClient {
     }
 
     pub(super) fn keyed(&self, method: Method, path: &str) -> Result<RequestBuilder, ApiError> {
-        Ok(self
-            .http()
-            .request(method, self.url(path)?)
-            .header(header::AUTHORIZATION, self.auth.clone()))
+        Ok(self.keyed_to(method, self.url(path)?))
+    }
+
+    fn keyed_to(&self, method: Method, url: Url) -> RequestBuilder {
+        self.http()
+            .request(method, url)
+            .header(header::AUTHORIZATION, self.auth.clone())
     }
 
     /// The one place a call for a user is built: the key, the trace id, and the caller's
@@ -176,13 +179,20 @@ impl DifyClient {
         caller: &Caller,
         payload: Payload<'_, B>,
     ) -> Result<RequestBuilder, ApiError> {
-        let mut builder = self.keyed(method, path)?;
+        let user = caller.user.as_str();
+        let mut url = self.url(path)?;
+        if let Payload::Query(params) = &payload {
+            // One pass over the query, rather than reqwest's serializer once per slice.
+            url.query_pairs_mut()
+                .append_pair("user", user)
+                .extend_pairs(params.iter());
+        }
+        let mut builder = self.keyed_to(method, url);
         if let Some(trace) = &caller.trace_id {
             builder = builder.header(TRACE_ID, trace.clone());
         }
-        let user = caller.user.as_str();
         Ok(match payload {
-            Payload::Query(params) => builder.query(&[("user", user)]).query(params),
+            Payload::Query(_) => builder,
             Payload::Json(body) => builder.json(&WithUser { body, user }),
             Payload::File(file) => builder.multipart(
                 Form::new()

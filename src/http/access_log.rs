@@ -12,6 +12,10 @@ use crate::apps::Apps;
 use crate::identity::{Identity, IdentityPolicy};
 use crate::telemetry::metrics;
 
+/// The target of the access log's lines (`RUST_LOG` filters by it; the log set-up writes
+/// them on a fast path).
+pub const TARGET: &str = module_path!();
+
 /// What the log line needs from the request, taken before it is handed on.
 pub struct Entry {
     started: Instant,
