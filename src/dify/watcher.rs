@@ -98,13 +98,44 @@ impl<'de> Deserialize<'de> for SmallStr {
 #[derive(Deserialize)]
 struct Peek<'a> {
     #[serde(borrow)]
-    event: Option<Cow<'a, str>>,
+    event: Option<Text<'a>>,
     #[serde(borrow)]
-    task_id: Option<Cow<'a, str>>,
+    task_id: Option<Text<'a>>,
     #[serde(borrow)]
-    conversation_id: Option<Cow<'a, str>>,
+    conversation_id: Option<Text<'a>>,
     metadata: Option<PeekMetadata>,
     data: Option<PeekDataField>,
+}
+
+/// A string of the event's data, borrowed unless it holds escapes (serde's own `Cow` is always
+/// a copy inside an `Option`).
+struct Text<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Text<'a>, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Visit(std::marker::PhantomData))
+    }
 }
 
 /// `data` as workflow events carry it; any other shape is ignored rather than failing the peek.
