@@ -81,7 +81,7 @@ async fn chat(
     let (id, follow) = state.resumable.start(&identity, relay);
     let mut response = sse_response(Body::from_stream(follow));
     if let Ok(id) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-stream-id", id);
+        response.headers_mut().insert(X_STREAM_ID, id);
     }
     Ok(response)
 }
@@ -98,7 +98,7 @@ async fn resume(
     let follow = state.resumable.resume(&caller.user, &id, offset).await?;
     let mut response = sse_response(Body::from_stream(follow));
     if let Ok(id) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-stream-id", id);
+        response.headers_mut().insert(X_STREAM_ID, id);
     }
     Ok(response)
 }
@@ -124,6 +124,7 @@ fn offset(query: Option<&str>) -> Result<u64, ApiError> {
 }
 
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+const X_STREAM_ID: HeaderName = HeaderName::from_static("x-stream-id");
 
 /// Dify's event stream as we relay it: no buffering by proxies, no caching.
 pub(crate) fn sse_response(body: Body) -> Response {
