@@ -1,13 +1,14 @@
 //! The JSON bodies Dify is sent, one type per endpoint, borrowing from the request so they are
 //! serialised without a copy. None has a `user`: the client adds it to every call, in one place.
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// `POST /chat-messages`.
 #[derive(Debug, Serialize)]
 pub struct ChatMessage<'a> {
-    pub inputs: &'a Map<String, Value>,
+    pub inputs: &'a Inputs<'a>,
     pub query: &'a str,
     pub response_mode: &'static str,
     pub conversation_id: &'a str,
@@ -15,6 +16,34 @@ pub struct ChatMessage<'a> {
     pub files: Option<&'a [Value]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auto_generate_name: Option<bool>,
+}
+
+/// `inputs` as the client sent it (a JSON object, forwarded as given); absent or `null` is `{}`.
+#[derive(Debug, Clone)]
+pub enum Inputs<'a> {
+    Empty,
+    Raw(&'a RawValue),
+    Owned(Box<RawValue>),
+}
+
+impl Serialize for Inputs<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Inputs::Empty => serde::ser::SerializeMap::end(serializer.serialize_map(Some(0))?),
+            Inputs::Raw(raw) => raw.serialize(serializer),
+            Inputs::Owned(raw) => raw.serialize(serializer),
+        }
+    }
+}
+
+impl Inputs<'_> {
+    pub fn into_owned(self) -> Inputs<'static> {
+        match self {
+            Inputs::Empty => Inputs::Empty,
+            Inputs::Raw(raw) => Inputs::Owned(raw.to_owned()),
+            Inputs::Owned(raw) => Inputs::Owned(raw),
+        }
+    }
 }
 
 /// `POST /conversations/{id}/name`: a name, or a name Dify makes up (which costs tokens).

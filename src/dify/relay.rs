@@ -2,13 +2,15 @@
 //! learns the `task_id` and whether a terminal event came. An upstream that breaks, goes idle
 //! or ends early gets one appended error event; a client that leaves triggers Dify's stop.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::{BoxStream, Stream, StreamExt};
+use futures_util::stream::{BoxStream, Stream};
+use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -55,15 +57,77 @@ pub struct StopOnAbandon {
 pub type StreamGuard = super::answer::Guard;
 
 pub struct RelayStream {
-    upstream: Option<BoxStream<'static, reqwest::Result<Bytes>>>,
-    watcher: SseWatcher,
+    parts: Pin<Box<dyn Upstream>>,
     idle: Duration,
     last_byte: Instant,
-    idle_timer: Pin<Box<Sleep>>,
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     finished: bool,
     stop: Option<StopOnAbandon>,
     _guard: Option<StreamGuard>,
+}
+
+pin_project! {
+    /// The relay's state, in one allocation: Dify's body, the idle timer, the shutdown signal
+    /// and the watcher.
+    struct Parts<S, F> {
+        watcher: SseWatcher,
+        #[pin]
+        upstream: Option<S>,
+        #[pin]
+        idle_timer: Sleep,
+        #[pin]
+        shutdown: F,
+    }
+}
+
+/// [`Parts`] whatever the upstream's stream type.
+trait Upstream: Send {
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
+    /// `None` once the upstream is closed.
+    fn poll_upstream(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Option<reqwest::Result<Bytes>>>>;
+    /// Dropping the upstream body closes that connection at once.
+    fn close(self: Pin<&mut Self>);
+    fn idle_timer(self: Pin<&mut Self>) -> Pin<&mut Sleep>;
+    fn watcher(&self) -> &SseWatcher;
+    fn watcher_mut(self: Pin<&mut Self>) -> &mut SseWatcher;
+}
+
+impl<S, F> Upstream for Parts<S, F>
+where
+    S: Stream<Item = reqwest::Result<Bytes>> + Send,
+    F: Future<Output = ()> + Send,
+{
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().shutdown.poll(cx)
+    }
+
+    fn poll_upstream(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Option<reqwest::Result<Bytes>>>> {
+        self.project()
+            .upstream
+            .as_pin_mut()
+            .map(|upstream| upstream.poll_next(cx))
+    }
+
+    fn close(self: Pin<&mut Self>) {
+        self.project().upstream.set(None);
+    }
+
+    fn idle_timer(self: Pin<&mut Self>) -> Pin<&mut Sleep> {
+        self.project().idle_timer
+    }
+
+    fn watcher(&self) -> &SseWatcher {
+        &self.watcher
+    }
+
+    fn watcher_mut(self: Pin<&mut Self>) -> &mut SseWatcher {
+        self.project().watcher
+    }
 }
 
 impl RelayStream {
@@ -74,13 +138,7 @@ impl RelayStream {
         stop: StopOnAbandon,
         guard: Option<StreamGuard>,
     ) -> RelayStream {
-        Self::from_stream(
-            upstream.bytes_stream().boxed(),
-            idle,
-            shutdown,
-            Some(stop),
-            guard,
-        )
+        Self::with_parts(upstream.bytes_stream(), idle, shutdown, Some(stop), guard)
     }
 
     pub fn from_stream(
@@ -90,14 +148,29 @@ impl RelayStream {
         stop: Option<StopOnAbandon>,
         guard: Option<StreamGuard>,
     ) -> RelayStream {
+        Self::with_parts(upstream, idle, shutdown, stop, guard)
+    }
+
+    fn with_parts<S>(
+        upstream: S,
+        idle: Duration,
+        shutdown: WaitForCancellationFutureOwned,
+        stop: Option<StopOnAbandon>,
+        guard: Option<StreamGuard>,
+    ) -> RelayStream
+    where
+        S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    {
         let now = Instant::now();
         RelayStream {
-            upstream: Some(upstream),
-            watcher: SseWatcher::new(),
+            parts: Box::pin(Parts {
+                watcher: SseWatcher::new(),
+                upstream: Some(upstream),
+                idle_timer: tokio::time::sleep_until(now + idle),
+                shutdown,
+            }),
             idle,
             last_byte: now,
-            idle_timer: Box::pin(tokio::time::sleep_until(now + idle)),
-            shutdown: Box::pin(shutdown),
             finished: false,
             stop,
             _guard: guard,
@@ -106,19 +179,19 @@ impl RelayStream {
 
     /// The tokens the answer spent, once Dify has said (see [`SseWatcher::total_tokens`]).
     pub fn total_tokens(&self) -> Option<u64> {
-        self.watcher.total_tokens()
+        self.parts.watcher().total_tokens()
     }
 
     fn fail(&mut self, failure: StreamFailure) -> Bytes {
-        self.upstream = None;
+        self.parts.as_mut().close();
         self.finished = true;
         metrics::stream_failed(failure.label());
         tracing::warn!(
             reason = failure.label(),
-            task_id = self.watcher.task_id().unwrap_or(""),
+            task_id = self.parts.watcher().task_id().unwrap_or(""),
             "stream ended by the proxy"
         );
-        let separator = self.watcher.separator_needed();
+        let separator = self.parts.watcher().separator_needed();
         let event = failure.event();
         let mut out = BytesMut::with_capacity(separator.len() + event.len());
         out.extend_from_slice(separator);
@@ -129,19 +202,17 @@ impl RelayStream {
     /// Idle check that touches the timer only when it fires, not on every chunk.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
         loop {
-            if self.idle_timer.as_mut().poll(cx).is_pending() {
+            if self.parts.as_mut().idle_timer().poll(cx).is_pending() {
                 return false;
             }
             let deadline = self.last_byte + self.idle;
             if deadline <= Instant::now() {
                 return true;
             }
-            self.idle_timer.as_mut().reset(deadline);
+            self.parts.as_mut().idle_timer().reset(deadline);
         }
     }
 }
-
-use std::future::Future;
 
 impl Stream for RelayStream {
     type Item = Result<Bytes, std::io::Error>;
@@ -151,16 +222,16 @@ impl Stream for RelayStream {
         if this.finished {
             return Poll::Ready(None);
         }
-        if this.shutdown.as_mut().poll(cx).is_ready() {
+        if this.parts.as_mut().poll_shutdown(cx).is_ready() {
             return Poll::Ready(Some(Ok(this.fail(StreamFailure::ShuttingDown))));
         }
-        let Some(upstream) = this.upstream.as_mut() else {
+        let Some(polled) = this.parts.as_mut().poll_upstream(cx) else {
             this.finished = true;
             return Poll::Ready(None);
         };
-        match upstream.poll_next_unpin(cx) {
+        match polled {
             Poll::Ready(Some(Ok(chunk))) => {
-                this.watcher.feed(&chunk);
+                this.parts.as_mut().watcher_mut().feed(&chunk);
                 this.last_byte = Instant::now();
                 metrics::bytes_relayed(chunk.len());
                 Poll::Ready(Some(Ok(chunk)))
@@ -169,8 +240,8 @@ impl Stream for RelayStream {
                 Poll::Ready(Some(Ok(this.fail(StreamFailure::UpstreamDisconnected))))
             }
             Poll::Ready(None) => {
-                if this.watcher.terminal().is_some() {
-                    this.upstream = None;
+                if this.parts.watcher().terminal().is_some() {
+                    this.parts.as_mut().close();
                     this.finished = true;
                     Poll::Ready(None)
                 } else {
@@ -190,15 +261,14 @@ impl Stream for RelayStream {
 
 impl Drop for RelayStream {
     fn drop(&mut self) {
-        if let Some(usage) = self.watcher.usage() {
+        if let Some(usage) = self.parts.watcher().usage() {
             metrics::token_usage(usage);
         }
-        if self.watcher.terminal().is_some() {
+        if self.parts.watcher().terminal().is_some() {
             return;
         }
-        // Dropping the upstream body closes that connection at once.
-        self.upstream = None;
-        let (Some(stop), Some(task_id)) = (self.stop.take(), self.watcher.task_id()) else {
+        self.parts.as_mut().close();
+        let (Some(stop), Some(task_id)) = (self.stop.take(), self.parts.watcher().task_id()) else {
             return;
         };
         let task_id = task_id.to_owned();

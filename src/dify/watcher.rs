@@ -29,9 +29,68 @@ pub struct Usage {
     #[serde(default)]
     pub total_tokens: u64,
     #[serde(default)]
-    pub total_price: Option<String>,
+    pub total_price: Option<SmallStr>,
     #[serde(default)]
-    pub currency: Option<String>,
+    pub currency: Option<SmallStr>,
+}
+
+/// A short string (an id, a price, a currency) kept inline; on the heap only when longer.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SmallStr {
+    Inline(u8, [u8; SmallStr::INLINE]),
+    Heap(Box<str>),
+}
+
+impl SmallStr {
+    /// A UUID (36 bytes) fits.
+    const INLINE: usize = 38;
+
+    pub fn new(s: &str) -> SmallStr {
+        match u8::try_from(s.len()) {
+            Ok(len) if s.len() <= Self::INLINE => {
+                let mut bytes = [0; Self::INLINE];
+                bytes[..s.len()].copy_from_slice(s.as_bytes());
+                SmallStr::Inline(len, bytes)
+            }
+            _ => SmallStr::Heap(s.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for SmallStr {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            // Always whole characters: the bytes were copied from a `str`.
+            SmallStr::Inline(len, bytes) => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            SmallStr::Heap(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Debug for SmallStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<'de> Deserialize<'de> for SmallStr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<SmallStr, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = SmallStr;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<SmallStr, E> {
+                Ok(SmallStr::new(s))
+            }
+        }
+        deserializer.deserialize_str(Visit)
+    }
 }
 
 /// The fields the watcher reads, borrowed from the event's data (no allocation unless a value
@@ -39,13 +98,44 @@ pub struct Usage {
 #[derive(Deserialize)]
 struct Peek<'a> {
     #[serde(borrow)]
-    event: Option<Cow<'a, str>>,
+    event: Option<Text<'a>>,
     #[serde(borrow)]
-    task_id: Option<Cow<'a, str>>,
+    task_id: Option<Text<'a>>,
     #[serde(borrow)]
-    conversation_id: Option<Cow<'a, str>>,
+    conversation_id: Option<Text<'a>>,
     metadata: Option<PeekMetadata>,
     data: Option<PeekDataField>,
+}
+
+/// A string of the event's data, borrowed unless it holds escapes (serde's own `Cow` is always
+/// a copy inside an `Option`).
+struct Text<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Text<'a>, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Visit(std::marker::PhantomData))
+    }
 }
 
 /// `data` as workflow events carry it; any other shape is ignored rather than failing the peek.
@@ -76,8 +166,8 @@ pub struct SseWatcher {
     data_overflow: bool,
     event_lines: usize,
     last_was_cr: bool,
-    task_id: Option<String>,
-    conversation_id: Option<String>,
+    task_id: Option<SmallStr>,
+    conversation_id: Option<SmallStr>,
     terminal: Option<Terminal>,
     usage: Option<Usage>,
     workflow_tokens: Option<u64>,
@@ -91,6 +181,9 @@ impl SseWatcher {
 
     pub fn feed(&mut self, chunk: &[u8]) {
         let mut rest = chunk;
+        // An event's only `data` line so far, still in `chunk`: copied aside only if the
+        // event does not end in this chunk.
+        let mut pending: Option<&[u8]> = None;
         while !rest.is_empty() {
             if self.last_was_cr {
                 self.last_was_cr = false;
@@ -105,18 +198,45 @@ impl SseWatcher {
                     if self.line.is_empty() && !self.line_overflow {
                         // The whole line is in this chunk: read it in place.
                         let line = &rest[..i];
-                        self.complete_line(line, line.len() > MAX_LINE);
+                        let overflow = line.len() > MAX_LINE;
+                        if line.is_empty() && pending.is_some() {
+                            self.dispatch(pending.take());
+                        } else if let Some(value) = field_value(line, b"data")
+                            .filter(|_| !overflow && !self.has_data && pending.is_none())
+                        {
+                            self.event_lines += 1;
+                            self.has_data = true;
+                            pending = Some(value);
+                        } else {
+                            self.keep(pending.take());
+                            self.complete_line(line, overflow);
+                        }
                     } else {
+                        self.keep(pending.take());
                         self.push_line_bytes(&rest[..i]);
                         self.end_line();
                     }
                     rest = &rest[i + 1..];
                 }
                 None => {
+                    self.keep(pending.take());
                     self.push_line_bytes(rest);
                     rest = &[];
                 }
             }
+        }
+        self.keep(pending);
+    }
+
+    /// Copies a pending `data` value (see [`SseWatcher::feed`]) into the event's data.
+    fn keep(&mut self, pending: Option<&[u8]>) {
+        let Some(value) = pending else {
+            return;
+        };
+        if value.len() > MAX_EVENT_DATA {
+            self.data_overflow = true;
+        } else {
+            self.data.extend_from_slice(value);
         }
     }
 
@@ -192,7 +312,7 @@ impl SseWatcher {
     /// One complete line (without its end); `overflow` when it was longer than `MAX_LINE`.
     fn complete_line(&mut self, line: &[u8], overflow: bool) {
         if line.is_empty() && !overflow {
-            self.dispatch();
+            self.dispatch(None);
             return;
         }
         self.event_lines += 1;
@@ -216,7 +336,8 @@ impl SseWatcher {
         }
     }
 
-    fn dispatch(&mut self) {
+    /// Ends an event; its data is `data` when still in the chunk, else in `self.data`.
+    fn dispatch(&mut self, data: Option<&[u8]>) {
         if self.event_lines == 0 {
             return;
         }
@@ -226,14 +347,22 @@ impl SseWatcher {
         if !std::mem::take(&mut self.has_data) || overflow {
             return;
         }
-        let mut data = std::mem::take(&mut self.data);
-        if self.knows_ids() && ANSWER_PREFIXES.iter().any(|p| data.starts_with(p)) {
-            // An answer chunk: once the ids are known it holds nothing the watcher needs.
-        } else if let Ok(peek) = serde_json::from_slice::<Peek>(&data) {
-            self.learn(peek);
+        if let Some(data) = data {
+            self.peek(data);
+            return;
         }
+        let mut data = std::mem::take(&mut self.data);
+        self.peek(&data);
         data.clear();
         self.data = data;
+    }
+
+    fn peek(&mut self, data: &[u8]) {
+        if self.knows_ids() && ANSWER_PREFIXES.iter().any(|p| data.starts_with(p)) {
+            // An answer chunk: once the ids are known it holds nothing the watcher needs.
+        } else if let Ok(peek) = serde_json::from_slice::<Peek>(data) {
+            self.learn(peek);
+        }
     }
 
     fn knows_ids(&self) -> bool {
@@ -242,13 +371,14 @@ impl SseWatcher {
 
     fn learn(&mut self, peek: Peek<'_>) {
         if self.task_id.is_none() {
-            self.task_id = peek.task_id.map(Cow::into_owned);
+            self.task_id = peek.task_id.as_deref().map(SmallStr::new);
         }
         if self.conversation_id.is_none() {
             self.conversation_id = peek
                 .conversation_id
+                .as_deref()
                 .filter(|c| !c.is_empty())
-                .map(Cow::into_owned);
+                .map(SmallStr::new);
         }
         let terminal = match peek.event.as_deref() {
             Some("message_end") => Some(Terminal::MessageEnd),

@@ -16,6 +16,10 @@ use crate::state::AppState;
 /// A JSON object body. Anything else is 400, 413 or 415 before any upstream call.
 pub struct JsonObject(pub Map<String, Value>);
 
+/// A JSON body's bytes, refused like [`JsonObject`]'s (type, size) but left for the route to
+/// parse, with the same errors, into a type that borrows from them.
+pub struct JsonBytes(pub Bytes);
+
 /// Like [`JsonObject`], but a request with no body at all counts as `{}`.
 pub struct OptionalJsonObject(pub Map<String, Value>);
 
@@ -34,11 +38,11 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-async fn read_object(
+async fn read_json(
     request: Request,
     limit: usize,
     budget: &Arc<Semaphore>,
-) -> Result<Map<String, Value>, ApiError> {
+) -> Result<Bytes, ApiError> {
     if !is_json(request.headers()) {
         return Err(ApiError::UnsupportedMediaType(
             "The body must be sent as Content-Type: application/json.".into(),
@@ -47,7 +51,15 @@ async fn read_object(
     if declared_length(request.headers()).is_some_and(|len| len > limit as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let bytes = read_limited(request, limit, budget).await?;
+    read_limited(request, limit, budget).await
+}
+
+async fn read_object(
+    request: Request,
+    limit: usize,
+    budget: &Arc<Semaphore>,
+) -> Result<Map<String, Value>, ApiError> {
+    let bytes = read_json(request, limit, budget).await?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::invalid("The body must be a JSON object.")),
@@ -119,6 +131,16 @@ impl FromRequest<AppState> for JsonObject {
         read_object(request, state.config.max_body_bytes, &state.body_budget)
             .await
             .map(JsonObject)
+    }
+}
+
+impl FromRequest<AppState> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        read_json(request, state.config.max_body_bytes, &state.body_budget)
+            .await
+            .map(JsonBytes)
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -22,7 +22,7 @@ use crate::apps::App;
 use crate::dify::Caller;
 use crate::dify::relay::RelayStream;
 use crate::error::ApiError;
-use crate::http::body::{JsonObject, OptionalJsonObject};
+use crate::http::body::{JsonBytes, OptionalJsonObject};
 use crate::state::AppState;
 use crate::state::shared::{UsageSink, usage_sink};
 
@@ -39,12 +39,12 @@ async fn chat(
     State(state): State<AppState>,
     app: App,
     caller: Caller,
-    JsonObject(body): JsonObject,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     if state.is_draining() {
         return Err(ApiError::ShuttingDown);
     }
-    let request = ChatRequest::parse(body)?;
+    let request = ChatRequest::parse(&body)?;
     state.shared.check_budget(&caller.user).await?;
     state.rate.check(&caller.user).await?;
     let slot = state.shared.acquire_stream(&caller.user).await?;
@@ -54,6 +54,7 @@ async fn chat(
         // stop it before (its task id comes with the answer): the call runs to its end, slot
         // held, even when the browser leaves.
         let dify = Arc::clone(&app.dify);
+        let request = request.into_owned();
         let call = tokio::spawn(async move {
             dify.chat_blocking(&caller, &request.to_upstream(), slot)
                 .await
@@ -80,7 +81,7 @@ async fn chat(
     let (id, follow) = state.resumable.start(&identity, relay);
     let mut response = sse_response(Body::from_stream(follow));
     if let Ok(id) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-stream-id", id);
+        response.headers_mut().insert(X_STREAM_ID, id);
     }
     Ok(response)
 }
@@ -97,7 +98,7 @@ async fn resume(
     let follow = state.resumable.resume(&caller.user, &id, offset).await?;
     let mut response = sse_response(Body::from_stream(follow));
     if let Ok(id) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-stream-id", id);
+        response.headers_mut().insert(X_STREAM_ID, id);
     }
     Ok(response)
 }
@@ -122,6 +123,9 @@ fn offset(query: Option<&str>) -> Result<u64, ApiError> {
     Ok(found.unwrap_or(0))
 }
 
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+const X_STREAM_ID: HeaderName = HeaderName::from_static("x-stream-id");
+
 /// Dify's event stream as we relay it: no buffering by proxies, no caching.
 pub(crate) fn sse_response(body: Body) -> Response {
     let mut response = Response::new(body);
@@ -132,7 +136,7 @@ pub(crate) fn sse_response(body: Body) -> Response {
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
     response
 }
 

@@ -1,9 +1,17 @@
-//! The `POST /chat` body: validated, with only known fields kept (API.md §4).
+//! The `POST /chat` body: validated, with only known fields kept (API.md §4). It is read in
+//! place: the strings borrow from the body and `inputs` is kept as the client's raw JSON, so a
+//! request is checked and forwarded without building a JSON tree.
 
-use serde_json::{Map, Value, json};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::validate;
-use crate::dify::bodies::ChatMessage;
+use crate::dify::bodies::{ChatMessage, Inputs};
 use crate::error::ApiError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,11 +29,11 @@ impl ResponseMode {
     }
 }
 
-#[derive(Debug, PartialEq)]
-pub struct ChatRequest {
-    pub query: String,
-    pub conversation_id: String,
-    pub inputs: Map<String, Value>,
+#[derive(Debug)]
+pub struct ChatRequest<'a> {
+    pub query: Cow<'a, str>,
+    pub conversation_id: Cow<'a, str>,
+    pub inputs: Inputs<'a>,
     pub files: Option<Vec<Value>>,
     pub mode: ResponseMode,
     pub auto_generate_name: Option<bool>,
@@ -33,47 +41,69 @@ pub struct ChatRequest {
 
 const FILE_TYPES: &[&str] = &["image", "document", "audio", "video", "custom"];
 
-impl ChatRequest {
-    pub fn parse(mut body: Map<String, Value>) -> Result<ChatRequest, ApiError> {
-        let query = match body.remove("query") {
-            Some(Value::String(q)) if !q.trim().is_empty() => q,
+impl<'a> ChatRequest<'a> {
+    /// The body as a `POST /chat` request, or the `invalid_param` error it earns: the same
+    /// checks, in the same order, as reading it as a JSON object first and its fields after.
+    pub fn parse(body: &'a [u8]) -> Result<ChatRequest<'a>, ApiError> {
+        let fields = match serde_json::from_slice::<Strict>(body) {
+            Ok(Strict { object: true }) => serde_json::from_slice::<Fields<'a>>(body)
+                .map_err(|_| ApiError::invalid("The body is not valid JSON."))?,
+            Ok(Strict { object: false }) => {
+                return Err(ApiError::invalid("The body must be a JSON object."));
+            }
+            Err(_) => return Err(ApiError::invalid("The body is not valid JSON.")),
+        };
+        let query = match fields.query.and_then(string) {
+            Some(q) if !q.trim().is_empty() => q,
             _ => return Err(ApiError::invalid("query must be a non-empty string.")),
         };
-        let conversation_id = match body.remove("conversation_id") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(id)) if id.is_empty() => id,
-            Some(Value::String(id)) => validate::uuid("conversation_id", &id)?.to_owned(),
-            Some(_) => return Err(ApiError::invalid("conversation_id must be a UUID.")),
+        let conversation_id = match fields.conversation_id.filter(|v| !is_null(v)) {
+            None => Cow::Borrowed(""),
+            Some(raw) => match string(raw) {
+                Some(id) if id.is_empty() => id,
+                Some(id) => {
+                    validate::uuid("conversation_id", &id)?;
+                    id
+                }
+                None => return Err(ApiError::invalid("conversation_id must be a UUID.")),
+            },
         };
-        let inputs = match body.remove("inputs") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(inputs)) => inputs,
+        let inputs = match fields.inputs.filter(|v| !is_null(v)) {
+            None => Inputs::Empty,
+            Some(raw) if raw.get().starts_with('{') => Inputs::Raw(raw),
             Some(_) => return Err(ApiError::invalid("inputs must be an object.")),
         };
-        let files = match body.remove("files") {
-            None | Some(Value::Null) => None,
-            Some(Value::Array(files)) => Some(
-                files
-                    .into_iter()
-                    .map(parse_file)
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-            Some(_) => return Err(ApiError::invalid("files must be an array.")),
+        let files = match fields.files.filter(|v| !is_null(v)) {
+            None => None,
+            Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
+                Ok(Value::Array(files)) => Some(
+                    files
+                        .into_iter()
+                        .map(parse_file)
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                _ => return Err(ApiError::invalid("files must be an array.")),
+            },
         };
-        let mode = match body.remove("response_mode") {
-            None | Some(Value::Null) => ResponseMode::Streaming,
-            Some(Value::String(m)) if m == "streaming" => ResponseMode::Streaming,
-            Some(Value::String(m)) if m == "blocking" => ResponseMode::Blocking,
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "response_mode must be \"streaming\" or \"blocking\".",
-                ));
-            }
+        let mode = match fields.response_mode.filter(|v| !is_null(v)) {
+            None => ResponseMode::Streaming,
+            Some(raw) => match string(raw).as_deref() {
+                Some("streaming") => ResponseMode::Streaming,
+                Some("blocking") => ResponseMode::Blocking,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "response_mode must be \"streaming\" or \"blocking\".",
+                    ));
+                }
+            },
         };
-        let auto_generate_name = match body.remove("auto_generate_name") {
-            None | Some(Value::Null) => None,
-            Some(Value::Bool(b)) => Some(b),
-            Some(_) => return Err(ApiError::invalid("auto_generate_name must be a boolean.")),
+        let auto_generate_name = match fields.auto_generate_name.filter(|v| !is_null(v)) {
+            None => None,
+            Some(raw) => match raw.get() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => return Err(ApiError::invalid("auto_generate_name must be a boolean.")),
+            },
         };
         Ok(ChatRequest {
             query,
@@ -83,6 +113,18 @@ impl ChatRequest {
             mode,
             auto_generate_name,
         })
+    }
+
+    /// The same request, owning its strings (for a call that outlives the body).
+    pub fn into_owned(self) -> ChatRequest<'static> {
+        ChatRequest {
+            query: Cow::Owned(self.query.into_owned()),
+            conversation_id: Cow::Owned(self.conversation_id.into_owned()),
+            inputs: self.inputs.into_owned(),
+            files: self.files,
+            mode: self.mode,
+            auto_generate_name: self.auto_generate_name,
+        }
     }
 
     /// The body Dify gets: an explicit `response_mode`, nothing unknown (the client adds the
@@ -96,6 +138,162 @@ impl ChatRequest {
             files: self.files.as_deref(),
             auto_generate_name: self.auto_generate_name,
         }
+    }
+}
+
+fn is_null(raw: &&RawValue) -> bool {
+    raw.get() == "null"
+}
+
+/// A JSON string's value, borrowed unless it holds escapes; `None` for any other JSON value.
+fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    match serde_json::from_str::<&str>(text) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+    }
+}
+
+/// The fields `/chat` reads, each as the raw JSON the client sent (a key given twice: the
+/// last one counts); any other field is skipped.
+#[derive(Default)]
+struct Fields<'a> {
+    query: Option<&'a RawValue>,
+    conversation_id: Option<&'a RawValue>,
+    inputs: Option<&'a RawValue>,
+    files: Option<&'a RawValue>,
+    response_mode: Option<&'a RawValue>,
+    auto_generate_name: Option<&'a RawValue>,
+}
+
+enum Field {
+    Query,
+    ConversationId,
+    Inputs,
+    Files,
+    ResponseMode,
+    AutoGenerateName,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Field, D::Error> {
+        struct Name;
+        impl Visitor<'_> for Name {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Field, E> {
+                Ok(match name {
+                    "query" => Field::Query,
+                    "conversation_id" => Field::ConversationId,
+                    "inputs" => Field::Inputs,
+                    "files" => Field::Files,
+                    "response_mode" => Field::ResponseMode,
+                    "auto_generate_name" => Field::AutoGenerateName,
+                    _ => Field::Other,
+                })
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Fields<'a>, D::Error> {
+        struct Object<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Object<'a> {
+            type Value = Fields<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Fields<'a>, M::Error> {
+                let mut fields = Fields::default();
+                while let Some(field) = map.next_key::<Field>()? {
+                    let slot = match field {
+                        Field::Query => &mut fields.query,
+                        Field::ConversationId => &mut fields.conversation_id,
+                        Field::Inputs => &mut fields.inputs,
+                        Field::Files => &mut fields.files,
+                        Field::ResponseMode => &mut fields.response_mode,
+                        Field::AutoGenerateName => &mut fields.auto_generate_name,
+                        Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value::<&'de RawValue>()?);
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(Object(std::marker::PhantomData))
+    }
+}
+
+/// A whole JSON document checked exactly as parsing it into a `serde_json::Value` would check
+/// it (UTF-8, escapes, numbers, nesting depth), without building anything; `object` tells
+/// whether it is an object.
+struct Strict {
+    object: bool,
+}
+
+/// Any JSON value, checked and dropped.
+struct Checked;
+
+struct CheckVisitor;
+
+impl<'de> Visitor<'de> for CheckVisitor {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_none<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(false)
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<bool, M::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(true)
+    }
+}
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Checked, D::Error> {
+        deserializer.deserialize_any(CheckVisitor).map(|_| Checked)
+    }
+}
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Strict, D::Error> {
+        deserializer
+            .deserialize_any(CheckVisitor)
+            .map(|object| Strict { object })
     }
 }
 
@@ -117,7 +315,7 @@ fn parse_file(file: Value) -> Result<Value, ApiError> {
             if !valid {
                 return Err(ApiError::invalid("a remote_url file needs an http(s) url."));
             }
-            Ok(json!({"type": kind, "transfer_method": "remote_url", "url": url}))
+            Ok(serde_json::json!({"type": kind, "transfer_method": "remote_url", "url": url}))
         }
         Some("local_file") => {
             let id = file
@@ -125,7 +323,9 @@ fn parse_file(file: Value) -> Result<Value, ApiError> {
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             validate::uuid("upload_file_id", id)?;
-            Ok(json!({"type": kind, "transfer_method": "local_file", "upload_file_id": id}))
+            Ok(
+                serde_json::json!({"type": kind, "transfer_method": "local_file", "upload_file_id": id}),
+            )
         }
         _ => Err(ApiError::invalid(
             "file transfer_method must be remote_url or local_file.",
@@ -136,27 +336,34 @@ fn parse_file(file: Value) -> Result<Value, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn parse(v: Value) -> Result<ChatRequest, ApiError> {
-        match v {
-            Value::Object(map) => ChatRequest::parse(map),
-            _ => unreachable!(),
+    fn parse(v: &Value) -> Result<Value, ApiError> {
+        let body = serde_json::to_vec(v).unwrap();
+        let request = ChatRequest::parse(&body)?;
+        Ok(serde_json::to_value(request.to_upstream()).unwrap())
+    }
+
+    fn message(result: Result<Value, ApiError>) -> String {
+        match result {
+            Err(ApiError::InvalidParam(message)) => message,
+            other => panic!("not an invalid_param error: {other:?}"),
         }
     }
 
     #[test]
     fn defaults_are_streaming_new_conversation_empty_inputs() {
-        let r = parse(json!({"query": "hi"})).unwrap();
-        assert_eq!(r.mode, ResponseMode::Streaming);
-        assert_eq!(r.conversation_id, "");
-        assert!(r.inputs.is_empty());
+        let up = parse(&json!({"query": "hi"})).unwrap();
+        assert_eq!(
+            up,
+            json!({"inputs": {}, "query": "hi", "response_mode": "streaming", "conversation_id": ""})
+        );
     }
 
     #[test]
     fn client_user_and_unknown_fields_are_not_forwarded() {
-        let r =
-            parse(json!({"query": "hi", "user": "victim", "evil": 1, "inputs": {"a": 1}})).unwrap();
-        let up = serde_json::to_value(r.to_upstream()).unwrap();
+        let up = parse(&json!({"query": "hi", "user": "victim", "evil": 1, "inputs": {"a": 1}}))
+            .unwrap();
         assert_eq!(
             up,
             json!({"inputs": {"a": 1}, "query": "hi", "response_mode": "streaming", "conversation_id": ""})
@@ -164,50 +371,150 @@ mod tests {
     }
 
     #[test]
+    fn inputs_go_as_sent_and_the_upstream_fields_keep_their_order() {
+        let body = br#"{"inputs": {"b": [1, {"c": "\u00e9"}], "a": 1.50}, "evil": {"x": [[]]}, "query": "q\"x", "response_mode": "blocking"}"#;
+        let request = ChatRequest::parse(body).unwrap();
+        assert_eq!(
+            serde_json::to_string(&request.to_upstream()).unwrap(),
+            r#"{"inputs":{"b": [1, {"c": "\u00e9"}], "a": 1.50},"query":"q\"x","response_mode":"blocking","conversation_id":""}"#
+        );
+        let owned = request.into_owned();
+        assert_eq!(owned.query, "q\"x");
+        assert_eq!(owned.mode, ResponseMode::Blocking);
+    }
+
+    #[test]
     fn files_and_auto_generate_name_are_sent_only_when_given() {
-        let r = parse(json!({"query": "q", "auto_generate_name": false, "files": []})).unwrap();
-        let up = serde_json::to_value(r.to_upstream()).unwrap();
+        let up = parse(&json!({"query": "q", "auto_generate_name": false, "files": []})).unwrap();
         assert_eq!(up["auto_generate_name"], json!(false));
         assert_eq!(up["files"], json!([]));
-        let bare =
-            serde_json::to_value(parse(json!({"query": "q"})).unwrap().to_upstream()).unwrap();
+        let bare = parse(&json!({"query": "q"})).unwrap();
         assert!(bare.get("files").is_none() && bare.get("auto_generate_name").is_none());
     }
 
     #[test]
     fn nulls_mean_defaults() {
-        let r = parse(json!({"query": "hi", "conversation_id": null, "inputs": null})).unwrap();
-        assert_eq!(r.conversation_id, "");
-        assert!(r.inputs.is_empty());
+        let up = parse(&json!({"query": "hi", "conversation_id": null, "inputs": null, "files": null, "response_mode": null, "auto_generate_name": null})).unwrap();
+        assert_eq!(
+            up,
+            json!({"inputs": {}, "query": "hi", "response_mode": "streaming", "conversation_id": ""})
+        );
     }
 
     #[test]
-    fn bad_fields_are_rejected() {
-        for body in [
-            json!({}),
-            json!({"query": "   "}),
-            json!({"query": 5}),
-            json!({"query": "q", "conversation_id": "abc"}),
-            json!({"query": "q", "inputs": "x"}),
-            json!({"query": "q", "files": {}}),
-            json!({"query": "q", "response_mode": "fast"}),
-            json!({"query": "q", "auto_generate_name": "false"}),
-            json!({"query": "q", "files": [{"type": "image", "transfer_method": "local_file"}]}),
-            json!({"query": "q", "files": [{"type": "image", "transfer_method": "remote_url", "url": "javascript:x"}]}),
-            json!({"query": "q", "files": [{"type": "exe", "transfer_method": "remote_url", "url": "https://x/y.png"}]}),
+    fn escaped_keys_and_values_are_read_and_the_last_of_a_repeated_key_counts() {
+        let body = br#"{"qu\u0065ry": "x", "query": "h\u0069", "conversation_id": "aa0483db-e114-40ab-b70f-c2128bd443f\u0061", "response_mode": "bl\u006fcking"}"#;
+        let request = ChatRequest::parse(body).unwrap();
+        assert_eq!(request.query, "hi");
+        assert_eq!(
+            request.conversation_id,
+            "aa0483db-e114-40ab-b70f-c2128bd443fa"
+        );
+        assert_eq!(request.mode, ResponseMode::Blocking);
+    }
+
+    #[test]
+    fn bad_fields_are_rejected_with_their_message() {
+        for (body, expected) in [
+            (json!({}), "query must be a non-empty string."),
+            (json!({"query": "   "}), "query must be a non-empty string."),
+            (json!({"query": 5}), "query must be a non-empty string."),
+            (json!({"query": null}), "query must be a non-empty string."),
+            (
+                json!({"query": "q", "conversation_id": "abc"}),
+                "conversation_id must be a UUID.",
+            ),
+            (
+                json!({"query": "q", "conversation_id": 1}),
+                "conversation_id must be a UUID.",
+            ),
+            (
+                json!({"query": "q", "inputs": "x"}),
+                "inputs must be an object.",
+            ),
+            (
+                json!({"query": "q", "inputs": []}),
+                "inputs must be an object.",
+            ),
+            (
+                json!({"query": "q", "files": {}}),
+                "files must be an array.",
+            ),
+            (
+                json!({"query": "q", "response_mode": "fast"}),
+                "response_mode must be \"streaming\" or \"blocking\".",
+            ),
+            (
+                json!({"query": "q", "auto_generate_name": "false"}),
+                "auto_generate_name must be a boolean.",
+            ),
+            (
+                json!({"query": "q", "files": [{"type": "image", "transfer_method": "local_file"}]}),
+                "upload_file_id must be a UUID.",
+            ),
+            (
+                json!({"query": "q", "files": [{"type": "image", "transfer_method": "remote_url", "url": "javascript:x"}]}),
+                "a remote_url file needs an http(s) url.",
+            ),
+            (
+                json!({"query": "q", "files": [{"type": "exe", "transfer_method": "remote_url", "url": "https://x/y.png"}]}),
+                "file type must be one of image, document, audio, video, custom.",
+            ),
+            (
+                json!({"query": 5, "inputs": "x"}),
+                "query must be a non-empty string.",
+            ),
         ] {
-            assert!(parse(body.clone()).is_err(), "{body}");
+            assert_eq!(message(parse(&body)), expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn bodies_that_are_not_json_objects_are_told_apart() {
+        let deep = format!(
+            "{{\"query\": \"q\", \"inputs\": {}1{}}}",
+            "[".repeat(130),
+            "]".repeat(130)
+        );
+        let lone_surrogate = br#"{"query": "q", "inputs": {"a": "\ud800"}}"#;
+        let bad_utf8 = b"{\"query\": \"q\", \"x\": \"\xff\"}";
+        for body in [
+            &b"{\"query\": "[..],
+            b"{'query': 'hi'}",
+            b"",
+            b"{\"query\": \"hi\"} trailing",
+            b"{\"query\": \"hi\", \"x\": 1e400}",
+            deep.as_bytes(),
+            lone_surrogate,
+            bad_utf8,
+        ] {
+            assert_eq!(
+                message(ChatRequest::parse(body).map(|_| Value::Null)),
+                "The body is not valid JSON.",
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        for body in [
+            &b"[]"[..],
+            b"\"x\"",
+            b"null",
+            b"5",
+            b"[{\"query\": \"hi\"}]",
+        ] {
+            assert_eq!(
+                message(ChatRequest::parse(body).map(|_| Value::Null)),
+                "The body must be a JSON object."
+            );
         }
     }
 
     #[test]
     fn files_keep_only_known_keys() {
-        let r = parse(json!({"query": "q", "files": [{"type": "image", "transfer_method": "local_file", "upload_file_id": "aa0483db-e114-40ab-b70f-c2128bd443fa", "x": 1}]})).unwrap();
+        let up = parse(&json!({"query": "q", "files": [{"type": "image", "transfer_method": "local_file", "upload_file_id": "aa0483db-e114-40ab-b70f-c2128bd443fa", "x": 1}]})).unwrap();
         assert_eq!(
-            r.files.unwrap(),
-            vec![
-                json!({"type": "image", "transfer_method": "local_file", "upload_file_id": "aa0483db-e114-40ab-b70f-c2128bd443fa"})
-            ]
+            up["files"],
+            json!([{"type": "image", "transfer_method": "local_file", "upload_file_id": "aa0483db-e114-40ab-b70f-c2128bd443fa"}])
         );
     }
 }

@@ -70,13 +70,13 @@ pub struct StreamLimiter {
     max_per_identity: usize,
     max_total: usize,
     total: AtomicUsize,
-    per_identity: Mutex<HashMap<String, usize>>,
+    per_identity: Mutex<HashMap<Arc<str>, usize>>,
 }
 
 /// Held by an open stream; frees its place when dropped.
 pub struct StreamPermit {
     limiter: Arc<StreamLimiter>,
-    identity: String,
+    identity: Arc<str>,
 }
 
 impl StreamLimiter {
@@ -121,19 +121,23 @@ impl StreamLimiter {
                 retry_after_secs: 5,
             });
         }
-        let count = per_identity.entry(identity.to_owned()).or_insert(0);
-        if per_identity_limit && *count >= self.max_per_identity {
+        // The identity's key is shared with its permits: one copy per identity, not per stream.
+        let (identity, count) = match per_identity.get_key_value(identity) {
+            Some((key, &count)) => (Arc::clone(key), count),
+            None => (Arc::from(identity), 0),
+        };
+        if per_identity_limit && count >= self.max_per_identity {
             metrics::rejected("rate_limited");
             return Err(ApiError::RateLimited {
                 retry_after_secs: 5,
             });
         }
-        *count += 1;
+        per_identity.insert(Arc::clone(&identity), count + 1);
         self.total.fetch_add(1, Ordering::AcqRel);
         metrics::stream_opened();
         Ok(StreamPermit {
             limiter: Arc::clone(self),
-            identity: identity.to_owned(),
+            identity,
         })
     }
 }
@@ -143,11 +147,11 @@ impl Drop for StreamPermit {
         metrics::stream_closed();
         self.limiter.total.fetch_sub(1, Ordering::AcqRel);
         if let Ok(mut per_identity) = self.limiter.per_identity.lock()
-            && let Some(count) = per_identity.get_mut(&self.identity)
+            && let Some(count) = per_identity.get_mut(&*self.identity)
         {
             *count -= 1;
             if *count == 0 {
-                per_identity.remove(&self.identity);
+                per_identity.remove(&*self.identity);
             }
         }
     }

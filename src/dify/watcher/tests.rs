@@ -26,6 +26,24 @@ fn learns_task_id_terminal_and_usage() {
 }
 
 #[test]
+fn data_split_over_lines_or_chunks_is_joined_and_long_ids_are_kept_whole() {
+    let long = "t".repeat(100);
+    let event = format!(
+        "data: {{\"event\": \"message_end\",\ndata: \"task_id\": \"{long}\", \"metadata\": {{\"usage\": {{\"total_tokens\": 3, \"total_price\": \"0.0001\", \"currency\": \"USD\"}}}}}}\n\n"
+    );
+    for cut in [0, 10, 40, event.len() - 1] {
+        let (a, b) = event.as_bytes().split_at(cut);
+        let w = watch(&[a, b]);
+        assert_eq!(w.task_id(), Some(long.as_str()), "cut at {cut}");
+        assert_eq!(w.terminal(), Some(Terminal::MessageEnd));
+        let usage = w.usage().cloned().unwrap_or_default();
+        assert_eq!(usage.total_tokens, 3);
+        assert_eq!(usage.total_price.as_deref(), Some("0.0001"));
+        assert_eq!(usage.currency.as_deref(), Some("USD"));
+    }
+}
+
+#[test]
 fn tokens_come_from_message_end_or_else_from_workflow_finished() {
     let mut w = SseWatcher::new();
     w.feed(b"data: {\"event\": \"workflow_finished\", \"task_id\": \"t\", \"data\": {\"status\": \"succeeded\", \"total_tokens\": 42}}\n\n");
