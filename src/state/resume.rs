@@ -29,6 +29,9 @@ pub type Follow = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
 /// The most a follower gets in one piece when it catches up on kept bytes.
 const CATCH_UP_PIECE: usize = 64 * 1024;
+/// Kept buffers smaller than this grow by a quarter, larger ones double.
+const GROW_BY_QUARTER_BELOW: usize = 64 * 1024;
+const MIN_GROWTH: usize = 256;
 
 pub struct Resumable {
     enabled: bool,
@@ -72,6 +75,18 @@ impl Kept {
         if over > 0 {
             self.bytes.drain(..over);
             self.start += over as u64;
+        }
+        let needed = self.bytes.len() + chunk.len();
+        if needed > self.bytes.capacity() {
+            // Small buffers grow by a quarter (a held stream keeps little slack), large ones
+            // double (few copies while a long answer fills up), never past the cap.
+            let grow = if needed < GROW_BY_QUARTER_BELOW {
+                (needed / 4).max(MIN_GROWTH)
+            } else {
+                needed
+            };
+            let cap = (needed + grow).min(max_bytes.max(chunk.len()));
+            self.bytes.reserve_exact(cap - self.bytes.len());
         }
         self.bytes.extend(chunk);
         self.end += chunk.len() as u64;
@@ -452,6 +467,7 @@ mod tests {
         }
         let from = kept.start;
         assert_eq!(kept.end - from, 50);
+        assert!(kept.bytes.capacity() <= 64, "never much past the cap");
         assert_eq!(
             kept.bytes_at(from + 3).as_deref(),
             Some(&whole[from as usize + 3..])
