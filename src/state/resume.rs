@@ -29,9 +29,9 @@ pub type Follow = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
 /// The most a follower gets in one piece when it catches up on kept bytes.
 const CATCH_UP_PIECE: usize = 64 * 1024;
-/// Kept buffers smaller than this grow by a quarter, larger ones double.
-const GROW_BY_QUARTER_BELOW: usize = 64 * 1024;
-const MIN_GROWTH: usize = 256;
+/// Kept buffers smaller than this grow by an eighth, larger ones double.
+const GROW_SLOWLY_BELOW: usize = 64 * 1024;
+const MIN_GROWTH: usize = 512;
 
 pub struct Resumable {
     enabled: bool,
@@ -78,10 +78,10 @@ impl Kept {
         }
         let needed = self.bytes.len() + chunk.len();
         if needed > self.bytes.capacity() {
-            // Small buffers grow by a quarter (a held stream keeps little slack), large ones
+            // Small buffers grow by an eighth (a held stream keeps little slack), large ones
             // double (few copies while a long answer fills up), never past the cap.
-            let grow = if needed < GROW_BY_QUARTER_BELOW {
-                (needed / 4).max(MIN_GROWTH)
+            let grow = if needed < GROW_SLOWLY_BELOW {
+                (needed / 8).max(MIN_GROWTH)
             } else {
                 needed
             };
