@@ -78,8 +78,8 @@ async fn chat(
     if !state.resumable.enabled() {
         return Ok(sse_response(Body::from_stream(relay)));
     }
-    let (id, follow) = state.resumable.start(&identity, relay);
-    let mut response = sse_response(Body::from_stream(follow));
+    let (id, leader) = state.resumable.start(identity, relay);
+    let mut response = sse_response(Body::from_stream(leader));
     if let Ok(id) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_STREAM_ID, id);
     }

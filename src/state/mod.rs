@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
+pub mod background;
 pub mod caches;
 pub mod limits;
 pub mod redis_store;

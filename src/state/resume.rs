@@ -1,83 +1,138 @@
-//! Resumable streams (API.md §7). With resuming on, a streamed answer is driven by its own
-//! task into a bounded per-stream buffer; the `POST /chat` body and any resume are followers
-//! reading that buffer from a byte offset, chunk for chunk, the very `Bytes` Dify sent. When
-//! no follower is left, the task waits `STREAM_RESUME_GRACE_SECS` for one before dropping the
-//! relay (whose drop asks Dify to stop). The bytes stay for `STREAM_RESUME_SECS` after the end.
-//! With Redis, the bytes are also mirrored there ([`super::resume_redis`]) so that any replica
-//! can serve a resume.
+//! Resumable streams (API.md §7). The `POST /chat` body is the stream's leader: it polls the
+//! relay itself and passes Dify's chunks on untouched, appending a copy of their bytes to the
+//! stream's kept buffer (bounded, contiguous) and waking resume followers only when there are
+//! any. When the leader is dropped before the relay ends (the browser left), a task takes the
+//! relay over and keeps filling the buffer while someone follows; with no follower for
+//! `STREAM_RESUME_GRACE_SECS` it drops the relay (whose drop asks Dify to stop). The bytes
+//! stay for `STREAM_RESUME_SECS` after the end. With Redis, the bytes are also mirrored there
+//! ([`super::resume_redis`]) so that any replica can serve a resume.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::ops::Deref;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
-use super::resume_redis::{Mirror, RemoteFollow};
+use super::background::Background;
+use super::resume_redis::{Mirror, Mirrors, RemoteFollow};
 use super::shared::Shared;
 use crate::config::Config;
 use crate::error::ApiError;
 
-/// The body of a `POST /chat` stream or of a resume.
+/// The body of a resume.
 pub type Follow = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// The most a follower gets in one piece when it catches up on kept bytes.
+const CATCH_UP_PIECE: usize = 64 * 1024;
+/// Kept buffers smaller than this grow by an eighth, larger ones double.
+const GROW_SLOWLY_BELOW: usize = 64 * 1024;
+const MIN_GROWTH: usize = 512;
 
 pub struct Resumable {
     enabled: bool,
     keep: Duration,
     max_bytes: usize,
     grace: Duration,
-    idle: Duration,
     shared: Arc<Shared>,
-    streams: Mutex<HashMap<String, Arc<Held>>>,
+    mirrors: Mirrors,
+    streams: Mutex<HashMap<u128, Arc<Held>>>,
+    /// Ended streams in the order they end, each removed `keep` after: one task for all.
+    expiry: OnceLock<mpsc::UnboundedSender<(Instant, u128)>>,
+    background: Background,
 }
 
 /// One stream's kept bytes and who follows it.
 struct Held {
     identity: String,
-    buf: Mutex<Buf>,
-    /// Bumped on every append and at the end.
-    changed: watch::Sender<()>,
-    followers: AtomicUsize,
+    kept: Mutex<Kept>,
+    /// Woken on every append while someone follows, and at the end.
+    changed: Notify,
+    /// Woken when a follower comes or goes (the take-over task's grace).
     followers_changed: Notify,
 }
 
 #[derive(Default)]
-struct Buf {
-    /// Each chunk with the offset of its first byte in the whole body.
-    chunks: VecDeque<(u64, Bytes)>,
+struct Kept {
+    /// The last bytes of the body, `start..end`.
+    bytes: VecDeque<u8>,
     /// Offset of the first byte kept.
     start: u64,
     /// Bytes relayed so far.
     end: u64,
     done: bool,
+    followers: usize,
 }
 
-impl Buf {
-    /// Keeps a copy: a chunk from the connection shares its whole read buffer, so keeping the
-    /// chunk itself would hold kilobytes for each small event for as long as the stream is kept.
-    fn append(&mut self, chunk: Bytes, max_bytes: usize) {
-        let len = chunk.len() as u64;
-        self.chunks
-            .push_back((self.end, Bytes::copy_from_slice(&chunk)));
-        self.end += len;
-        while self.end - self.start > max_bytes as u64 && self.chunks.len() > 1 {
-            if let Some((_, old)) = self.chunks.pop_front() {
-                self.start += old.len() as u64;
-            }
+impl Kept {
+    /// Keeps a copy of `chunk`, dropping the oldest bytes beyond `max_bytes` (never the
+    /// chunk's own: a follower that has caught up must still get it whole).
+    fn append(&mut self, chunk: &[u8], max_bytes: usize) {
+        let over = (self.bytes.len() + chunk.len()).saturating_sub(max_bytes.max(chunk.len()));
+        if over > 0 {
+            self.bytes.drain(..over);
+            self.start += over as u64;
+        }
+        let needed = self.bytes.len() + chunk.len();
+        if needed > self.bytes.capacity() {
+            // Small buffers grow by an eighth (a held stream keeps little slack), large ones
+            // double (few copies while a long answer fills up), never past the cap.
+            let grow = if needed < GROW_SLOWLY_BELOW {
+                (needed / 8).max(MIN_GROWTH)
+            } else {
+                needed
+            };
+            let cap = (needed + grow).min(max_bytes.max(chunk.len()));
+            self.bytes.reserve_exact(cap - self.bytes.len());
+        }
+        self.bytes.extend(chunk);
+        self.end += chunk.len() as u64;
+    }
+
+    /// A copy of the kept bytes from `pos` (at most [`CATCH_UP_PIECE`]); `None` at the end.
+    fn bytes_at(&self, pos: u64) -> Option<Bytes> {
+        let from = usize::try_from(pos.checked_sub(self.start)?).ok()?;
+        if from >= self.bytes.len() {
+            return None;
+        }
+        let to = self.bytes.len().min(from.saturating_add(CATCH_UP_PIECE));
+        let mut out = Vec::with_capacity(to - from);
+        let (front, back) = self.bytes.as_slices();
+        if from < front.len() {
+            out.extend_from_slice(&front[from..to.min(front.len())]);
+        }
+        if to > front.len() {
+            out.extend_from_slice(&back[from.saturating_sub(front.len())..to - front.len()]);
+        }
+        Some(Bytes::from(out))
+    }
+}
+
+impl Held {
+    fn kept(&self) -> MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends a copy of `chunk` (a chunk from the connection shares its whole read buffer).
+    fn append(&self, chunk: &[u8], max_bytes: usize) {
+        let followed = {
+            let mut kept = self.kept();
+            kept.append(chunk, max_bytes);
+            kept.followers > 0
+        };
+        if followed {
+            self.changed.notify_waiters();
         }
     }
 
-    /// The kept bytes from `pos`, as far as the chunk holding it goes.
-    fn chunk_at(&self, pos: u64) -> Option<Bytes> {
-        let i = self
-            .chunks
-            .partition_point(|(at, c)| at + c.len() as u64 <= pos);
-        let (at, chunk) = self.chunks.get(i)?;
-        let from = usize::try_from(pos.checked_sub(*at)?).ok()?;
-        Some(chunk.slice(from..))
+    fn finish(&self) {
+        self.kept().done = true;
+        self.changed.notify_waiters();
     }
 }
 
@@ -97,6 +152,18 @@ pub fn valid_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// A stream id as its clients see it.
+pub struct StreamId([u8; uuid::fmt::Simple::LENGTH]);
+
+impl Deref for StreamId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // Only ever filled with lowercase hex digits.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 fn not_found() -> ApiError {
     ApiError::NotFound("No such stream.".into())
 }
@@ -109,9 +176,17 @@ impl Resumable {
             keep: c.stream_resume,
             max_bytes: c.stream_resume_max_bytes,
             grace: c.stream_resume_grace,
-            idle: config.stream_idle_timeout,
             shared: Arc::clone(shared),
+            mirrors: Mirrors::new(
+                Background::here(),
+                shared,
+                c.stream_resume,
+                config.stream_idle_timeout,
+                c.stream_resume_max_bytes,
+            ),
             streams: Mutex::default(),
+            expiry: OnceLock::new(),
+            background: Background::here(),
         })
     }
 
@@ -119,58 +194,73 @@ impl Resumable {
         self.enabled
     }
 
-    fn get(&self, id: &str) -> Option<Arc<Held>> {
-        self.streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .cloned()
+    fn streams(&self) -> MutexGuard<'_, HashMap<u128, Arc<Held>>> {
+        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts driving `relay` for `identity`; returns the stream id and the first follower.
-    pub fn start<S>(self: &Arc<Self>, identity: &str, relay: S) -> (String, Follow)
+    /// Makes `relay`, for `identity`, resumable; returns the stream id and the `POST /chat`
+    /// body, which drives the relay.
+    pub fn start<S>(self: &Arc<Self>, identity: String, relay: S) -> (StreamId, Leader<S>)
     where
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
     {
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let uuid = uuid::Uuid::new_v4();
+        let mut text = [0u8; uuid::fmt::Simple::LENGTH];
+        uuid.simple().encode_lower(&mut text);
+        let id = uuid.as_u128();
         let held = Arc::new(Held {
-            identity: identity.to_owned(),
-            buf: Mutex::default(),
-            changed: watch::Sender::new(()),
-            followers: AtomicUsize::new(0),
+            identity,
+            kept: Mutex::default(),
+            changed: Notify::new(),
             followers_changed: Notify::new(),
         });
-        self.streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id.clone(), Arc::clone(&held));
-        let first = follow(Arc::clone(&held), 0);
-        let mirror = self.shared.redis().map(|_| {
-            Mirror::start(
-                &self.shared,
-                &id,
-                identity,
-                self.keep,
-                self.idle,
-                self.max_bytes,
-            )
-        });
-        tokio::spawn(Arc::clone(self).drive(id.clone(), held, relay, mirror));
-        (id, first)
+        let mirror = self
+            .shared
+            .redis()
+            .map(|_| self.mirrors.start(id, &held.identity));
+        self.streams().insert(id, Arc::clone(&held));
+        let leader = Leader {
+            relay: Some(relay),
+            held,
+            owner: Arc::clone(self),
+            id,
+            mirror,
+        };
+        (StreamId(text), leader)
     }
 
-    async fn drive<S>(
+    /// The end of a stream: its bytes stay `keep`, or go at once when it was abandoned.
+    fn ended(self: &Arc<Self>, id: u128, mirror: Option<Mirror>, abandoned: bool) {
+        if let Some(mirror) = mirror {
+            mirror.finish(abandoned);
+        }
+        if abandoned {
+            self.streams().remove(&id);
+            return;
+        }
+        let expiry = self.expiry.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.background.spawn(expire(Arc::downgrade(self), rx));
+            tx
+        });
+        if expiry.send((Instant::now() + self.keep, id)).is_err() {
+            self.streams().remove(&id);
+        }
+    }
+
+    /// Carries on a relay whose leader is gone while someone follows, or for the grace.
+    async fn take_over<S>(
         self: Arc<Self>,
-        id: String,
+        id: u128,
         held: Arc<Held>,
         mut relay: S,
-        mirror: Option<Mirror>,
+        mut mirror: Option<Mirror>,
     ) where
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
     {
         let mut alone_since: Option<Instant> = None;
         let abandoned = loop {
-            let deadline = if held.followers.load(Ordering::Acquire) == 0 {
+            let deadline = if held.kept().followers == 0 {
                 Some(*alone_since.get_or_insert_with(Instant::now) + self.grace)
             } else {
                 alone_since = None;
@@ -179,14 +269,10 @@ impl Resumable {
             tokio::select! {
                 item = relay.next() => {
                     let Some(Ok(chunk)) = item else { break false };
-                    if let Some(mirror) = &mirror {
+                    if let Some(mirror) = &mut mirror {
                         mirror.append(&chunk);
                     }
-                    held.buf
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .append(chunk, self.max_bytes);
-                    held.changed.send_replace(());
+                    held.append(&chunk, self.max_bytes);
                 }
                 () = held.followers_changed.notified() => {}
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
@@ -200,18 +286,8 @@ impl Resumable {
         };
         // Dropping the relay before its end is what asks Dify to stop.
         drop(relay);
-        held.buf.lock().unwrap_or_else(PoisonError::into_inner).done = true;
-        held.changed.send_replace(());
-        if let Some(mirror) = mirror {
-            mirror.finish(abandoned);
-        }
-        if !abandoned {
-            tokio::time::sleep(self.keep).await;
-        }
-        self.streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        held.finish();
+        self.ended(id, mirror, abandoned);
     }
 
     /// `GET /chat/streams/{id}?offset=N` for `identity`: here, or from Redis when another
@@ -220,13 +296,15 @@ impl Resumable {
         if !valid_id(id) {
             return Err(not_found());
         }
-        if let Some(held) = self.get(id) {
+        let key = u128::from_str_radix(id, 16).map_err(|_| not_found())?;
+        let held = self.streams().get(&key).cloned();
+        if let Some(held) = held {
             if held.identity != identity {
                 return Err(not_found());
             }
             {
-                let buf = held.buf.lock().unwrap_or_else(PoisonError::into_inner);
-                check_offset(offset, buf.start, buf.end)?;
+                let kept = held.kept();
+                check_offset(offset, kept.start, kept.end)?;
             }
             return Ok(follow(held, offset));
         }
@@ -237,12 +315,88 @@ impl Resumable {
     }
 }
 
-/// Counts a follower while it lives; the driver's grace starts when the last one goes.
+/// Removes each ended stream when its time is up (they end in order, all kept as long).
+async fn expire(owner: Weak<Resumable>, mut ended: mpsc::UnboundedReceiver<(Instant, u128)>) {
+    while let Some((at, id)) = ended.recv().await {
+        tokio::time::sleep_until(at).await;
+        let Some(owner) = owner.upgrade() else { return };
+        owner.streams().remove(&id);
+    }
+}
+
+/// The `POST /chat` body of a resumable stream: the relay's chunks, kept as they pass.
+pub struct Leader<S>
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
+{
+    relay: Option<S>,
+    held: Arc<Held>,
+    owner: Arc<Resumable>,
+    id: u128,
+    mirror: Option<Mirror>,
+}
+
+impl<S> Stream for Leader<S>
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
+{
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let Some(relay) = this.relay.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(relay.poll_next_unpin(cx)) {
+            Some(Ok(chunk)) => {
+                if let Some(mirror) = &mut this.mirror {
+                    mirror.append(&chunk);
+                }
+                this.held.append(&chunk, this.owner.max_bytes);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            _ => {
+                this.relay = None;
+                this.held.finish();
+                this.owner.ended(this.id, this.mirror.take(), false);
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl<S> Drop for Leader<S>
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
+{
+    fn drop(&mut self) {
+        let Some(relay) = self.relay.take() else {
+            return;
+        };
+        let (owner, held, mirror) = (
+            Arc::clone(&self.owner),
+            Arc::clone(&self.held),
+            self.mirror.take(),
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(owner.take_over(self.id, held, relay, mirror));
+            }
+            Err(_) => {
+                drop(relay);
+                held.finish();
+                owner.ended(self.id, mirror, true);
+            }
+        }
+    }
+}
+
+/// Counts a follower while it lives; the take-over's grace starts when the last one goes.
 struct Following(Arc<Held>);
 
 impl Drop for Following {
     fn drop(&mut self) {
-        self.0.followers.fetch_sub(1, Ordering::AcqRel);
+        self.0.kept().followers -= 1;
         self.0.followers_changed.notify_one();
     }
 }
@@ -250,38 +404,34 @@ impl Drop for Following {
 /// The body from `offset`, then the live tail to the end. A follower that falls so far
 /// behind that its next bytes are no longer kept ends there (a resume then answers 410).
 fn follow(held: Arc<Held>, offset: u64) -> Follow {
-    held.followers.fetch_add(1, Ordering::AcqRel);
+    held.kept().followers += 1;
     held.followers_changed.notify_one();
-    let changed = held.changed.subscribe();
-    let state = (Following(held), offset, changed);
-    futures_util::stream::unfold(state, |(following, mut pos, mut changed)| async move {
-        loop {
-            changed.mark_unchanged();
-            let next = {
-                let buf = following
-                    .0
-                    .buf
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if pos < buf.start {
-                    return None;
-                }
-                match buf.chunk_at(pos) {
-                    Some(chunk) => Some(chunk),
-                    None if buf.done => return None,
-                    None => None,
+    futures_util::stream::unfold(
+        (Following(held), offset),
+        |(following, mut pos)| async move {
+            let piece = loop {
+                let mut changed = pin!(following.0.changed.notified());
+                changed.as_mut().enable();
+                let next = {
+                    let kept = following.0.kept();
+                    if pos < kept.start {
+                        return None;
+                    }
+                    let next = kept.bytes_at(pos);
+                    if next.is_none() && kept.done {
+                        return None;
+                    }
+                    next
+                };
+                match next {
+                    Some(piece) => break piece,
+                    None => changed.await,
                 }
             };
-            if let Some(chunk) = next {
-                pos += chunk.len() as u64;
-                return Some((Ok(chunk), (following, pos, changed)));
-            }
-            if changed.changed().await.is_err() {
-                // Cannot happen while `Held` (which owns the sender) lives; end rather than spin.
-                return None;
-            }
-        }
-    })
+            pos += piece.len() as u64;
+            Some((Ok(piece), (following, pos)))
+        },
+    )
     .boxed()
 }
 
@@ -290,31 +440,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_buffer_drops_its_oldest_chunks_first_and_finds_any_offset() {
-        let mut buf = Buf::default();
+    fn the_buffer_drops_its_oldest_bytes_first_and_finds_any_offset() {
+        let mut kept = Kept::default();
         for piece in ["abcd", "efgh", "ijkl"] {
-            buf.append(Bytes::from(piece), 8);
+            kept.append(piece.as_bytes(), 6);
         }
-        assert_eq!((buf.start, buf.end), (4, 12));
-        assert_eq!(buf.chunk_at(5).as_deref(), Some(&b"fgh"[..]));
-        assert_eq!(buf.chunk_at(8).as_deref(), Some(&b"ijkl"[..]));
-        assert_eq!(buf.chunk_at(12), None);
+        assert_eq!((kept.start, kept.end), (6, 12));
+        assert_eq!(kept.bytes_at(7).as_deref(), Some(&b"hijkl"[..]));
+        assert_eq!(kept.bytes_at(12), None);
+        assert_eq!(kept.bytes_at(5), None);
         assert!(matches!(
-            check_offset(3, 4, 12),
+            check_offset(5, 6, 12),
             Err(ApiError::StreamExpired)
         ));
         assert!(matches!(
-            check_offset(13, 4, 12),
+            check_offset(13, 6, 12),
             Err(ApiError::InvalidParam(_))
         ));
-        assert!(check_offset(12, 4, 12).is_ok());
+        assert!(check_offset(12, 6, 12).is_ok());
+    }
+
+    #[test]
+    fn kept_bytes_wrapping_around_the_ring_come_back_in_order() {
+        let mut kept = Kept::default();
+        let mut whole = Vec::new();
+        for i in 0..200u8 {
+            let piece = [i; 7];
+            kept.append(&piece, 50);
+            whole.extend_from_slice(&piece);
+        }
+        let from = kept.start;
+        assert_eq!(kept.end - from, 50);
+        assert!(kept.bytes.capacity() <= 64, "never much past the cap");
+        assert_eq!(
+            kept.bytes_at(from + 3).as_deref(),
+            Some(&whole[from as usize + 3..])
+        );
     }
 
     #[test]
     fn a_single_chunk_larger_than_the_cap_is_still_kept() {
-        let mut buf = Buf::default();
-        buf.append(Bytes::from_static(b"0123456789"), 4);
-        assert_eq!(buf.chunk_at(0).as_deref(), Some(&b"0123456789"[..]));
+        let mut kept = Kept::default();
+        kept.append(b"ab", 4);
+        kept.append(b"0123456789", 4);
+        assert_eq!(kept.start, 2);
+        assert_eq!(kept.bytes_at(2).as_deref(), Some(&b"0123456789"[..]));
     }
 
     #[test]
@@ -328,5 +498,15 @@ mod tests {
         ] {
             assert!(!valid_id(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_stream_id_reads_back_as_its_key() {
+        let uuid = uuid::Uuid::new_v4();
+        let mut text = [0u8; uuid::fmt::Simple::LENGTH];
+        uuid.simple().encode_lower(&mut text);
+        let id = StreamId(text);
+        assert!(valid_id(&id));
+        assert_eq!(u128::from_str_radix(&id, 16).ok(), Some(uuid.as_u128()));
     }
 }

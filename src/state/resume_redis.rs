@@ -8,8 +8,9 @@
 //! - `difybff:rs:I:follow` — set for a few seconds by a replica following the stream, so the
 //!   holder does not stop Dify while someone elsewhere reads.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::io::Write as _;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,13 +20,14 @@ use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
 use tokio::sync::mpsc;
 
+use super::background::Background;
 use super::resume::{Follow, check_offset};
 use super::shared::Shared;
 use super::store::StoreError;
 use crate::error::ApiError;
 
-/// Appends a mirror may queue before it gives up (Redis too slow to keep up).
-const QUEUE: usize = 4096;
+/// Writes all mirrors may queue before one gives up (Redis too slow to keep up).
+const QUEUE: usize = 65536;
 /// How long a following replica's mark lasts; renewed on every poll.
 const FOLLOW_MARK_MS: u64 = 3000;
 /// How often a remote follower asks for new bytes.
@@ -36,69 +38,114 @@ fn keys(id: &str) -> (String, String, String) {
     (format!("{key}:meta"), format!("{key}:follow"), key)
 }
 
+/// A stream's id as its keys spell it (the 32-hex-digit UUID).
+fn key_id(id: u128) -> String {
+    format!("{id:032x}")
+}
+
 fn failed(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
 enum Op {
+    Open { identity: String },
     Append(Bytes),
     Finish { abandoned: bool },
 }
 
-/// The holder's side: a task writes the stream's bytes to Redis in order, batching what has
-/// queued up into one pipeline.
-pub struct Mirror {
-    ops: mpsc::Sender<Op>,
+/// The mirrors of this replica's streams: one task writes every stream's bytes to Redis in
+/// order, batching what has queued up (all streams together) into one pipeline.
+pub struct Mirrors {
+    ops: OnceLock<mpsc::Sender<(u128, Op)>>,
+    background: Background,
     shared: Arc<Shared>,
-    follow_key: String,
+    keep: Duration,
+    live_ttl: Duration,
+    max_bytes: u64,
 }
 
-impl Mirror {
-    pub fn start(
+impl Mirrors {
+    pub fn new(
+        background: Background,
         shared: &Arc<Shared>,
-        id: &str,
-        identity: &str,
         keep: Duration,
         idle: Duration,
         max_bytes: usize,
-    ) -> Mirror {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let (_, follow_key, _) = keys(id);
-        let writer = Writer {
+    ) -> Mirrors {
+        Mirrors {
+            ops: OnceLock::new(),
+            background,
             shared: Arc::clone(shared),
-            id: id.to_owned(),
-            identity: identity.to_owned(),
             keep,
             // Live keys outlive the longest silence a live stream can have.
             live_ttl: keep + idle + Duration::from_secs(60),
             max_bytes: max_bytes as u64,
-            chunks: VecDeque::new(),
-            start: 0,
-            end: 0,
-        };
-        tokio::spawn(writer.run(rx));
-        Mirror {
-            ops: tx,
-            shared: Arc::clone(shared),
-            follow_key,
         }
     }
 
-    pub fn append(&self, chunk: &Bytes) {
-        if self.ops.try_send(Op::Append(chunk.clone())).is_err() {
+    /// Starts mirroring stream `id` of `identity`.
+    pub fn start(&self, id: u128, identity: &str) -> Mirror {
+        let ops = self.ops.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let writer = Writer {
+                shared: Arc::clone(&self.shared),
+                keep: self.keep,
+                live_ttl: self.live_ttl,
+                max_bytes: self.max_bytes,
+                streams: HashMap::new(),
+            };
+            self.background.spawn(writer.run(rx));
+            tx
+        });
+        let mut mirror = Mirror {
+            ops: ops.clone(),
+            shared: Arc::clone(&self.shared),
+            id,
+            broken: false,
+        };
+        mirror.send(Op::Open {
+            identity: identity.to_owned(),
+        });
+        mirror
+    }
+}
+
+/// The holder's side of one stream.
+pub struct Mirror {
+    ops: mpsc::Sender<(u128, Op)>,
+    shared: Arc<Shared>,
+    id: u128,
+    /// A write could not be queued: the stream resumes on this replica only.
+    broken: bool,
+}
+
+impl Mirror {
+    fn send(&mut self, op: Op) {
+        if self.broken {
+            return;
+        }
+        if self.ops.try_send((self.id, op)).is_err() {
+            self.broken = true;
             tracing::warn!(
                 "Redis is not keeping up with a stream; it resumes on this replica only"
             );
         }
     }
 
-    pub fn finish(self, abandoned: bool) {
-        let _ = self.ops.try_send(Op::Finish { abandoned });
+    pub fn append(&mut self, chunk: &Bytes) {
+        self.send(Op::Append(chunk.clone()));
+    }
+
+    pub fn finish(mut self, abandoned: bool) {
+        // A broken mirror's keys are dropped (a resume elsewhere would miss bytes).
+        let abandoned = abandoned || self.broken;
+        self.broken = false;
+        self.send(Op::Finish { abandoned });
     }
 
     /// Whether a replica elsewhere is following the stream right now.
     pub async fn followed_elsewhere(&self) -> bool {
-        let key = self.follow_key.clone();
+        let (_, key, _) = keys(&key_id(self.id));
         self.shared
             .try_redis(async |r| {
                 let mut conn = r.connection().await?;
@@ -109,25 +156,36 @@ impl Mirror {
     }
 }
 
+/// What the writer knows of one mirrored stream.
+struct Mirrored {
+    key: String,
+    meta: String,
+    start: u64,
+    end: u64,
+    /// Each chunk written, as (offset, length), for trimming at chunk boundaries.
+    chunks: VecDeque<(u64, u64)>,
+    ttl: Duration,
+    /// In the batch being built: its trim, range and expiry still to add.
+    in_batch: bool,
+    finished: bool,
+    /// A write failed: nothing more is written, the keys are gone.
+    failed: bool,
+}
+
 struct Writer {
     shared: Arc<Shared>,
-    id: String,
-    identity: String,
     keep: Duration,
     live_ttl: Duration,
     max_bytes: u64,
-    chunks: VecDeque<(u64, u64)>,
-    start: u64,
-    end: u64,
+    streams: HashMap<u128, Mirrored>,
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
-        let mut first = true;
+    async fn run(mut self, mut rx: mpsc::Receiver<(u128, Op)>) {
         let mut batch = Vec::new();
-        while rx.recv_many(&mut batch, 256).await > 0 {
-            let ops = std::mem::take(&mut batch);
-            let pipe = self.pipeline(&ops, std::mem::take(&mut first));
+        let mut touched = Vec::new();
+        while rx.recv_many(&mut batch, 1024).await > 0 {
+            let pipe = self.pipeline(batch.drain(..), &mut touched);
             let sent = self
                 .shared
                 .try_redis(async |r| {
@@ -136,72 +194,132 @@ impl Writer {
                 })
                 .await;
             if sent.is_none() {
-                // Bytes missed in Redis cannot be filled in later: resume stays on this replica.
-                let (meta, _, key) = keys(&self.id);
+                // Bytes missed in Redis cannot be filled in later: those streams resume on
+                // this replica only.
+                let mut gone = Vec::new();
+                for id in touched.drain(..) {
+                    if let Some(m) = self.streams.get_mut(&id) {
+                        m.failed = true;
+                    }
+                    let (meta, _, key) = keys(&key_id(id));
+                    gone.push(key);
+                    gone.push(meta);
+                }
                 let _ = self
                     .shared
                     .try_redis(async |r| {
                         let mut conn = r.connection().await?;
-                        conn.del::<_, ()>(&[meta, key]).await.map_err(failed)
+                        conn.del::<_, ()>(&gone).await.map_err(failed)
                     })
                     .await;
-                return;
             }
+            touched.clear();
         }
     }
 
-    fn pipeline(&mut self, ops: &[Op], first: bool) -> redis::Pipeline {
-        let (meta, _, key) = keys(&self.id);
+    /// One pipeline for a batch of writes; `touched` gets the streams it writes to.
+    fn pipeline(
+        &mut self,
+        ops: impl Iterator<Item = (u128, Op)>,
+        touched: &mut Vec<u128>,
+    ) -> redis::Pipeline {
         let mut pipe = redis::pipe();
-        if first {
-            pipe.hset(&meta, "identity", &self.identity).ignore();
-        }
-        let mut ttl = self.live_ttl;
-        for op in ops {
+        let mut entry = [0u8; 48];
+        for (id, op) in ops {
+            if let Op::Open { identity } = &op {
+                let (meta, _, key) = keys(&key_id(id));
+                pipe.hset(&meta, "identity", identity).ignore();
+                self.streams.insert(
+                    id,
+                    Mirrored {
+                        key,
+                        meta,
+                        start: 0,
+                        end: 0,
+                        chunks: VecDeque::new(),
+                        ttl: self.live_ttl,
+                        in_batch: false,
+                        finished: false,
+                        failed: false,
+                    },
+                );
+            }
+            let Some(m) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            if m.failed {
+                if matches!(op, Op::Finish { .. }) {
+                    self.streams.remove(&id);
+                }
+                continue;
+            }
+            if !m.in_batch {
+                m.in_batch = true;
+                touched.push(id);
+            }
             match op {
+                Op::Open { .. } => {}
                 Op::Append(chunk) => {
                     let len = chunk.len() as u64;
                     pipe.cmd("XADD")
-                        .arg(&key)
-                        .arg(format!("{}-1", self.end))
+                        .arg(&m.key)
+                        .arg(entry_id(&mut entry, m.end, 1))
                         .arg("d")
                         .arg(chunk.as_ref())
                         .ignore();
-                    self.chunks.push_back((self.end, len));
-                    self.end += len;
-                    while self.end - self.start > self.max_bytes && self.chunks.len() > 1 {
-                        if let Some((_, old)) = self.chunks.pop_front() {
-                            self.start += old;
+                    m.chunks.push_back((m.end, len));
+                    m.end += len;
+                    while m.end - m.start > self.max_bytes && m.chunks.len() > 1 {
+                        if let Some((_, old)) = m.chunks.pop_front() {
+                            m.start += old;
                         }
                     }
                 }
                 Op::Finish { abandoned: true } => {
-                    pipe.del(&[&meta, &key]).ignore();
-                    return pipe;
+                    pipe.del(&[&m.meta, &m.key]).ignore();
+                    self.streams.remove(&id);
                 }
                 Op::Finish { abandoned: false } => {
                     pipe.cmd("XADD")
-                        .arg(&key)
-                        .arg(format!("{}-1", self.end))
+                        .arg(&m.key)
+                        .arg(entry_id(&mut entry, m.end, 1))
                         .arg("e")
                         .arg("1")
                         .ignore();
-                    ttl = self.keep;
+                    m.ttl = self.keep;
+                    m.finished = true;
                 }
             }
         }
-        pipe.cmd("XTRIM")
-            .arg(&key)
-            .arg("MINID")
-            .arg(format!("{}-0", self.start))
-            .ignore();
-        pipe.hset_multiple(&meta, &[("start", self.start), ("end", self.end)])
-            .ignore();
-        let ttl_ms = ttl.as_millis().max(1) as i64;
-        pipe.pexpire(&key, ttl_ms).ignore();
-        pipe.pexpire(&meta, ttl_ms).ignore();
+        for id in touched.iter() {
+            let Some(m) = self.streams.get_mut(id) else {
+                continue;
+            };
+            m.in_batch = false;
+            pipe.cmd("XTRIM")
+                .arg(&m.key)
+                .arg("MINID")
+                .arg(entry_id(&mut entry, m.start, 0))
+                .ignore();
+            pipe.hset_multiple(&m.meta, &[("start", m.start), ("end", m.end)])
+                .ignore();
+            let ttl_ms = m.ttl.as_millis().max(1) as i64;
+            pipe.pexpire(&m.key, ttl_ms).ignore();
+            pipe.pexpire(&m.meta, ttl_ms).ignore();
+            if m.finished {
+                self.streams.remove(id);
+            }
+        }
         pipe
     }
+}
+
+/// `OFFSET-SEQ`: with `SEQ` 1, the id of the entry whose first byte is at `offset`.
+fn entry_id(buf: &mut [u8; 48], offset: u64, seq: u8) -> &[u8] {
+    let mut out = &mut buf[..];
+    let _ = write!(out, "{offset}-{seq}");
+    let left = out.len();
+    &buf[..48 - left]
 }
 
 /// A follower on a replica that does not hold the stream.
