@@ -222,9 +222,6 @@ impl Stream for RelayStream {
         if this.finished {
             return Poll::Ready(None);
         }
-        if this.parts.as_mut().poll_shutdown(cx).is_ready() {
-            return Poll::Ready(Some(Ok(this.fail(StreamFailure::ShuttingDown))));
-        }
         let Some(polled) = this.parts.as_mut().poll_upstream(cx) else {
             this.finished = true;
             return Poll::Ready(None);
@@ -248,7 +245,12 @@ impl Stream for RelayStream {
                     Poll::Ready(Some(Ok(this.fail(StreamFailure::UpstreamDisconnected))))
                 }
             }
+            // Shutdown is looked at only before waiting (a ready chunk goes out first): polling
+            // its signal takes a lock, and while waiting the stream is woken by it.
             Poll::Pending => {
+                if this.parts.as_mut().poll_shutdown(cx).is_ready() {
+                    return Poll::Ready(Some(Ok(this.fail(StreamFailure::ShuttingDown))));
+                }
                 if this.poll_idle(cx) {
                     Poll::Ready(Some(Ok(this.fail(StreamFailure::UpstreamTimeout))))
                 } else {

@@ -30,9 +30,9 @@ pub type Follow = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
 /// The most a follower gets in one piece when it catches up on kept bytes.
 const CATCH_UP_PIECE: usize = 64 * 1024;
-/// Kept buffers smaller than this grow by an eighth, larger ones double.
-const GROW_SLOWLY_BELOW: usize = 64 * 1024;
-const MIN_GROWTH: usize = 512;
+/// The sizes of the blocks the kept bytes are held in.
+const MIN_BLOCK: usize = 512;
+const MAX_BLOCK: usize = 8 * 1024;
 
 pub struct Resumable {
     enabled: bool,
@@ -59,8 +59,13 @@ struct Held {
 
 #[derive(Default)]
 struct Kept {
-    /// The last bytes of the body, `start..end`.
-    bytes: VecDeque<u8>,
+    /// The last bytes of the body, `start..end`: blocks filled in order, the first `head` bytes
+    /// of the first block already dropped. Blocks are never reallocated: a kept byte is copied
+    /// once, and an idle stream keeps at most one block's slack.
+    blocks: VecDeque<Vec<u8>>,
+    head: usize,
+    /// Bytes kept (`end - start`).
+    len: usize,
     /// Offset of the first byte kept.
     start: u64,
     /// Bytes relayed so far.
@@ -73,41 +78,66 @@ impl Kept {
     /// Keeps a copy of `chunk`, dropping the oldest bytes beyond `max_bytes` (never the
     /// chunk's own: a follower that has caught up must still get it whole).
     fn append(&mut self, chunk: &[u8], max_bytes: usize) {
-        let over = (self.bytes.len() + chunk.len()).saturating_sub(max_bytes.max(chunk.len()));
-        if over > 0 {
-            self.bytes.drain(..over);
-            self.start += over as u64;
+        let over = (self.len + chunk.len()).saturating_sub(max_bytes.max(chunk.len()));
+        self.drop_front(over);
+        let mut rest = chunk;
+        if let Some(last) = self.blocks.back_mut() {
+            let fits = rest.len().min(last.capacity() - last.len());
+            last.extend_from_slice(&rest[..fits]);
+            rest = &rest[fits..];
         }
-        let needed = self.bytes.len() + chunk.len();
-        if needed > self.bytes.capacity() {
-            // Small buffers grow by an eighth (a held stream keeps little slack), large ones
-            // double (few copies while a long answer fills up), never past the cap.
-            let grow = if needed < GROW_SLOWLY_BELOW {
-                (needed / 8).max(MIN_GROWTH)
-            } else {
-                needed
-            };
-            let cap = (needed + grow).min(max_bytes.max(chunk.len()));
-            self.bytes.reserve_exact(cap - self.bytes.len());
+        if !rest.is_empty() {
+            // Blocks double from MIN_BLOCK up to MAX_BLOCK: a short answer keeps little slack,
+            // a long one takes few allocations.
+            let previous = self.blocks.back().map_or(0, Vec::capacity);
+            let size = (previous * 2)
+                .clamp(MIN_BLOCK, MAX_BLOCK)
+                .min(max_bytes)
+                .max(rest.len());
+            let mut block = Vec::with_capacity(size);
+            block.extend_from_slice(rest);
+            self.blocks.push_back(block);
         }
-        self.bytes.extend(chunk);
+        self.len += chunk.len();
         self.end += chunk.len() as u64;
+    }
+
+    fn drop_front(&mut self, mut n: usize) {
+        self.start += n as u64;
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.blocks.front() else {
+                break;
+            };
+            let left = front.len() - self.head;
+            if n < left {
+                self.head += n;
+                break;
+            }
+            n -= left;
+            self.head = 0;
+            self.blocks.pop_front();
+        }
     }
 
     /// A copy of the kept bytes from `pos` (at most [`CATCH_UP_PIECE`]); `None` at the end.
     fn bytes_at(&self, pos: u64) -> Option<Bytes> {
-        let from = usize::try_from(pos.checked_sub(self.start)?).ok()?;
-        if from >= self.bytes.len() {
+        let mut skip = usize::try_from(pos.checked_sub(self.start)?).ok()? + self.head;
+        if skip - self.head >= self.len {
             return None;
         }
-        let to = self.bytes.len().min(from.saturating_add(CATCH_UP_PIECE));
-        let mut out = Vec::with_capacity(to - from);
-        let (front, back) = self.bytes.as_slices();
-        if from < front.len() {
-            out.extend_from_slice(&front[from..to.min(front.len())]);
-        }
-        if to > front.len() {
-            out.extend_from_slice(&back[from.saturating_sub(front.len())..to - front.len()]);
+        let mut out = Vec::with_capacity((self.len + self.head - skip).min(CATCH_UP_PIECE));
+        for block in &self.blocks {
+            if skip >= block.len() {
+                skip -= block.len();
+                continue;
+            }
+            let take = (block.len() - skip).min(CATCH_UP_PIECE - out.len());
+            out.extend_from_slice(&block[skip..skip + take]);
+            skip = 0;
+            if out.len() == CATCH_UP_PIECE {
+                break;
+            }
         }
         Some(Bytes::from(out))
     }
@@ -471,7 +501,8 @@ mod tests {
         }
         let from = kept.start;
         assert_eq!(kept.end - from, 50);
-        assert!(kept.bytes.capacity() <= 64, "never much past the cap");
+        let held: usize = kept.blocks.iter().map(Vec::capacity).sum();
+        assert!(held <= 2 * 50, "never more than a block past the cap");
         assert_eq!(
             kept.bytes_at(from + 3).as_deref(),
             Some(&whole[from as usize + 3..])
