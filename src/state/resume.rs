@@ -64,6 +64,9 @@ struct Kept {
     /// once, and an idle stream keeps at most one block's slack.
     blocks: VecDeque<Vec<u8>>,
     head: usize,
+    /// A dropped full-size block, reused for the next one: a stream at its cap recycles its
+    /// blocks instead of freeing and allocating one per few events.
+    spare: Option<Vec<u8>>,
     /// Bytes kept (`end - start`).
     len: usize,
     /// Offset of the first byte kept.
@@ -94,7 +97,10 @@ impl Kept {
                 .clamp(MIN_BLOCK, MAX_BLOCK)
                 .min(max_bytes)
                 .max(rest.len());
-            let mut block = Vec::with_capacity(size);
+            let mut block = match self.spare.take() {
+                Some(spare) if spare.capacity() >= size => spare,
+                _ => Vec::with_capacity(size),
+            };
             block.extend_from_slice(rest);
             self.blocks.push_back(block);
         }
@@ -116,7 +122,12 @@ impl Kept {
             }
             n -= left;
             self.head = 0;
-            self.blocks.pop_front();
+            if let Some(mut dropped) = self.blocks.pop_front()
+                && dropped.capacity() >= MAX_BLOCK
+            {
+                dropped.clear();
+                self.spare = Some(dropped);
+            }
         }
     }
 
