@@ -30,13 +30,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match runtime() {
+    let code = match runtime() {
         Ok(runtime) => runtime.block_on(run()),
         Err(e) => {
             eprintln!("dify-bff: cannot start the async runtime: {e}");
             ExitCode::from(1)
         }
-    }
+    };
+    dify_bff::telemetry::log_sink::flush();
+    code
 }
 
 /// The main thread's runtime: it accepts connections and serves its share of them; the other

@@ -18,6 +18,7 @@ use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::{self as subscriber_fmt, FmtContext};
 use tracing_subscriber::registry::LookupSpan;
 
+use super::log_sink::Buffered;
 use crate::config::LogFormat;
 
 /// Installs the global subscriber; a second call (tests) leaves the first one in place.
@@ -27,6 +28,7 @@ pub fn init(format: LogFormat) {
     let ansi = std::io::stdout().is_terminal();
     let _ = match format {
         LogFormat::Json => subscriber_fmt::fmt()
+            .with_writer(Buffered::start())
             .with_env_filter(filter)
             .with_target(false)
             .with_ansi(ansi)
@@ -36,6 +38,7 @@ pub fn init(format: LogFormat) {
             .with_current_span(false)
             .try_init(),
         LogFormat::Pretty => subscriber_fmt::fmt()
+            .with_writer(Buffered::start())
             .with_env_filter(filter)
             .with_ansi(ansi)
             .event_format(Lines(

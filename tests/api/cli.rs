@@ -21,6 +21,18 @@ pub(crate) fn free_port() -> u16 {
 
 pub(crate) struct Running(pub(crate) Child);
 
+/// SIGTERM, as a container runtime stops it, and the exit that follows.
+fn stop_gracefully(mut running: Running) {
+    let pid = running.0.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running.0.try_wait().ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "the server exits on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -177,7 +189,7 @@ fn demo_serves_two_apps_and_answers_chat_with_json_logs() {
         "demo answers say so: {text}"
     );
 
-    drop(running);
+    stop_gracefully(running);
     let lines: Vec<serde_json::Value> = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
@@ -238,4 +250,47 @@ fn host_localhost_listens_on_the_loopback_address() {
             .unwrap(),
     );
     wait_healthy(port);
+}
+
+#[test]
+fn access_log_lines_reach_stdout_while_the_server_runs() {
+    let port = free_port();
+    let mut child = command()
+        .arg("--demo")
+        .env("PORT", port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _running = Running(child);
+    let (lines, arrived) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    wait_healthy(port);
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(
+        &mut http,
+        b"GET /apps/chat/parameters HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut http, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match arrived.recv_timeout(left) {
+            Ok(line) if line.contains("request") && line.contains("/apps/{name}/parameters") => {
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => panic!("no access-log line within 3 s of the request"),
+        }
+    }
 }
