@@ -212,6 +212,7 @@ fn not_found() -> ApiError {
 impl Resumable {
     pub fn new(config: &Config, shared: &Arc<Shared>) -> Arc<Resumable> {
         let c = &config.shared;
+        let background = Background::here();
         Arc::new(Resumable {
             enabled: c.resume_enabled(),
             keep: c.stream_resume,
@@ -219,7 +220,7 @@ impl Resumable {
             grace: c.stream_resume_grace,
             shared: Arc::clone(shared),
             mirrors: Mirrors::new(
-                Background::here(),
+                background.clone(),
                 shared,
                 c.stream_resume,
                 config.stream_idle_timeout,
@@ -227,7 +228,7 @@ impl Resumable {
             ),
             streams: Mutex::default(),
             expiry: OnceLock::new(),
-            background: Background::here(),
+            background,
         })
     }
 
