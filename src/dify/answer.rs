@@ -9,17 +9,18 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::{BoxStream, Stream, StreamExt};
+use futures_util::stream::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
 use super::client::map_transport;
+use super::transport::{self, UpstreamBody};
 use crate::error::ApiError;
 
 /// Anything that must live exactly as long as the answer is being relayed (permits).
 pub type Guard = Box<dyn Send + Sync>;
 
 pub struct Answer {
-    response: reqwest::Response,
+    response: transport::Response,
     deadline: Instant,
     guard: Option<Guard>,
     tokens: Option<TokenSink>,
@@ -40,7 +41,7 @@ pub(super) enum ReadError {
 
 impl Answer {
     pub(super) fn new(
-        response: reqwest::Response,
+        response: transport::Response,
         deadline: Instant,
         guard: Option<Guard>,
     ) -> Self {
@@ -81,16 +82,17 @@ impl Answer {
 
 /// Reads a body up to `limit` bytes, by `deadline`.
 pub(super) async fn read_capped(
-    mut response: reqwest::Response,
+    response: transport::Response,
     limit: usize,
     deadline: Instant,
 ) -> Result<Bytes, ReadError> {
-    if response.content_length().is_some_and(|n| n > limit as u64) {
+    if transport::content_length(&response).is_some_and(|n| n > limit as u64) {
         return Err(ReadError::TooLarge);
     }
+    let mut upstream = response.into_body();
     let mut body = BytesMut::new();
     loop {
-        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+        let chunk = tokio::time::timeout_at(deadline, upstream.chunk())
             .await
             .map_err(|_| ReadError::Failed(ApiError::UpstreamTimeout))?
             .map_err(|e| ReadError::Failed(map_transport(e)))?;
@@ -135,7 +137,7 @@ impl Answer {
 
     fn relay(self, content_type: HeaderValue) -> Response {
         let status = self.response.status();
-        let length = self.response.content_length();
+        let length = transport::content_length(&self.response);
         if status == StatusCode::NO_CONTENT || length == Some(0) {
             return status.into_response();
         }
@@ -177,9 +179,9 @@ impl Answer {
 
     /// The body as it streams in, cut at the call's deadline, holding the answer's guard.
     fn into_body(self) -> Body {
-        let length = self.response.content_length();
+        let length = transport::content_length(&self.response);
         Body::from_stream(UntilDeadline {
-            inner: self.response.bytes_stream().boxed(),
+            inner: self.response.into_body(),
             timer: Box::pin(tokio::time::sleep_until(self.deadline)),
             _guard: self.guard,
             done: false,
@@ -194,7 +196,7 @@ impl Answer {
 
 /// The body stream, cut when the whole-request deadline passes.
 struct UntilDeadline {
-    inner: BoxStream<'static, reqwest::Result<Bytes>>,
+    inner: UpstreamBody,
     timer: Pin<Box<Sleep>>,
     _guard: Option<Guard>,
     done: bool,

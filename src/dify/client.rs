@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use reqwest::Url;
 use reqwest::multipart::{Form, Part};
-use reqwest::{Method, RequestBuilder, Url, header};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::answer::{Answer, Guard, ReadError, read_capped};
 use super::bodies::WithUser;
 use super::retry::{self, Failure};
+use super::transport::{self, Outbound, Transport, TransportError};
 use super::upstream_error;
 use crate::config::{AppConfig, Config};
 use crate::error::ApiError;
@@ -82,9 +83,7 @@ enum Source {
 pub struct DifyClient {
     /// The app's name: the `app` label of upstream metrics.
     app: String,
-    /// One connection pool per worker runtime (`server::workers`): a call goes out on a
-    /// connection whose task runs on the caller's own thread.
-    http: Box<[reqwest::Client]>,
+    transport: Transport,
     base: Url,
     origin: Url,
     auth: HeaderValue,
@@ -98,21 +97,12 @@ pub struct DifyClient {
 impl DifyClient {
     /// The client of one app: its key and base URL, the process-wide limits of `config`.
     pub fn new(config: &Config, app: &AppConfig) -> Result<DifyClient, ApiError> {
-        let http = (0..config.worker_threads.max(1))
-            .map(|_| {
-                reqwest::Client::builder()
-                    .connect_timeout(config.upstream_connect_timeout)
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .pool_max_idle_per_host(1024)
-                    .tcp_nodelay(true)
-                    .redirect(reqwest::redirect::Policy::none())
-                    // Retries are ours (idempotent GETs only); reqwest's would clone every request.
-                    .retry(reqwest::retry::never().max_retries_per_request(0))
-                    .user_agent(concat!("dify-bff/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| ApiError::Internal(format!("building the HTTP client: {e}")))
-            })
-            .collect::<Result<Box<[_]>, _>>()?;
+        let transport = Transport::new(
+            &app.base_url,
+            config.worker_threads,
+            config.upstream_connect_timeout,
+        )
+        .map_err(ApiError::Internal)?;
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", app.api_key.expose_secret()))
             .map_err(|_| ApiError::Internal("the API key is not a valid header value".into()))?;
         auth.set_sensitive(true);
@@ -120,7 +110,7 @@ impl DifyClient {
         origin.set_path("/");
         Ok(DifyClient {
             app: app.name.clone(),
-            http,
+            transport,
             base: app.base_url.clone(),
             origin,
             auth,
@@ -156,18 +146,20 @@ impl DifyClient {
         Ok(url)
     }
 
-    fn http(&self) -> &reqwest::Client {
-        &self.http[crate::server::workers::current() % self.http.len()]
-    }
-
-    pub(super) fn keyed(&self, method: Method, path: &str) -> Result<RequestBuilder, ApiError> {
+    pub(super) fn keyed(&self, method: Method, path: &str) -> Result<Outbound, ApiError> {
         Ok(self.keyed_to(method, self.url(path)?))
     }
 
-    fn keyed_to(&self, method: Method, url: Url) -> RequestBuilder {
-        self.http()
-            .request(method, url)
-            .header(header::AUTHORIZATION, self.auth.clone())
+    fn keyed_to(&self, method: Method, url: Url) -> Outbound {
+        let mut call = Outbound::new(method, url);
+        call.headers
+            .insert(header::AUTHORIZATION, self.auth.clone());
+        call
+    }
+
+    /// Sends a call as it is: no key, `user` or deadline of its own.
+    pub(super) async fn send(&self, call: Outbound) -> Result<transport::Response, TransportError> {
+        self.transport.send(call).await
     }
 
     /// The one place a call for a user is built: the key, the trace id, and the caller's
@@ -178,7 +170,7 @@ impl DifyClient {
         path: &str,
         caller: &Caller,
         payload: Payload<'_, B>,
-    ) -> Result<RequestBuilder, ApiError> {
+    ) -> Result<Outbound, ApiError> {
         let user = caller.user.as_str();
         let mut url = self.url(path)?;
         if let Payload::Query(params) = &payload {
@@ -187,14 +179,17 @@ impl DifyClient {
                 .append_pair("user", user)
                 .extend_pairs(params.iter());
         }
-        let mut builder = self.keyed_to(method, url);
+        let mut call = self.keyed_to(method, url);
         if let Some(trace) = &caller.trace_id {
-            builder = builder.header(TRACE_ID, trace.clone());
+            call.headers.insert(TRACE_ID, trace.clone());
         }
         Ok(match payload {
-            Payload::Query(_) => builder,
-            Payload::Json(body) => builder.json(&WithUser { body, user }),
-            Payload::File(file) => builder.multipart(
+            Payload::Query(_) => call,
+            Payload::Json(body) => call.json(
+                serde_json::to_vec(&WithUser { body, user })
+                    .map_err(|e| ApiError::Internal(format!("serialising a Dify call: {e}")))?,
+            ),
+            Payload::File(file) => call.form(
                 Form::new()
                     .text("user", user.to_owned())
                     .part("file", *file),
@@ -206,7 +201,7 @@ impl DifyClient {
                     .fold(Form::new().text("user", user.to_owned()), |form, (k, v)| {
                         form.text(k.clone(), v.clone())
                     });
-                builder.multipart(form.part("file", *file))
+                call.form(form.part("file", *file))
             }
         })
     }
@@ -223,9 +218,9 @@ impl DifyClient {
     ) -> Result<Answer, ApiError> {
         let slot = self.call_slot()?;
         let deadline = Instant::now() + self.timeout;
-        let builder = self.prepare(method, path, caller, payload)?;
+        let call = self.prepare(method, path, caller, payload)?;
         let response = self
-            .exchange(builder, deadline, Source::Keyed)
+            .exchange(call, deadline, Source::Keyed)
             .await
             .map_err(|f| f.error)?;
         Ok(Answer::new(
@@ -247,8 +242,8 @@ impl DifyClient {
         let deadline = Instant::now() + self.timeout;
         let mut retries = 0;
         loop {
-            let builder = self.prepare(Method::GET, path, caller, query(params))?;
-            let failure = match self.exchange(builder, deadline, Source::Keyed).await {
+            let call = self.prepare(Method::GET, path, caller, query(params))?;
+            let failure = match self.exchange(call, deadline, Source::Keyed).await {
                 Ok(response) => return Ok(Answer::new(response, deadline, Some(Box::new(slot)))),
                 Err(failure) => failure,
             };
@@ -274,12 +269,17 @@ impl DifyClient {
     /// error the browser gets, from at most [`MAX_ERROR_BODY`] bytes of its body.
     async fn exchange(
         &self,
-        builder: RequestBuilder,
+        call: Outbound,
         deadline: Instant,
         source: Source,
-    ) -> Result<reqwest::Response, Failure> {
-        let sent = tokio::time::timeout_at(deadline, builder.send()).await;
-        metrics::upstream_call(&self.app, sent.as_ref().ok().map(|r| r.as_ref().ok()));
+    ) -> Result<transport::Response, Failure> {
+        let sent = tokio::time::timeout_at(deadline, self.transport.send(call)).await;
+        metrics::upstream_call(
+            &self.app,
+            sent.as_ref()
+                .ok()
+                .map(|r| r.as_ref().ok().map(|r| r.status())),
+        );
         let response = sent
             .map_err(|_| Failure::final_(ApiError::UpstreamTimeout))?
             .map_err(Failure::transport)?;
@@ -316,7 +316,7 @@ impl std::fmt::Debug for DifyClient {
     }
 }
 
-fn content_type(response: &reqwest::Response) -> Option<String> {
+fn content_type(response: &transport::Response) -> Option<String> {
     response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -325,10 +325,10 @@ fn content_type(response: &reqwest::Response) -> Option<String> {
 }
 
 /// Transport failures: a timeout is a 504; refused, DNS and TLS failures are a 502.
-pub(crate) fn map_transport(e: reqwest::Error) -> ApiError {
+pub(crate) fn map_transport(e: TransportError) -> ApiError {
     if e.is_timeout() {
         ApiError::UpstreamTimeout
     } else {
-        ApiError::UpstreamUnavailable(e.without_url().to_string())
+        ApiError::UpstreamUnavailable(e.to_string())
     }
 }

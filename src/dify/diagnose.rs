@@ -3,16 +3,17 @@
 //! certificate refused. Used at start-up (logged, then retried with backoff until Dify
 //! answers) and by `/readyz`. Never holds the key.
 
-use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use axum::http::{Method, StatusCode, header};
+use reqwest::Url;
 use serde_json::Value;
 use tokio::time::Instant;
 
 use super::answer::read_capped;
 use super::client::{DifyClient, MAX_ERROR_BODY};
+use super::transport::TransportError;
 use crate::config::redacted;
 
 /// The first pause between start-up checks; it doubles up to [`MAX_BACKOFF`].
@@ -23,9 +24,9 @@ impl DifyClient {
     /// `GET /info` with the key: `Ok` when Dify answers it with JSON, else why not.
     pub async fn diagnose(&self, timeout: Duration) -> Result<(), String> {
         let base = redacted(self.base());
-        let builder = self.keyed(Method::GET, "info").map_err(|e| e.to_string())?;
+        let call = self.keyed(Method::GET, "info").map_err(|e| e.to_string())?;
         let deadline = Instant::now() + timeout;
-        let response = match tokio::time::timeout_at(deadline, builder.send()).await {
+        let response = match tokio::time::timeout_at(deadline, self.send(call)).await {
             Err(_) => {
                 return Err(format!(
                     "Dify at {base} did not answer within {} s",
@@ -38,7 +39,7 @@ impl DifyClient {
         let status = response.status();
         let json = response
             .headers()
-            .get(reqwest::header::CONTENT_TYPE)
+            .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
         let body = read_capped(response, MAX_ERROR_BODY, deadline)
@@ -73,37 +74,20 @@ fn explain(status: StatusCode, json: bool, body: Option<&Value>, base: &str) -> 
     }
 }
 
-/// A transport failure with its real cause: reqwest's own message ("error sending request")
+/// A transport failure with its real cause: the client's own message ("error sending request")
 /// says nothing, the innermost errors of its source chain do.
-fn transport(e: &reqwest::Error, base: &reqwest::Url) -> String {
+fn transport(e: &TransportError, base: &Url) -> String {
     let target = format!(
         "{}:{}",
         base.host_str().unwrap_or("?"),
         base.port_or_known_default().unwrap_or(0)
     );
-    let mut causes: Vec<String> = Vec::new();
-    let mut refused = false;
-    let mut source = e.source();
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
-        }
-        let text = cause.to_string();
-        // Each layer often repeats the one below it; keep the new part only.
-        if !text.is_empty() && !causes.iter().any(|c| c.contains(&text)) {
-            causes.retain(|c| !text.contains(c.as_str()));
-            causes.push(text);
-        }
-        source = cause.source();
-    }
-    let detail = if causes.is_empty() {
-        let url = e.url().map(reqwest::Url::as_str).unwrap_or_default();
-        e.to_string().replace(url, "")
-    } else {
-        causes.join(": ")
+    let detail = match e.detail() {
+        detail if detail.is_empty() => e.to_string(),
+        detail => detail,
     };
     let lower = detail.to_ascii_lowercase();
-    if refused {
+    if e.refused() {
         format!("nothing is listening at {target} (DIFY_BASE_URL): connection refused")
     } else if lower.contains("dns") || lower.contains("lookup") || lower.contains("resolve") {
         format!(

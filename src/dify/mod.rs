@@ -7,6 +7,7 @@ pub mod client;
 pub mod diagnose;
 pub mod relay;
 mod retry;
+pub mod transport;
 pub mod upstream_error;
 pub mod watcher;
 

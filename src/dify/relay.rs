@@ -9,12 +9,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::{BoxStream, Stream};
+use futures_util::stream::Stream;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::client::{Caller, DifyClient, StopKind};
+use super::transport;
 use super::watcher::SseWatcher;
 use crate::telemetry::metrics;
 
@@ -82,11 +83,11 @@ pin_project! {
 /// [`Parts`] whatever the upstream's stream type.
 trait Upstream: Send {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
-    /// `None` once the upstream is closed.
+    /// `None` once the upstream is closed; `Err` when it broke.
     fn poll_upstream(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Option<Poll<Option<reqwest::Result<Bytes>>>>;
+    ) -> Option<Poll<Option<Result<Bytes, ()>>>>;
     /// Dropping the upstream body closes that connection at once.
     fn close(self: Pin<&mut Self>);
     fn idle_timer(self: Pin<&mut Self>) -> Pin<&mut Sleep>;
@@ -94,9 +95,9 @@ trait Upstream: Send {
     fn watcher_mut(self: Pin<&mut Self>) -> &mut SseWatcher;
 }
 
-impl<S, F> Upstream for Parts<S, F>
+impl<S, E, F> Upstream for Parts<S, F>
 where
-    S: Stream<Item = reqwest::Result<Bytes>> + Send,
+    S: Stream<Item = Result<Bytes, E>> + Send,
     F: Future<Output = ()> + Send,
 {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -106,11 +107,12 @@ where
     fn poll_upstream(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Option<Poll<Option<reqwest::Result<Bytes>>>> {
-        self.project()
-            .upstream
-            .as_pin_mut()
-            .map(|upstream| upstream.poll_next(cx))
+    ) -> Option<Poll<Option<Result<Bytes, ()>>>> {
+        self.project().upstream.as_pin_mut().map(|upstream| {
+            upstream
+                .poll_next(cx)
+                .map(|next| next.map(|r| r.map_err(drop)))
+        })
     }
 
     fn close(self: Pin<&mut Self>) {
@@ -132,26 +134,17 @@ where
 
 impl RelayStream {
     pub fn new(
-        upstream: reqwest::Response,
+        upstream: transport::Response,
         idle: Duration,
         shutdown: WaitForCancellationFutureOwned,
         stop: StopOnAbandon,
         guard: Option<StreamGuard>,
     ) -> RelayStream {
-        Self::with_parts(upstream.bytes_stream(), idle, shutdown, Some(stop), guard)
+        Self::from_stream(upstream.into_body(), idle, shutdown, Some(stop), guard)
     }
 
-    pub fn from_stream(
-        upstream: BoxStream<'static, reqwest::Result<Bytes>>,
-        idle: Duration,
-        shutdown: WaitForCancellationFutureOwned,
-        stop: Option<StopOnAbandon>,
-        guard: Option<StreamGuard>,
-    ) -> RelayStream {
-        Self::with_parts(upstream, idle, shutdown, stop, guard)
-    }
-
-    fn with_parts<S>(
+    /// The relay of any stream of chunks (Dify's body, or chunks made up by a test).
+    pub fn from_stream<S, E>(
         upstream: S,
         idle: Duration,
         shutdown: WaitForCancellationFutureOwned,
@@ -159,7 +152,8 @@ impl RelayStream {
         guard: Option<StreamGuard>,
     ) -> RelayStream
     where
-        S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: 'static,
     {
         let now = Instant::now();
         RelayStream {

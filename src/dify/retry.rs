@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use tokio::time::Instant;
 
 use super::client::map_transport;
+use super::transport::TransportError;
 use crate::error::ApiError;
 
 /// Retries after the first try (so 3 tries at most).
@@ -30,7 +31,7 @@ impl Failure {
 
     /// Only a failed connect (refused, DNS, TLS, connect timeout) is retryable: the request
     /// never reached Dify.
-    pub fn transport(e: reqwest::Error) -> Failure {
+    pub fn transport(e: TransportError) -> Failure {
         Failure {
             retryable: e.is_connect(),
             error: map_transport(e),
@@ -115,7 +116,7 @@ mod tests {
     async fn a_refused_connect_is_retryable_and_a_broken_exchange_is_not() {
         let later = Instant::now() + Duration::from_secs(60);
         let refused = reqwest::get("http://127.0.0.1:1/").await.err();
-        let refused = refused.map(Failure::transport);
+        let refused = refused.map(|e| Failure::transport(e.into()));
         assert!(
             refused
                 .as_ref()
@@ -140,7 +141,7 @@ mod tests {
         let broken = reqwest::get(format!("http://{addr}/")).await.err();
         assert!(
             broken
-                .map(Failure::transport)
+                .map(|e| Failure::transport(e.into()))
                 .is_some_and(|f| pause_before(&f, 0, later).is_none())
         );
     }

@@ -148,7 +148,7 @@ async fn pass_through(
     if can_run_script(response.headers().get(header::CONTENT_TYPE)) {
         out = out.header(header::CONTENT_SECURITY_POLICY, ACTIVE_FILE_CSP);
     }
-    let body = Body::from_stream(response.bytes_stream());
+    let body = Body::new(response.into_body());
     out.body(body)
         .map_err(|e| ApiError::Internal(format!("building file response: {e}")))
 }

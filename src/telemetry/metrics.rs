@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -164,13 +164,13 @@ pub fn app_stream(app: &str) {
 
 /// One upstream exchange of `app`: `None` timed out, `Some(None)` failed to connect or send,
 /// else Dify's status class.
-pub fn upstream_call(app: &str, sent: Option<Option<&reqwest::Response>>) {
+pub fn upstream_call(app: &str, sent: Option<Option<StatusCode>>) {
     const OUTCOMES: [&str; 6] = ["timeout", "error", "2xx", "3xx", "4xx", "5xx"];
     static CALLS: PerApp<Arc<[Counter; 6]>> = PerApp::new();
     let outcome = match sent {
         None => 0,
         Some(None) => 1,
-        Some(Some(response)) => match response.status().as_u16() {
+        Some(Some(status)) => match status.as_u16() {
             200..=299 => 2,
             300..=399 => 3,
             400..=499 => 4,

@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use reqwest::Method;
-use reqwest::header::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Method};
 use reqwest::multipart::Part;
 use tokio::time::Instant;
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -13,6 +12,7 @@ use super::{Caller, DifyClient, Payload, Source, StopKind};
 use crate::dify::answer::{Answer, Guard};
 use crate::dify::bodies::{ChatMessage, Feedback, Rename, TextToAudio, UserOnly};
 use crate::dify::relay::{RelayStream, StopOnAbandon};
+use crate::dify::transport::{self, Outbound};
 use crate::error::ApiError;
 use crate::telemetry::metrics;
 
@@ -41,9 +41,9 @@ impl DifyClient {
     ) -> Result<RelayStream, ApiError> {
         let started = Instant::now();
         let deadline = started + self.timeout;
-        let builder = self.prepare(Method::POST, "chat-messages", &caller, Payload::Json(body))?;
+        let call = self.prepare(Method::POST, "chat-messages", &caller, Payload::Json(body))?;
         let response = self
-            .exchange(builder, deadline, Source::Keyed)
+            .exchange(call, deadline, Source::Keyed)
             .await
             .map_err(|f| f.error)?;
         metrics::time_to_first_byte(started.elapsed());
@@ -171,17 +171,17 @@ impl DifyClient {
         &self,
         path_and_query: &str,
         headers: impl Iterator<Item = (HeaderName, HeaderValue)>,
-    ) -> Result<reqwest::Response, ApiError> {
+    ) -> Result<transport::Response, ApiError> {
         let url = self
             .origin
             .join(path_and_query.trim_start_matches('/'))
             .map_err(|e| ApiError::Internal(format!("joining file path: {e}")))?;
-        let mut builder = self.http().get(url);
+        let mut call = Outbound::new(Method::GET, url);
         for (name, value) in headers {
-            builder = builder.header(name, value);
+            call.headers.insert(name, value);
         }
         let deadline = Instant::now() + self.timeout;
-        self.exchange(builder, deadline, Source::File)
+        self.exchange(call, deadline, Source::File)
             .await
             .map_err(|f| f.error)
     }

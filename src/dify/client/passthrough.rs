@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
+use axum::http::{Method, header};
 use reqwest::multipart::Part;
-use reqwest::{Method, header};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -17,6 +17,7 @@ use super::{Caller, DifyClient, Payload, Source, StopKind};
 use crate::dify::answer::{Answer, Guard};
 use crate::dify::relay::{RelayStream, StopOnAbandon};
 use crate::dify::retry;
+use crate::dify::transport;
 use crate::error::ApiError;
 use crate::telemetry::metrics;
 
@@ -87,15 +88,15 @@ impl DifyClient {
             }
             Outgoing::Json(mut body) => {
                 drop_user(&mut body);
-                let builder = self.prepare(method, path, &caller, Payload::Json(&body))?;
-                self.exchange(builder, deadline, Source::Keyed)
+                let call = self.prepare(method, path, &caller, Payload::Json(&body))?;
+                self.exchange(call, deadline, Source::Keyed)
                     .await
                     .map_err(|f| f.error)?
             }
             Outgoing::Form(fields, file) => {
                 let payload = Payload::<()>::Form(&fields, file);
-                let builder = self.prepare(method, path, &caller, payload)?;
-                self.exchange(builder, deadline, Source::Keyed)
+                let call = self.prepare(method, path, &caller, payload)?;
+                self.exchange(call, deadline, Source::Keyed)
                     .await
                     .map_err(|f| f.error)?
             }
@@ -116,7 +117,7 @@ impl DifyClient {
                     kind,
                 });
                 Ok(Passed::Stream(RelayStream::from_stream(
-                    futures_util::StreamExt::boxed(response.bytes_stream()),
+                    response.into_body(),
                     self.stream_idle,
                     setup.shutdown,
                     stop,
@@ -146,12 +147,12 @@ impl DifyClient {
         caller: &Caller,
         params: &[(&str, &str)],
         deadline: Instant,
-    ) -> Result<reqwest::Response, ApiError> {
+    ) -> Result<transport::Response, ApiError> {
         let mut retries = 0;
         loop {
             let payload = Payload::<()>::Query(params);
-            let builder = self.prepare(method.clone(), path, caller, payload)?;
-            let failure = match self.exchange(builder, deadline, Source::Keyed).await {
+            let call = self.prepare(method.clone(), path, caller, payload)?;
+            let failure = match self.exchange(call, deadline, Source::Keyed).await {
                 Ok(response) => return Ok(response),
                 Err(failure) => failure,
             };

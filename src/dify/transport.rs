@@ -1,0 +1,185 @@
+//! The HTTP client under every Dify call. Calls to a plain-HTTP Dify with a body in hand (JSON,
+//! or none) go out on hyper's own pooled client: reqwest re-parses each call's URL twice, in its
+//! redirect policy and for its response, a third of what relaying a small answer costs
+//! (bench/RESULTS.md). Streamed multipart uploads, `https://` and proxied upstreams go through
+//! reqwest. Either way the answer is the same [`Response`] and a failure the same
+//! [`TransportError`].
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Uri, header};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use reqwest::Url;
+use reqwest::multipart::Form;
+
+mod body;
+mod error;
+
+pub use body::UpstreamBody;
+pub use error::TransportError;
+
+/// Dify's answer: status, headers, and the body as it streams in.
+pub type Response = http::Response<UpstreamBody>;
+
+const USER_AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("dify-bff/", env!("CARGO_PKG_VERSION")));
+const ANY: HeaderValue = HeaderValue::from_static("*/*");
+/// Idle pooled connections to Dify are closed after this long.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+const POOL_MAX_IDLE: usize = 1024;
+/// TCP keep-alive probes on connections to Dify, as reqwest sends them.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// What a call sends as its body.
+pub enum Payload {
+    Empty,
+    /// A JSON document (`Content-Type` is set with it).
+    Json(Bytes),
+    /// A multipart form whose file part streams in as it arrives.
+    Form(Form),
+}
+
+/// One call, ready to send.
+pub struct Outbound {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub payload: Payload,
+}
+
+impl Outbound {
+    /// A call with the headers every call carries (`User-Agent`, `Accept`), plus room for the
+    /// caller's few.
+    pub fn new(method: Method, url: Url) -> Outbound {
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(header::USER_AGENT, USER_AGENT);
+        headers.insert(header::ACCEPT, ANY);
+        Outbound {
+            method,
+            url,
+            headers,
+            payload: Payload::Empty,
+        }
+    }
+
+    pub fn json(mut self, body: Vec<u8>) -> Outbound {
+        self.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        self.payload = Payload::Json(Bytes::from(body));
+        self
+    }
+
+    /// A multipart body (its `Content-Type`, boundary included, is set as it is sent).
+    pub fn form(mut self, form: Form) -> Outbound {
+        self.payload = Payload::Form(form);
+        self
+    }
+}
+
+/// hyper's pooled HTTP/1 client, for calls whose body is in hand.
+type Direct = Client<HttpConnector, Full<Bytes>>;
+
+/// The clients of one Dify base URL, one of each kind per worker runtime
+/// (`server::workers`): a call's connection is driven on the caller's own thread.
+pub struct Transport {
+    reqwest: Box<[reqwest::Client]>,
+    /// `None` where hyper's client cannot go alone: TLS, or a proxy the environment names.
+    direct: Option<Box<[Direct]>>,
+}
+
+impl Transport {
+    pub fn new(base: &Url, workers: usize, connect_timeout: Duration) -> Result<Self, String> {
+        let workers = workers.max(1);
+        let reqwest = (0..workers)
+            .map(|_| {
+                reqwest::Client::builder()
+                    .connect_timeout(connect_timeout)
+                    .pool_idle_timeout(POOL_IDLE)
+                    .pool_max_idle_per_host(POOL_MAX_IDLE)
+                    .tcp_nodelay(true)
+                    .redirect(reqwest::redirect::Policy::none())
+                    // Retries are ours (idempotent GETs only); reqwest's would clone every request.
+                    .retry(reqwest::retry::never().max_retries_per_request(0))
+                    .build()
+                    .map_err(|e| format!("building the HTTP client: {e}"))
+            })
+            .collect::<Result<Box<[_]>, _>>()?;
+        let direct = goes_direct(base).then(|| {
+            (0..workers)
+                .map(|_| direct_client(connect_timeout))
+                .collect()
+        });
+        Ok(Transport { reqwest, direct })
+    }
+
+    /// Sends `call` on the current worker's pool and waits for the response head.
+    pub async fn send(&self, call: Outbound) -> Result<Response, TransportError> {
+        let worker = crate::server::workers::current();
+        let Outbound {
+            method,
+            url,
+            headers,
+            payload,
+        } = call;
+        let body = match (&self.direct, payload) {
+            (Some(direct), Payload::Empty) => Ok((direct, Bytes::new())),
+            (Some(direct), Payload::Json(body)) => Ok((direct, body)),
+            (_, payload) => Err(payload),
+        };
+        match body {
+            Ok((direct, body)) => {
+                let uri = Uri::try_from(String::from(url)).map_err(TransportError::request)?;
+                let mut request = Request::new(Full::new(body));
+                *request.method_mut() = method;
+                *request.uri_mut() = uri;
+                *request.headers_mut() = headers;
+                let response = direct[worker % direct.len()].request(request).await?;
+                Ok(response.map(UpstreamBody::Direct))
+            }
+            Err(payload) => {
+                let client = &self.reqwest[worker % self.reqwest.len()];
+                let builder = client.request(method, url).headers(headers);
+                let builder = match payload {
+                    Payload::Empty => builder,
+                    Payload::Json(body) => builder.body(body),
+                    Payload::Form(form) => builder.multipart(form),
+                };
+                let response = builder.send().await?;
+                Ok(http::Response::from(response).map(UpstreamBody::Reqwest))
+            }
+        }
+    }
+}
+
+/// Whether calls to `base` can go on hyper's client alone: plain HTTP that no
+/// `HTTP_PROXY`/`ALL_PROXY` (minus `NO_PROXY`) of the environment sends through a proxy.
+fn goes_direct(base: &Url) -> bool {
+    base.scheme() == "http"
+        && Uri::try_from(base.as_str())
+            .is_ok_and(|uri| Matcher::from_env().intercept(&uri).is_none())
+}
+
+fn direct_client(connect_timeout: Duration) -> Direct {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(TCP_KEEPALIVE));
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_max_idle_per_host(POOL_MAX_IDLE)
+        .build(connector)
+}
+
+/// The body's length as Dify declared it.
+pub fn content_length(response: &Response) -> Option<u64> {
+    http_body::Body::size_hint(response.body()).exact()
+}
