@@ -13,6 +13,7 @@ mod browser;
 mod chat;
 mod cli;
 mod cross_site;
+mod egress_proxy;
 mod embedding;
 mod files;
 mod gateway;
