@@ -69,6 +69,9 @@ fn backoff(retry: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dify::transport::{Outbound, Transport};
+    use axum::http::Method;
+    use reqwest::Url;
 
     #[test]
     fn backoff_grows_and_stays_within_its_jitter_band() {
@@ -112,20 +115,29 @@ mod tests {
         assert!(pause_before(&failure, 0, Instant::now()).is_none());
     }
 
+    /// A `GET` of `url` through the transport (hyper's client for `http://`).
+    async fn get(url: &str) -> Option<TransportError> {
+        let url = Url::parse(url).ok()?;
+        let transport = Transport::new(&url, 1, Duration::from_secs(5)).ok()?;
+        transport.send(Outbound::new(Method::GET, url)).await.err()
+    }
+
     #[tokio::test]
     async fn a_refused_connect_is_retryable_and_a_broken_exchange_is_not() {
         let later = Instant::now() + Duration::from_secs(60);
-        let refused = reqwest::get("http://127.0.0.1:1/").await.err();
-        let refused = refused.map(|e| Failure::transport(e.into()));
-        assert!(
-            refused
-                .as_ref()
-                .is_some_and(|f| pause_before(f, 0, later).is_some())
-        );
-        assert!(matches!(
-            refused.map(|f| f.error),
-            Some(ApiError::UpstreamUnavailable(_))
-        ));
+        for refused_at in ["http://127.0.0.1:1/", "https://127.0.0.1:1/"] {
+            let refused = get(refused_at).await.map(Failure::transport);
+            assert!(
+                refused
+                    .as_ref()
+                    .is_some_and(|f| pause_before(f, 0, later).is_some()),
+                "{refused_at}"
+            );
+            assert!(matches!(
+                refused.map(|f| f.error),
+                Some(ApiError::UpstreamUnavailable(cause)) if cause.contains("refused")
+            ));
+        }
 
         // A server that accepts and hangs up: the request may have reached it.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await;
@@ -138,10 +150,10 @@ mod tests {
                 drop(socket);
             }
         });
-        let broken = reqwest::get(format!("http://{addr}/")).await.err();
+        let broken = get(&format!("http://{addr}/")).await;
         assert!(
             broken
-                .map(|e| Failure::transport(e.into()))
+                .map(Failure::transport)
                 .is_some_and(|f| pause_before(&f, 0, later).is_none())
         );
     }

@@ -134,3 +134,56 @@ impl Error for TransportError {
         self.inner.source()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One layer of an error chain, as hyper-util builds them.
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<BoxError>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl Error for Layer {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    /// A failed connect whose innermost cause is an I/O error of `kind`.
+    fn failed(kind: std::io::ErrorKind, text: &'static str) -> TransportError {
+        let io = std::io::Error::new(kind, text);
+        let tcp = Layer("tcp connect error", Some(Box::new(io)));
+        let client = Layer("client error (Connect)", Some(Box::new(tcp)));
+        TransportError {
+            timeout: timed_out(&client),
+            connect: true,
+            inner: Box::new(client),
+        }
+    }
+
+    #[test]
+    fn a_timed_out_cause_anywhere_in_the_chain_is_a_timeout() {
+        assert!(failed(std::io::ErrorKind::TimedOut, "connect timeout").is_timeout());
+        assert!(!failed(std::io::ErrorKind::ConnectionRefused, "refused").is_timeout());
+    }
+
+    #[test]
+    fn the_message_names_each_cause_once_and_refused_is_recognised() {
+        let refused = failed(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        );
+        assert!(refused.refused());
+        assert_eq!(
+            refused.to_string(),
+            "client error (Connect): tcp connect error: Connection refused (os error 111)"
+        );
+        assert!(!failed(std::io::ErrorKind::TimedOut, "connect timeout").refused());
+    }
+}
