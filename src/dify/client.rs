@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use reqwest::Url;
 use reqwest::multipart::{Form, Part};
 use secrecy::ExposeSecret;
@@ -86,7 +86,8 @@ pub struct DifyClient {
     transport: Transport,
     base: Url,
     origin: Url,
-    auth: HeaderValue,
+    /// The transport's headers and the key's `Authorization`: what every keyed call starts with.
+    keyed: HeaderMap,
     timeout: Duration,
     stream_idle: Duration,
     /// Non-streaming calls in flight, their relayed answers included.
@@ -106,6 +107,8 @@ impl DifyClient {
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", app.api_key.expose_secret()))
             .map_err(|_| ApiError::Internal("the API key is not a valid header value".into()))?;
         auth.set_sensitive(true);
+        let mut keyed = transport.headers().clone();
+        keyed.insert(header::AUTHORIZATION, auth);
         let mut origin = app.base_url.clone();
         origin.set_path("/");
         Ok(DifyClient {
@@ -113,7 +116,7 @@ impl DifyClient {
             transport,
             base: app.base_url.clone(),
             origin,
-            auth,
+            keyed,
             timeout: config.upstream_timeout,
             stream_idle: config.stream_idle_timeout,
             calls: Arc::new(Semaphore::new(config.max_concurrent_upstream_calls)),
@@ -151,10 +154,7 @@ impl DifyClient {
     }
 
     fn keyed_to(&self, method: Method, url: Url) -> Outbound {
-        let mut call = Outbound::new(method, url);
-        call.headers
-            .insert(header::AUTHORIZATION, self.auth.clone());
-        call
+        Outbound::new(method, url, self.keyed.clone())
     }
 
     /// Sends a call as it is: no key, `user` or deadline of its own.

@@ -119,7 +119,8 @@ mod tests {
     async fn get(url: &str) -> Option<TransportError> {
         let url = Url::parse(url).ok()?;
         let transport = Transport::new(&url, 1, Duration::from_secs(5)).ok()?;
-        transport.send(Outbound::new(Method::GET, url)).await.err()
+        let call = Outbound::new(Method::GET, url, transport.headers().clone());
+        transport.send(call).await.err()
     }
 
     #[tokio::test]

@@ -53,12 +53,9 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// A call with the headers every call carries (`User-Agent`, `Accept`), plus room for the
-    /// caller's few.
-    pub fn new(method: Method, url: Url) -> Outbound {
-        let mut headers = HeaderMap::with_capacity(8);
-        headers.insert(header::USER_AGENT, USER_AGENT);
-        headers.insert(header::ACCEPT, ANY);
+    /// A call to `url` with `headers` (the transport's [`Transport::headers`], and the
+    /// caller's few).
+    pub fn new(method: Method, url: Url, headers: HeaderMap) -> Outbound {
         Outbound {
             method,
             url,
@@ -92,6 +89,9 @@ pub struct Transport {
     reqwest: Box<[reqwest::Client]>,
     /// `None` where hyper's client cannot go alone: TLS, or a proxy the environment names.
     direct: Option<Box<[Direct]>>,
+    /// What every call carries, built once: `User-Agent`, `Accept`, and `Host` (which hyper's
+    /// client would otherwise format for each call).
+    headers: HeaderMap,
 }
 
 impl Transport {
@@ -116,7 +116,22 @@ impl Transport {
                 .map(|_| direct_client(connect_timeout))
                 .collect()
         });
-        Ok(Transport { reqwest, direct })
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(header::USER_AGENT, USER_AGENT);
+        headers.insert(header::ACCEPT, ANY);
+        if let Some(host) = host(base) {
+            headers.insert(header::HOST, host);
+        }
+        Ok(Transport {
+            reqwest,
+            direct,
+            headers,
+        })
+    }
+
+    /// The headers every call to this Dify starts with.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
     }
 
     /// Sends `call` on the current worker's pool and waits for the response head.
@@ -158,6 +173,15 @@ impl Transport {
     }
 }
 
+/// `Host` for calls to `base`: its host, and its port unless the scheme's default.
+fn host(base: &Url) -> Option<HeaderValue> {
+    let host = base.host_str()?;
+    match base.port() {
+        Some(port) => HeaderValue::try_from(format!("{host}:{port}")).ok(),
+        None => HeaderValue::from_str(host).ok(),
+    }
+}
+
 /// Whether calls to `base` can go on hyper's client alone: plain HTTP that no
 /// `HTTP_PROXY`/`ALL_PROXY` (minus `NO_PROXY`) of the environment sends through a proxy.
 fn goes_direct(base: &Url) -> bool {
@@ -182,4 +206,46 @@ fn direct_client(connect_timeout: Duration) -> Direct {
 /// The body's length as Dify declared it.
 pub fn content_length(response: &Response) -> Option<u64> {
     http_body::Body::size_hint(response.body()).exact()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_of(base: &str) -> Option<HeaderValue> {
+        host(&Url::parse(base).ok()?)
+    }
+
+    #[test]
+    fn host_names_the_port_only_when_it_is_not_the_schemes_default() {
+        let host = |base| host_of(base).and_then(|v| v.to_str().ok().map(str::to_owned));
+        assert_eq!(
+            host("http://dify.internal/v1").as_deref(),
+            Some("dify.internal")
+        );
+        assert_eq!(
+            host("https://api.dify.ai:443/v1").as_deref(),
+            Some("api.dify.ai")
+        );
+        assert_eq!(
+            host("http://10.0.0.5:5001/v1").as_deref(),
+            Some("10.0.0.5:5001")
+        );
+        assert_eq!(host("http://[::1]:8080/v1").as_deref(), Some("[::1]:8080"));
+    }
+
+    #[test]
+    fn plain_http_goes_on_hypers_client_and_tls_through_reqwest() {
+        let transport = |base: &str| {
+            Url::parse(base)
+                .map_err(|e| e.to_string())
+                .and_then(|url| Transport::new(&url, 2, Duration::from_secs(1)))
+        };
+        // A proxy in this process's environment would take plain HTTP too.
+        let proxied = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some());
+        assert!(transport("http://dify.internal/v1").is_ok_and(|t| t.direct.is_some() != proxied));
+        assert!(transport("https://api.dify.ai/v1").is_ok_and(|t| t.direct.is_none()));
+    }
 }

@@ -176,7 +176,7 @@ impl DifyClient {
             .origin
             .join(path_and_query.trim_start_matches('/'))
             .map_err(|e| ApiError::Internal(format!("joining file path: {e}")))?;
-        let mut call = Outbound::new(Method::GET, url);
+        let mut call = Outbound::new(Method::GET, url, self.transport.headers().clone());
         for (name, value) in headers {
             call.headers.insert(name, value);
         }
