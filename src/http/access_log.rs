@@ -1,6 +1,7 @@
 //! One log line and the request metrics per request: method, route, app, status, latency, a
 //! short hash of the identity and the request id. Never the key, cookies or message contents.
 
+use std::io::Write as _;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -10,7 +11,7 @@ use axum::response::Response;
 use super::request_id::RequestId;
 use crate::apps::Apps;
 use crate::identity::{Identity, IdentityPolicy};
-use crate::telemetry::metrics;
+use crate::telemetry::{logging, metrics};
 
 /// The target of the access log's lines (`RUST_LOG` filters by it; the log set-up writes
 /// them on a fast path).
@@ -62,15 +63,130 @@ impl Entry {
             .get::<Identity>()
             .map(|identity| identities.log_hash(identity));
         let identity = hash.as_ref().map_or("", |hash| hash.as_str());
+        let line = Line {
+            method: self.method.as_str(),
+            route,
+            app,
+            status,
+            latency_ms: elapsed.as_secs_f64() * 1000.0,
+            identity,
+            request_id,
+        };
+        if !logging::append_plain(|out| line.write_plain(out)) {
+            line.emit();
+        }
+    }
+}
+
+/// One request's line.
+struct Line<'a> {
+    method: &'a str,
+    route: &'a str,
+    app: &'a str,
+    status: u16,
+    latency_ms: f64,
+    identity: &'a str,
+    request_id: &'a str,
+}
+
+impl Line<'_> {
+    /// Through tracing: for JSON lines and colours.
+    fn emit(&self) {
         tracing::info!(
             method = %self.method,
-            route = %route,
-            app = %app,
-            status,
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            identity = %identity,
-            request_id = %request_id,
+            route = %self.route,
+            app = %self.app,
+            status = self.status,
+            latency_ms = self.latency_ms,
+            identity = %self.identity,
+            request_id = %self.request_id,
             "request"
         );
+    }
+
+    /// What the plain format makes of [`Line::emit`]'s event after its time, written without
+    /// the event's dispatch and field visitors (a fifth of a small request's own work).
+    fn write_plain(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"  INFO request method=");
+        out.extend_from_slice(self.method.as_bytes());
+        out.extend_from_slice(b" route=");
+        out.extend_from_slice(self.route.as_bytes());
+        out.extend_from_slice(b" app=");
+        out.extend_from_slice(self.app.as_bytes());
+        // Writing to a Vec cannot fail.
+        let _ = write!(
+            out,
+            " status={} latency_ms={:?}",
+            self.status, self.latency_ms
+        );
+        out.extend_from_slice(b" identity=");
+        out.extend_from_slice(self.identity.as_bytes());
+        out.extend_from_slice(b" request_id=");
+        out.extend_from_slice(self.request_id.as_bytes());
+        out.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What the `pretty` logs' format writes for `line` through tracing, after the time.
+    fn through_tracing(line: &Line<'_>) -> String {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_target(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || line.emit());
+        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        text[text.find(' ').unwrap()..].to_owned()
+    }
+
+    #[test]
+    fn the_plain_line_is_the_one_tracing_would_write() {
+        let lines = [
+            Line {
+                method: "GET",
+                route: "/conversations",
+                app: "",
+                status: 200,
+                latency_ms: 0.25,
+                identity: "0123456789ab",
+                request_id: "6f1c0d0e-5e7a-4d55-9a58-7d4c3c2f1a00",
+            },
+            Line {
+                method: "POST",
+                route: "/apps/{name}/chat",
+                app: "sales",
+                status: 429,
+                latency_ms: 12.000123456,
+                identity: "",
+                request_id: "",
+            },
+        ];
+        for line in lines {
+            let mut ours = Vec::new();
+            line.write_plain(&mut ours);
+            assert_eq!(String::from_utf8(ours).unwrap(), through_tracing(&line));
+        }
     }
 }

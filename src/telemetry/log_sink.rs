@@ -69,13 +69,22 @@ pub struct Line {
     at_once: bool,
 }
 
+/// Adds an INFO line, written straight into the buffer by `write` (the lock is held meanwhile).
+pub fn append(write: impl FnOnce(&mut Vec<u8>)) {
+    append_line(false, write);
+}
+
+fn append_line(at_once: bool, write: impl FnOnce(&mut Vec<u8>)) {
+    let mut waiting = waiting();
+    write(&mut waiting);
+    if at_once || waiting.len() >= FLUSH_AT {
+        write_out(&mut waiting);
+    }
+}
+
 impl Write for Line {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        let mut waiting = waiting();
-        waiting.extend_from_slice(bytes);
-        if self.at_once || waiting.len() >= FLUSH_AT {
-            write_out(&mut waiting);
-        }
+        append_line(self.at_once, |waiting| waiting.extend_from_slice(bytes));
         Ok(bytes.len())
     }
 
