@@ -9,7 +9,8 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::{Stream, StreamExt};
+use futures_util::stream::StreamExt;
+use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 
 use super::client::map_transport;
@@ -180,9 +181,10 @@ impl Answer {
     /// The body as it streams in, cut at the call's deadline, holding the answer's guard.
     fn into_body(self) -> Body {
         let length = transport::content_length(&self.response);
-        Body::from_stream(UntilDeadline {
+        Body::new(UntilDeadline {
             inner: self.response.into_body(),
-            timer: Box::pin(tokio::time::sleep_until(self.deadline)),
+            deadline: self.deadline,
+            timer: None,
             _guard: self.guard,
             done: false,
             tokens: self.tokens.map(|sink| TokenScan {
@@ -194,10 +196,12 @@ impl Answer {
     }
 }
 
-/// The body stream, cut when the whole-request deadline passes.
+/// The body, cut when the whole-request deadline passes while it waits for Dify.
 struct UntilDeadline {
     inner: UpstreamBody,
-    timer: Pin<Box<Sleep>>,
+    deadline: Instant,
+    /// Set the first time the body waits: an answer that arrived whole never needs a timer.
+    timer: Option<Pin<Box<Sleep>>>,
     _guard: Option<Guard>,
     done: bool,
     tokens: Option<TokenScan>,
@@ -251,17 +255,17 @@ impl UntilDeadline {
     }
 }
 
-impl Stream for UntilDeadline {
-    type Item = Result<Bytes, std::io::Error>;
+impl http_body::Body for UntilDeadline {
+    type Data = Bytes;
+    type Error = std::io::Error;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = self.get_mut();
         if this.done {
             return Poll::Ready(None);
-        }
-        if this.timer.as_mut().poll(cx).is_ready() {
-            this.done = true;
-            return Poll::Ready(Some(Err(std::io::ErrorKind::TimedOut.into())));
         }
         match this.inner.poll_next_unpin(cx) {
             Poll::Ready(Some(Err(e))) => {
@@ -271,14 +275,32 @@ impl Stream for UntilDeadline {
             }
             Poll::Ready(Some(Ok(chunk))) => {
                 this.scan(&chunk);
-                Poll::Ready(Some(Ok(chunk)))
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
             Poll::Ready(None) => {
                 this.done = true;
                 this.report();
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                let deadline = this.deadline;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(std::io::ErrorKind::TimedOut.into())));
+                }
+                Poll::Pending
+            }
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.inner)
     }
 }

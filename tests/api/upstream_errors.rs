@@ -164,6 +164,31 @@ async fn a_hanging_upstream_is_a_504_after_the_upstream_timeout() {
 }
 
 #[tokio::test]
+async fn an_answer_that_stalls_mid_body_is_cut_at_the_upstream_timeout() {
+    let app = TestApp::spawn_with_config(vec![], EmulatorOptions::default(), |c| {
+        c.upstream_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut stalled = Reply::raw_json(200, r#"{"limit": 20, "has_more": false, "data": []}"#);
+    stalled.steps = vec![Step::Send("{\"limit\": 20, ".into()), Step::Hang];
+    app.emulator.script("GET", "/conversations", stalled);
+    let started = Instant::now();
+    let response = app
+        .browser
+        .request(reqwest::Method::GET, "/conversations")
+        .send()
+        .await
+        .expect("the head arrives");
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(5), response.bytes()).await;
+    assert!(
+        matches!(body, Ok(Err(_))),
+        "the body ends in an error, not as if whole: {body:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
 async fn the_emulators_own_validation_errors_come_back_in_our_shape() {
     let app = TestApp::spawn().await;
     let res = app
