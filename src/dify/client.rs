@@ -1,7 +1,7 @@
 //! One client for every Dify call: it owns the transport (`transport.rs`), the base URL and
-//! the key, adds the caller's `user` to every call in one place, and turns every non-2xx answer into an
-//! [`ApiError`] in one place, under one deadline per call. Handlers never build upstream URLs,
-//! bodies or headers themselves.
+//! the key, adds the caller's `user` to every call in one place, and turns every non-2xx answer
+//! into an [`ApiError`] in one place, under one deadline per call. Handlers never build upstream
+//! URLs, bodies or headers themselves.
 
 use std::sync::Arc;
 use std::time::Duration;
