@@ -40,7 +40,12 @@ impl Outcome {
 }
 
 pub async fn run(target: Arc<Target>, connections: usize, duration: Duration) -> Outcome {
-    run_until(target, connections, Budget::Until(Instant::now() + duration)).await
+    run_until(
+        target,
+        connections,
+        Budget::Until(Instant::now() + duration),
+    )
+    .await
 }
 
 /// Exactly `requests` requests over `connections` connections (each takes the next one left).

@@ -144,15 +144,14 @@ async fn run(command: Command) -> Result<(), String> {
             token_interval_ms,
             ping_interval_ms,
         } => {
-            let emulator =
-                dify_emulator::Emulator::start(dify_emulator::EmulatorOptions {
-                    api_key: key,
-                    token_interval: Duration::from_millis(token_interval_ms),
-                    ping_interval: Duration::from_millis(ping_interval_ms),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| format!("emulator: {e}"))?;
+            let emulator = dify_emulator::Emulator::start(dify_emulator::EmulatorOptions {
+                api_key: key,
+                token_interval: Duration::from_millis(token_interval_ms),
+                ping_interval: Duration::from_millis(ping_interval_ms),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("emulator: {e}"))?;
             println!("{}", emulator.base_url());
             let _ = tokio::signal::ctrl_c().await;
             Ok(())

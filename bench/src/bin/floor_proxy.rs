@@ -16,19 +16,71 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 struct Floor {
-    http: reqwest::Client,
+    http: Client,
     conversations: String,
     chat: String,
     auth: HeaderValue,
+}
+
+/// The upstream client (`FLOOR_CLIENT`): `reqwest` (the default: the stack the issue fixes) or
+/// `hyper` (hyper-util's pooled client, which reqwest drives, used directly: what dify-bff
+/// calls a plain-HTTP Dify with).
+enum Client {
+    Reqwest(reqwest::Client),
+    Hyper(HyperClient<HttpConnector, Full<Bytes>>),
+}
+
+impl Client {
+    fn from_env() -> Result<Client, String> {
+        if std::env::var("FLOOR_CLIENT").as_deref() == Ok("hyper") {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            let client = HyperClient::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_max_idle_per_host(1024)
+                .build(connector);
+            return Ok(Client::Hyper(client));
+        }
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map(Client::Reqwest)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A call on hyper's client: Dify's answer, or `None` when it failed.
+async fn hyper_call(
+    http: &HyperClient<HttpConnector, Full<Bytes>>,
+    method: Method,
+    url: &str,
+    auth: &HeaderValue,
+    body: Option<Bytes>,
+) -> Option<axum::http::Response<hyper::body::Incoming>> {
+    let mut request = axum::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header(header::AUTHORIZATION, auth.clone());
+    if body.is_some() {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+    }
+    let request = request.body(Full::new(body.unwrap_or_default())).ok()?;
+    http.request(request).await.ok()
 }
 
 fn main() -> ExitCode {
@@ -109,7 +161,9 @@ fn per_core(n: usize, listen: SocketAddr, base: &str, key: &str) -> Result<(), S
         })
         .collect();
     for thread in threads {
-        thread.join().map_err(|_| "a runtime thread panicked".to_owned())??;
+        thread
+            .join()
+            .map_err(|_| "a runtime thread panicked".to_owned())??;
     }
     Ok(())
 }
@@ -129,12 +183,7 @@ fn bind(listen: SocketAddr, reuse_port: bool) -> Result<TcpListener, String> {
 }
 
 async fn serve(listen: SocketAddr, base: &str, key: &str, reuse_port: bool) -> Result<(), String> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = Client::from_env()?;
     let base = base.trim_end_matches('/');
     let floor = Arc::new(Floor {
         http,
@@ -152,7 +201,10 @@ async fn serve(listen: SocketAddr, base: &str, key: &str, reuse_port: bool) -> R
     if let Ok(writev) = std::env::var("FLOOR_WRITEV") {
         builder.writev(writev == "1");
     }
-    if let Some(max) = std::env::var("FLOOR_MAX_BUF").ok().and_then(|m| m.parse().ok()) {
+    if let Some(max) = std::env::var("FLOOR_MAX_BUF")
+        .ok()
+        .and_then(|m| m.parse().ok())
+    {
         builder.max_buf_size(max);
     }
     let builder = Arc::new(builder);
@@ -177,8 +229,21 @@ async fn serve(listen: SocketAddr, base: &str, key: &str, reuse_port: bool) -> R
 }
 
 async fn conversations(State(floor): State<Arc<Floor>>) -> Response {
-    let sent = floor
-        .http
+    let http = match &floor.http {
+        Client::Reqwest(http) => http,
+        Client::Hyper(http) => {
+            let answer = hyper_call(http, Method::GET, &floor.conversations, &floor.auth, None);
+            let Some(answer) = answer.await else {
+                return StatusCode::BAD_GATEWAY.into_response();
+            };
+            let status = answer.status();
+            return match answer.into_body().collect().await {
+                Ok(body) => json(status, body.to_bytes()),
+                Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+            };
+        }
+    };
+    let sent = http
         .get(&floor.conversations)
         .header(header::AUTHORIZATION, floor.auth.clone())
         .send()
@@ -199,8 +264,22 @@ async fn chat(State(floor): State<Arc<Floor>>, request: Request) -> Response {
     let Ok(body) = axum::body::to_bytes(request.into_body(), 1 << 20).await else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let sent = floor
-        .http
+    let http = match &floor.http {
+        Client::Reqwest(http) => http,
+        Client::Hyper(http) => {
+            let answer = hyper_call(http, Method::POST, &floor.chat, &floor.auth, Some(body));
+            return match answer.await {
+                Some(answer) => (
+                    answer.status(),
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    Body::new(answer.into_body()),
+                )
+                    .into_response(),
+                None => StatusCode::BAD_GATEWAY.into_response(),
+            };
+        }
+    };
+    let sent = http
         .post(&floor.chat)
         .header(header::AUTHORIZATION, floor.auth.clone())
         .header(header::CONTENT_TYPE, "application/json")
