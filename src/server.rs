@@ -351,7 +351,7 @@ async fn drain(state: &AppState) {
             open_streams = state.streams.open(),
             "grace over: ending open streams"
         );
-        state.streams_cancel.cancel();
+        crate::dify::relay::end_streams(&state.streams_cancel);
         let deadline = tokio::time::Instant::now() + FINAL_EVENT_WAIT;
         while state.streams.open() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
