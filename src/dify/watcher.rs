@@ -192,7 +192,13 @@ impl SseWatcher {
                     continue;
                 }
             }
-            match memchr::memchr2(b'\n', b'\r', rest) {
+            // The blank line that ends an event needs no search.
+            let line_end = if rest[0] == b'\n' {
+                Some(0)
+            } else {
+                memchr::memchr2(b'\n', b'\r', rest)
+            };
+            match line_end {
                 Some(i) => {
                     self.last_was_cr = rest[i] == b'\r';
                     if self.line.is_empty() && !self.line_overflow {
