@@ -306,8 +306,10 @@ async fn serve_connection(
         })
     });
     let io = TokioIo::new(WriteStallTimeout::new(stream, limits.write_timeout));
-    let connection = builder.serve_connection(io, service);
-    tokio::pin!(connection);
+    // Boxed: hyper's connection state in an allocation of its own size. Pinned in place, the
+    // task's future kept room for it twice (before and after pinning): 1.5 KiB more per
+    // connection than the stack floor's.
+    let mut connection = Box::pin(builder.serve_connection(io, service));
     let result = tokio::select! {
         result = connection.as_mut() => result,
         () = close.cancelled() => {
