@@ -169,7 +169,8 @@ pub struct SseWatcher {
     task_id: Option<SmallStr>,
     conversation_id: Option<SmallStr>,
     terminal: Option<Terminal>,
-    usage: Option<Usage>,
+    /// Boxed: it comes at the end, and a held stream keeps the watcher all along.
+    usage: Option<Box<Usage>>,
     workflow_tokens: Option<u64>,
     events: u64,
 }
@@ -259,7 +260,7 @@ impl SseWatcher {
     }
 
     pub fn usage(&self) -> Option<&Usage> {
-        self.usage.as_ref()
+        self.usage.as_deref()
     }
 
     /// The tokens this answer spent, counted once: `message_end`'s usage, or for workflow
@@ -393,7 +394,7 @@ impl SseWatcher {
             _ => None,
         };
         if terminal == Some(Terminal::MessageEnd) {
-            self.usage = peek.metadata.and_then(|m| m.usage);
+            self.usage = peek.metadata.and_then(|m| m.usage).map(Box::new);
         }
         if terminal == Some(Terminal::WorkflowFinished)
             && let Some(PeekDataField::Run(run)) = peek.data
