@@ -224,7 +224,7 @@ impl RelayStream {
     /// Whether the shutdown signal and the idle timer already wait with this `cx`'s waker and
     /// neither may have fired: polling them again would only register the same waker again
     /// (the signal takes two locks for it). Each wakes the stream when it fires; the signal
-    /// is looked at whenever [`shutting_down`] has been called in this process.
+    /// is looked at again once [`end_streams`] has been called in this process.
     fn waits_armed(&self, cx: &Context<'_>) -> bool {
         self.armed
             .as_ref()
