@@ -306,8 +306,10 @@ async fn serve_connection(
         })
     });
     let io = TokioIo::new(WriteStallTimeout::new(stream, limits.write_timeout));
-    let connection = builder.serve_connection(io, service);
-    tokio::pin!(connection);
+    // Boxed: hyper's connection state in an allocation of its own size. Pinned in place, it
+    // made the connection task 2.4 KiB; boxed, the task is 1.0 KiB and the box 0.7 KiB
+    // (heaptrack, 1,000 held streams).
+    let mut connection = Box::pin(builder.serve_connection(io, service));
     let result = tokio::select! {
         result = connection.as_mut() => result,
         () = close.cancelled() => {
@@ -351,7 +353,7 @@ async fn drain(state: &AppState) {
             open_streams = state.streams.open(),
             "grace over: ending open streams"
         );
-        state.streams_cancel.cancel();
+        crate::dify::relay::end_streams(&state.streams_cancel);
         let deadline = tokio::time::Instant::now() + FINAL_EVENT_WAIT;
         while state.streams.open() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

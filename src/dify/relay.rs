@@ -5,7 +5,8 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -45,6 +46,17 @@ impl StreamFailure {
     }
 }
 
+/// Set once a server of this process starts ending its streams: from then on every waiting
+/// relay polls its shutdown signal again when woken (see [`RelayStream::waits_armed`]).
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// Cancels `streams`, the shutdown signal given to relays. Cancel it only through here: a
+/// relay that has already waited on the signal does not poll it again until this is called.
+pub fn end_streams(streams: &tokio_util::sync::CancellationToken) {
+    SHUTTING_DOWN.store(true, Ordering::Release);
+    streams.cancel();
+}
+
 /// What the relay needs to call Dify's stop when the client leaves early.
 pub struct StopOnAbandon {
     pub client: Arc<DifyClient>,
@@ -62,6 +74,9 @@ pub struct RelayStream {
     idle: Duration,
     last_byte: Instant,
     finished: bool,
+    /// The waker the shutdown signal and the idle timer were last polled with (see
+    /// [`RelayStream::waits_armed`]).
+    armed: Option<Waker>,
     stop: Option<StopOnAbandon>,
     _guard: Option<StreamGuard>,
 }
@@ -83,6 +98,8 @@ pin_project! {
 /// [`Parts`] whatever the upstream's stream type.
 trait Upstream: Send {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
+    /// Whether the idle timer has fired and not been polled since.
+    fn idle_elapsed(&self) -> bool;
     /// `None` once the upstream is closed; `Err` when it broke.
     fn poll_upstream(
         self: Pin<&mut Self>,
@@ -102,6 +119,10 @@ where
 {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         self.project().shutdown.poll(cx)
+    }
+
+    fn idle_elapsed(&self) -> bool {
+        self.idle_timer.is_elapsed()
     }
 
     fn poll_upstream(
@@ -166,6 +187,7 @@ impl RelayStream {
             idle,
             last_byte: now,
             finished: false,
+            armed: None,
             stop,
             _guard: guard,
         }
@@ -191,6 +213,18 @@ impl RelayStream {
         out.extend_from_slice(separator);
         out.extend_from_slice(event);
         out.freeze()
+    }
+
+    /// Whether the shutdown signal and the idle timer already wait with this `cx`'s waker and
+    /// neither may have fired: polling them again would only register the same waker again
+    /// (the signal takes two locks for it). Each wakes the stream when it fires; the signal
+    /// is looked at again once [`end_streams`] has been called in this process.
+    fn waits_armed(&self, cx: &Context<'_>) -> bool {
+        self.armed
+            .as_ref()
+            .is_some_and(|armed| armed.will_wake(cx.waker()))
+            && !SHUTTING_DOWN.load(Ordering::Acquire)
+            && !self.parts.idle_elapsed()
     }
 
     /// Idle check that touches the timer only when it fires, not on every chunk.
@@ -239,17 +273,22 @@ impl Stream for RelayStream {
                     Poll::Ready(Some(Ok(this.fail(StreamFailure::UpstreamDisconnected))))
                 }
             }
-            // Shutdown is looked at only before waiting (a ready chunk goes out first): polling
-            // its signal takes a lock, and while waiting the stream is woken by it.
+            // Shutdown is looked at only before waiting (a ready chunk goes out first), and only
+            // when it may have come: while waiting the stream is woken by it.
             Poll::Pending => {
+                if this.waits_armed(cx) {
+                    return Poll::Pending;
+                }
                 if this.parts.as_mut().poll_shutdown(cx).is_ready() {
                     return Poll::Ready(Some(Ok(this.fail(StreamFailure::ShuttingDown))));
                 }
                 if this.poll_idle(cx) {
-                    Poll::Ready(Some(Ok(this.fail(StreamFailure::UpstreamTimeout))))
-                } else {
-                    Poll::Pending
+                    return Poll::Ready(Some(Ok(this.fail(StreamFailure::UpstreamTimeout))));
                 }
+                if !this.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    this.armed = Some(cx.waker().clone());
+                }
+                Poll::Pending
             }
         }
     }

@@ -169,7 +169,8 @@ pub struct SseWatcher {
     task_id: Option<SmallStr>,
     conversation_id: Option<SmallStr>,
     terminal: Option<Terminal>,
-    usage: Option<Usage>,
+    /// Boxed: it comes at the end, and a held stream keeps the watcher all along.
+    usage: Option<Box<Usage>>,
     workflow_tokens: Option<u64>,
     events: u64,
 }
@@ -192,7 +193,13 @@ impl SseWatcher {
                     continue;
                 }
             }
-            match memchr::memchr2(b'\n', b'\r', rest) {
+            // The blank line that ends an event needs no search.
+            let line_end = if rest[0] == b'\n' {
+                Some(0)
+            } else {
+                memchr::memchr2(b'\n', b'\r', rest)
+            };
+            match line_end {
                 Some(i) => {
                     self.last_was_cr = rest[i] == b'\r';
                     if self.line.is_empty() && !self.line_overflow {
@@ -253,7 +260,7 @@ impl SseWatcher {
     }
 
     pub fn usage(&self) -> Option<&Usage> {
-        self.usage.as_ref()
+        self.usage.as_deref()
     }
 
     /// The tokens this answer spent, counted once: `message_end`'s usage, or for workflow
@@ -387,7 +394,7 @@ impl SseWatcher {
             _ => None,
         };
         if terminal == Some(Terminal::MessageEnd) {
-            self.usage = peek.metadata.and_then(|m| m.usage);
+            self.usage = peek.metadata.and_then(|m| m.usage).map(Box::new);
         }
         if terminal == Some(Terminal::WorkflowFinished)
             && let Some(PeekDataField::Run(run)) = peek.data

@@ -46,7 +46,8 @@ pub struct Inner {
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// Set when shutdown begins: no new stream starts, readiness fails.
     pub draining: AtomicBool,
-    /// Cancelled when the shutdown grace is over: open streams end with `shutting_down`.
+    /// Cancelled (through [`crate::dify::relay::end_streams`]) when the shutdown grace is over:
+    /// open streams end with `shutting_down`.
     pub streams_cancel: CancellationToken,
 }
 
