@@ -70,6 +70,21 @@ pub struct Options {
     /// Extra environment for dify-bff, `NAME=value` (repeatable).
     #[arg(long = "bff-env")]
     pub bff_env: Vec<String>,
+    /// Extra environment for the stack floor, `NAME=value` (repeatable), e.g.
+    /// `FLOOR_CLIENT=hyper`.
+    #[arg(long = "floor-env")]
+    pub floor_env: Vec<String>,
+}
+
+/// `NAME=value` arguments of `flag` as pairs.
+fn pairs(args: &[String], flag: &str) -> Result<Vec<(String, String)>, String> {
+    args.iter()
+        .map(|arg| {
+            arg.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("{flag} {arg:?} is not NAME=value"))
+        })
+        .collect()
 }
 
 impl Options {
@@ -405,12 +420,7 @@ pub async fn run(opts: Options) -> Result<(), String> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    for extra in &opts.bff_env {
-        let (k, v) = extra
-            .split_once('=')
-            .ok_or_else(|| format!("--bff-env {extra:?} is not NAME=value"))?;
-        bff_env.push((k.to_owned(), v.to_owned()));
-    }
+    bff_env.extend(pairs(&opts.bff_env, "--bff-env")?);
     let bff_bin = std::fs::canonicalize(&opts.bff_bin)
         .map_err(|e| format!("{}: {e}", opts.bff_bin.display()))?
         .to_string_lossy()
@@ -466,7 +476,7 @@ pub async fn run(opts: Options) -> Result<(), String> {
             format!("http://{up_addr}/v1"),
             API_KEY.into(),
         ],
-        env: vec![],
+        env: pairs(&opts.floor_env, "--floor-env")?,
         clear_env: true,
         dir: &work,
     })?;
