@@ -2,7 +2,7 @@
 //! once; every server in the process (tests start many) renders the same registry.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Once, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
@@ -17,9 +17,14 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
-/// Installs the recorder (first call only) and returns the handle that renders it.
+/// How often recorded latencies are folded into their histograms' buckets. Until then (or a
+/// scrape) the exporter keeps every sample: a server nobody scrapes would keep them all.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Installs the recorder (first call only), with its upkeep thread, and returns the handle
+/// that renders it.
 pub fn handle() -> Option<&'static PrometheusHandle> {
-    HANDLE
+    let handle = HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
@@ -29,7 +34,34 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             metrics::set_global_recorder(recorder).ok()?;
             Some(handle)
         })
-        .as_ref()
+        .as_ref();
+    static UPKEEP: Once = Once::new();
+    if let Some(handle) = handle {
+        UPKEEP.call_once(|| {
+            let started = every("dify-bff-metrics", UPKEEP_EVERY, || handle.run_upkeep());
+            if let Err(e) = started {
+                tracing::warn!(error = %e, "no metrics upkeep thread; latency samples wait for a scrape");
+            }
+        });
+    }
+    handle
+}
+
+/// Runs `task` every `period` on a thread of its own, for the life of the process.
+fn every(
+    name: &str,
+    period: Duration,
+    mut task: impl FnMut() + Send + 'static,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(period);
+                task();
+            }
+        })
+        .map(drop)
 }
 
 pub fn render() -> String {
@@ -247,4 +279,26 @@ pub fn token_usage(usage: &Usage) {
 /// Whether the shared Redis answers (only set when `REDIS_URL` is).
 pub fn redis_up(up: bool) {
     gauge!("difybff_redis_up").set(if up { 1.0 } else { 0.0 });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn periodic_work_runs_again_and_again_on_its_own_thread() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&runs);
+        let started = every("test-every", Duration::from_millis(5), move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+        });
+        assert!(started.is_ok());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while runs.load(Ordering::Relaxed) < 3 {
+            assert!(std::time::Instant::now() < deadline, "ran {runs:?} times");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
