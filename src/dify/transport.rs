@@ -1,8 +1,8 @@
 //! The HTTP client under every Dify call. Calls to a plain-HTTP Dify with a body in hand (JSON,
-//! or none) go out on hyper's own pooled client: reqwest re-parses each call's URL twice, in its
-//! redirect policy and for its response, a third of what relaying a small answer costs
-//! (bench/RESULTS.md). Streamed multipart uploads, `https://` and proxied upstreams go through
-//! reqwest. Either way the answer is the same [`Response`] and a failure the same
+//! or none) go out on hyper's own pooled client, which reqwest drives underneath: reqwest's own
+//! layer (two re-parses of each call's URL among it) was a quarter of a relayed JSON request's
+//! instructions (bench/RESULTS.md, session 7). Streamed multipart uploads, `https://` and
+//! proxied upstreams go through reqwest. Either way the answer is the same [`Response`] and a failure the same
 //! [`TransportError`].
 
 use std::time::Duration;
@@ -143,22 +143,15 @@ impl Transport {
             headers,
             payload,
         } = call;
-        let body = match (&self.direct, payload) {
-            (Some(direct), Payload::Empty) => Ok((direct, Bytes::new())),
-            (Some(direct), Payload::Json(body)) => Ok((direct, body)),
-            (_, payload) => Err(payload),
-        };
-        match body {
-            Ok((direct, body)) => {
-                let uri = Uri::try_from(String::from(url)).map_err(TransportError::request)?;
-                let mut request = Request::new(Full::new(body));
-                *request.method_mut() = method;
-                *request.uri_mut() = uri;
-                *request.headers_mut() = headers;
-                let response = direct[worker % direct.len()].request(request).await?;
-                Ok(response.map(UpstreamBody::Direct))
+        let direct = self.direct.as_ref().map(|d| &d[worker % d.len()]);
+        match (direct, payload) {
+            (Some(direct), Payload::Empty) => {
+                send_direct(direct, method, url, headers, Bytes::new()).await
             }
-            Err(payload) => {
+            (Some(direct), Payload::Json(body)) => {
+                send_direct(direct, method, url, headers, body).await
+            }
+            (_, payload) => {
                 let client = &self.reqwest[worker % self.reqwest.len()];
                 let builder = client.request(method, url).headers(headers);
                 let builder = match payload {
@@ -171,6 +164,22 @@ impl Transport {
             }
         }
     }
+}
+
+async fn send_direct(
+    client: &Direct,
+    method: Method,
+    url: Url,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, TransportError> {
+    let uri = Uri::try_from(String::from(url)).map_err(TransportError::request)?;
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    let response = client.request(request).await?;
+    Ok(response.map(UpstreamBody::Direct))
 }
 
 /// `Host` for calls to `base`: its host, and its port unless the scheme's default.
