@@ -2,6 +2,7 @@
 //! trusted auth proxy. The browser never chooses it.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -35,10 +36,10 @@ const MAX_HEADER_IDENTITY: usize = 255;
 pub struct IdentityPolicy {
     key: Key,
     /// HMAC-SHA256 keyed with `key`'s signing half, as the `cookie` crate signs: cloned per
-    /// check, so the key schedule is not redone for every request.
+    /// check, so the key schedule is not redone for every request. The identity's hash in logs
+    /// is the start of the same HMAC (keyed: it cannot be reversed by guessing identities), so
+    /// a cookie's check yields it without a second HMAC.
     cookie_mac: Hmac<Sha256>,
-    /// Keys the identity hashes in logs, so they cannot be reversed by guessing identities.
-    log_key: Hmac<Sha256>,
     same_site: SameSite,
     /// Other sites frame the page (`EMBED_ORIGINS`): the cookie must work in a third-party
     /// iframe, so it is `SameSite=None; Secure; Partitioned`.
@@ -60,13 +61,11 @@ impl IdentityPolicy {
                 Key::generate()
             }
         };
-        let log_key = log_key(config);
         let cookie_mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.signing())
             .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
         IdentityPolicy {
             key,
             cookie_mac,
-            log_key,
             same_site: if config.embed.enabled() {
                 SameSite::None
             } else {
@@ -107,17 +106,10 @@ impl IdentityPolicy {
     }
 
     /// A short, stable, keyed hash of an identity for logs: never the identity itself.
-    pub fn log_hash(&self, identity: &Identity) -> LogHash {
-        let mut mac = self.log_key.clone();
-        mac.update(identity.0.as_bytes());
-        let digest = mac.finalize().into_bytes();
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut hash = [0u8; 12];
-        for (pair, b) in hash.chunks_mut(2).zip(&digest[..6]) {
-            pair[0] = HEX[usize::from(b >> 4)];
-            pair[1] = HEX[usize::from(b & 0xf)];
-        }
-        LogHash(hash)
+    pub fn log_hash(&self, identity: &str) -> LogHash {
+        let mut mac = self.cookie_mac.clone();
+        mac.update(identity.as_bytes());
+        LogHash::of(&mac.finalize().into_bytes())
     }
 
     fn cookie_name(https: bool) -> &'static str {
@@ -151,6 +143,17 @@ impl IdentityPolicy {
 pub struct LogHash([u8; 12]);
 
 impl LogHash {
+    /// The first 48 bits of the identity's HMAC, in hex.
+    fn of(digest: &[u8]) -> LogHash {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut hash = [0u8; 12];
+        for (pair, b) in hash.chunks_mut(2).zip(digest) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xf)];
+        }
+        LogHash(hash)
+    }
+
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
@@ -160,21 +163,6 @@ impl std::fmt::Display for LogHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Derived from `SESSION_SECRET`, so replicas log the same hash for the same user; random
-/// per process without it.
-fn log_key(config: &Config) -> Hmac<Sha256> {
-    let secret: Vec<u8> = match &config.session_secret {
-        Some(secret) => Sha256::new()
-            .chain_update(b"dify-bff identity log hash\0")
-            .chain_update(secret.expose_secret().as_bytes())
-            .finalize()
-            .to_vec(),
-        None => rand::random::<[u8; 32]>().to_vec(),
-    };
-    <Hmac<Sha256> as KeyInit>::new_from_slice(&secret)
-        .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()))
 }
 
 fn time_days(days: i64) -> cookie::time::Duration {
@@ -188,30 +176,26 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The end user of this request, as decided by the middleware.
+/// The end user of this request, as decided by the middleware: shared, not copied, by the
+/// request's callers and the streams it starts.
 #[derive(Clone, Debug)]
-pub struct Identity(pub String);
+pub struct Identity(pub Arc<str>);
 
-/// Decides the identity, stores it for the handlers and issues a cookie when it is new.
+/// Decides the identity, stores it for the handlers and issues a cookie when it is new. The
+/// response carries the identity's [`LogHash`] for the access log.
 pub async fn resolve(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let policy = &state.identity;
     let peer = peer_ip(request.extensions());
     if let Some(name) = &policy.user_header {
-        match header_identity(request.headers(), name) {
-            Some(user) => {
-                let identity = Identity(user);
-                request.extensions_mut().insert(identity.clone());
-                let mut response = next.run(request).await;
-                response.extensions_mut().insert(identity);
-                return response;
-            }
-            None => {
-                return ApiError::Unauthorized(
-                    "Sign in first: no valid user identity header.".into(),
-                )
+        let Some(user) = header_identity(request.headers(), name) else {
+            return ApiError::Unauthorized("Sign in first: no valid user identity header.".into())
                 .into_response();
-            }
-        }
+        };
+        let hash = policy.log_hash(&user);
+        request.extensions_mut().insert(Identity(Arc::from(user)));
+        let mut response = next.run(request).await;
+        response.extensions_mut().insert(hash);
+        return response;
     }
     let https = policy.is_https(request.headers(), peer);
     let existing = cookie_identity(
@@ -220,19 +204,20 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
         IdentityPolicy::cookie_name(https),
     );
     match existing {
-        Some(id) => {
-            let identity = Identity(id);
-            request.extensions_mut().insert(identity.clone());
+        Some((id, hash)) => {
+            request.extensions_mut().insert(Identity(id));
             let mut response = next.run(request).await;
-            response.extensions_mut().insert(identity);
+            response.extensions_mut().insert(hash);
             response
         }
         None => {
             let id = uuid::Uuid::new_v4().to_string();
-            let identity = Identity(id.clone());
-            request.extensions_mut().insert(identity.clone());
+            let hash = policy.log_hash(&id);
+            request
+                .extensions_mut()
+                .insert(Identity(Arc::from(id.as_str())));
             let mut response = next.run(request).await;
-            response.extensions_mut().insert(identity);
+            response.extensions_mut().insert(hash);
             let jar = SignedCookieJar::new(policy.key.clone()).add(policy.fresh_cookie(id, https));
             (jar, response).into_response()
         }
@@ -245,7 +230,12 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
 ///
 /// The check is the `cookie` crate's signed-cookie format, done in place: the value (percent-
 /// decoded) is the base64 HMAC-SHA256 of the id (44 characters) followed by the id, a UUID.
-fn cookie_identity(headers: &HeaderMap, mac: &Hmac<Sha256>, name: &str) -> Option<String> {
+/// The verified HMAC gives the id's log hash too.
+fn cookie_identity(
+    headers: &HeaderMap,
+    mac: &Hmac<Sha256>,
+    name: &str,
+) -> Option<(Arc<str>, LogHash)> {
     let mut ours = headers
         .get_all(header::COOKIE)
         .into_iter()
@@ -267,7 +257,7 @@ fn cookie_identity(headers: &HeaderMap, mac: &Hmac<Sha256>, name: &str) -> Optio
     let mut mac = mac.clone();
     mac.update(id.as_bytes());
     mac.verify_slice(&digest).ok()?;
-    is_cookie_id(id).then(|| id.to_owned())
+    is_cookie_id(id).then(|| (Arc::from(id), LogHash::of(&digest)))
 }
 
 /// Base64 of a SHA-256 digest, with its one `=` of padding.
@@ -407,7 +397,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .ok_or_else(|| ApiError::Internal("identity middleware did not run".into()))?;
         let trace_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
         Ok(Caller {
-            user: identity.0.clone(),
+            user: Arc::clone(&identity.0),
             trace_id,
         })
     }
@@ -437,6 +427,10 @@ mod tests {
         headers
     }
 
+    fn cookie_id(headers: &HeaderMap, mac: &Hmac<Sha256>, name: &str) -> Option<String> {
+        cookie_identity(headers, mac, name).map(|(id, _)| id.to_string())
+    }
+
     const ID_A: &str = "7d9f3a52-52a4-4f57-9d59-2e3f8c9b0a11";
     const ID_B: &str = "0b1c2d3e-4f50-4617-8899-aabbccddeeff";
 
@@ -444,8 +438,21 @@ mod tests {
     fn one_signed_cookie_is_the_identity() {
         let key = Key::generate();
         let cookie = signed(&key, COOKIE_NAME, ID_A);
-        let got = cookie_identity(&headers(&cookie), &mac(&key), COOKIE_NAME);
+        let got = cookie_id(&headers(&cookie), &mac(&key), COOKIE_NAME);
         assert_eq!(got.as_deref(), Some(ID_A));
+    }
+
+    #[test]
+    fn a_cookies_log_hash_is_the_keyed_hash_of_its_id() {
+        let key = Key::generate();
+        let cookie = signed(&key, COOKIE_NAME, ID_A);
+        let got = cookie_identity(&headers(&cookie), &mac(&key), COOKIE_NAME).map(|(_, h)| h);
+        let mut direct = mac(&key);
+        direct.update(ID_A.as_bytes());
+        let expected = LogHash::of(&direct.finalize().into_bytes());
+        assert_eq!(got, Some(expected));
+        assert_eq!(expected.as_str().len(), 12);
+        assert!(!expected.as_str().contains(&ID_A[..8]));
     }
 
     #[test]
@@ -458,7 +465,7 @@ mod tests {
             .get(COOKIE_NAME)
             .map(|c| c.encoded().to_string())
             .unwrap_or_default();
-        let got = cookie_identity(&headers(&sent), &mac(&key), COOKIE_NAME);
+        let got = cookie_id(&headers(&sent), &mac(&key), COOKIE_NAME);
         assert_eq!(got.as_deref(), Some(ID_A));
     }
 
@@ -466,19 +473,13 @@ mod tests {
     fn a_cookie_signed_with_another_key_or_changed_is_refused() {
         let key = Key::generate();
         let foreign = signed(&Key::generate(), COOKIE_NAME, ID_A);
-        assert_eq!(
-            cookie_identity(&headers(&foreign), &mac(&key), COOKIE_NAME),
-            None
-        );
+        assert_eq!(cookie_id(&headers(&foreign), &mac(&key), COOKIE_NAME), None);
         let swapped = signed(&key, COOKIE_NAME, ID_A).replace(ID_A, ID_B);
-        assert_eq!(
-            cookie_identity(&headers(&swapped), &mac(&key), COOKIE_NAME),
-            None
-        );
+        assert_eq!(cookie_id(&headers(&swapped), &mac(&key), COOKIE_NAME), None);
         let mut truncated = signed(&key, COOKIE_NAME, ID_A);
         truncated.pop();
         assert_eq!(
-            cookie_identity(&headers(&truncated), &mac(&key), COOKIE_NAME),
+            cookie_id(&headers(&truncated), &mac(&key), COOKIE_NAME),
             None
         );
     }
@@ -491,10 +492,7 @@ mod tests {
             signed(&key, COOKIE_NAME, ID_A),
             signed(&key, COOKIE_NAME, ID_B)
         );
-        assert_eq!(
-            cookie_identity(&headers(&both), &mac(&key), COOKIE_NAME),
-            None
-        );
+        assert_eq!(cookie_id(&headers(&both), &mac(&key), COOKIE_NAME), None);
     }
 
     #[test]
@@ -502,11 +500,11 @@ mod tests {
         let key = Key::generate();
         let plain = signed(&key, COOKIE_NAME, ID_A);
         assert_eq!(
-            cookie_identity(&headers(&plain), &mac(&key), SECURE_COOKIE_NAME),
+            cookie_id(&headers(&plain), &mac(&key), SECURE_COOKIE_NAME),
             None
         );
         let secure = format!("{plain}; {}", signed(&key, SECURE_COOKIE_NAME, ID_B));
-        let got = cookie_identity(&headers(&secure), &mac(&key), SECURE_COOKIE_NAME);
+        let got = cookie_id(&headers(&secure), &mac(&key), SECURE_COOKIE_NAME);
         assert_eq!(got.as_deref(), Some(ID_B));
     }
 

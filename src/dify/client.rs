@@ -38,7 +38,7 @@ const MAX_PENDING_STOPS: usize = 1024;
 /// header value of the request's id, shared rather than copied).
 #[derive(Clone, Debug)]
 pub struct Caller {
-    pub user: String,
+    pub user: Arc<str>,
     pub trace_id: Option<HeaderValue>,
 }
 
@@ -171,7 +171,7 @@ impl DifyClient {
         caller: &Caller,
         payload: Payload<'_, B>,
     ) -> Result<Outbound, ApiError> {
-        let user = caller.user.as_str();
+        let user = &*caller.user;
         let mut url = self.url(path)?;
         if let Payload::Query(params) = &payload {
             // One pass over the query, rather than reqwest's serializer once per slice.

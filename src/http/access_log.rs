@@ -10,7 +10,7 @@ use axum::response::Response;
 
 use super::request_id::RequestId;
 use crate::apps::Apps;
-use crate::identity::{Identity, IdentityPolicy};
+use crate::identity::LogHash;
 use crate::telemetry::{logging, metrics};
 
 /// The target of the access log's lines (`RUST_LOG` filters by it; the log set-up writes
@@ -43,7 +43,7 @@ impl Entry {
         }
     }
 
-    pub fn finish(self, response: &Response, identities: &IdentityPolicy, apps: &Apps) {
+    pub fn finish(self, response: &Response, apps: &Apps) {
         let elapsed = self.started.elapsed();
         let status = response.status().as_u16();
         let route = match &self.route {
@@ -58,11 +58,10 @@ impl Entry {
             return;
         }
         let request_id = self.request_id.as_ref().map_or("", RequestId::as_str);
-        let hash = response
+        let identity = response
             .extensions()
-            .get::<Identity>()
-            .map(|identity| identities.log_hash(identity));
-        let identity = hash.as_ref().map_or("", |hash| hash.as_str());
+            .get::<LogHash>()
+            .map_or("", LogHash::as_str);
         let line = Line {
             method: self.method.as_str(),
             route,

@@ -20,7 +20,7 @@ pub async fn front_door(
     let request_id = request_id::assign(&mut request);
     let log = access_log::Entry::start(&request);
     let mut response = answer(&state, request, next).await;
-    log.finish(&response, &state.identity, &state.apps);
+    log.finish(&response, &state.apps);
     request_id::stamp(&mut response, request_id);
     response
 }

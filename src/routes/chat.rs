@@ -48,7 +48,7 @@ async fn chat(
     state.shared.check_budget(&caller.user).await?;
     state.rate.check(&caller.user).await?;
     let slot = state.shared.acquire_stream(&caller.user).await?;
-    let usage = usage_sink(&state.shared, &caller.user);
+    let usage = usage_sink(&state.shared, Arc::clone(&caller.user));
     if request.mode == ResponseMode::Blocking {
         // Dify answers a blocking chat only when the whole generation is done, and nothing can
         // stop it before (its task id comes with the answer): the call runs to its end, slot
@@ -65,7 +65,7 @@ async fn chat(
         return Ok(answer.count_tokens(usage).into_response());
     }
     let message = request.to_upstream();
-    let identity = caller.user.clone();
+    let identity = Arc::clone(&caller.user);
     let shutdown = state.streams_cancel.clone().cancelled_owned();
     let relay = app
         .dify

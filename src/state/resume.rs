@@ -49,7 +49,7 @@ pub struct Resumable {
 
 /// One stream's kept bytes and who follows it.
 struct Held {
-    identity: String,
+    identity: Arc<str>,
     kept: Mutex<Kept>,
     /// Woken on every append while someone follows, and at the end.
     changed: Notify,
@@ -242,7 +242,7 @@ impl Resumable {
 
     /// Makes `relay`, for `identity`, resumable; returns the stream id and the `POST /chat`
     /// body, which drives the relay.
-    pub fn start<S>(self: &Arc<Self>, identity: String, relay: S) -> (StreamId, Leader<S>)
+    pub fn start<S>(self: &Arc<Self>, identity: Arc<str>, relay: S) -> (StreamId, Leader<S>)
     where
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
     {
@@ -341,7 +341,7 @@ impl Resumable {
         let key = u128::from_str_radix(id, 16).map_err(|_| not_found())?;
         let held = self.streams().get(&key).cloned();
         if let Some(held) = held {
-            if held.identity != identity {
+            if *held.identity != *identity {
                 return Err(not_found());
             }
             {

@@ -209,11 +209,15 @@ impl Shared {
 /// A callback that counts an answer's tokens for its identity once the answer has ended.
 pub type UsageSink = crate::dify::answer::TokenSink;
 
-/// The sink for `identity`'s answers: the counting runs on its own task.
-pub fn usage_sink(shared: &Arc<Shared>, identity: &str) -> UsageSink {
+/// The sink for `identity`'s answers: counted at once without Redis, else on a task of its
+/// own.
+pub fn usage_sink(shared: &Arc<Shared>, identity: Arc<str>) -> UsageSink {
     let shared = Arc::clone(shared);
-    let identity = identity.to_owned();
     Box::new(move |tokens| {
+        if shared.redis.is_none() {
+            shared.local.count_usage(&identity, today().0, tokens);
+            return;
+        }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { shared.add_usage(&identity, tokens).await });
         }

@@ -88,6 +88,21 @@ impl LocalStore {
             usage: Mutex::default(),
         }
     }
+
+    /// [`SharedStore::add_usage`], which never waits here.
+    pub fn count_usage(&self, identity: &str, day: u64, tokens: u64) {
+        let mut usage = self.usage.lock().unwrap_or_else(PoisonError::into_inner);
+        if usage.day != day {
+            usage.day = day;
+            usage.by_identity.clear();
+        }
+        match usage.by_identity.get_mut(identity) {
+            Some(count) => *count += tokens,
+            None => {
+                usage.by_identity.insert(identity.to_owned(), tokens);
+            }
+        }
+    }
 }
 
 impl SharedStore for LocalStore {
@@ -110,12 +125,7 @@ impl SharedStore for LocalStore {
     }
 
     async fn add_usage(&self, identity: &str, day: u64, tokens: u64) -> Result<(), StoreError> {
-        let mut usage = self.usage.lock().unwrap_or_else(PoisonError::into_inner);
-        if usage.day != day {
-            usage.day = day;
-            usage.by_identity.clear();
-        }
-        *usage.by_identity.entry(identity.to_owned()).or_insert(0) += tokens;
+        self.count_usage(identity, day, tokens);
         Ok(())
     }
 
