@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use reqwest::Url;
 use reqwest::multipart::{Form, Part};
 use secrecy::ExposeSecret;
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::answer::{Answer, Guard, ReadError, read_capped};
 use super::bodies::WithUser;
 use super::retry::{self, Failure};
-use super::transport::{self, Outbound, Transport, TransportError};
+use super::transport::{self, Outbound, Target, Transport, TransportError};
 use super::upstream_error;
 use crate::config::{AppConfig, Config};
 use crate::error::ApiError;
@@ -28,6 +28,8 @@ mod passthrough;
 pub use passthrough::{Outgoing, Passed, StreamSetup};
 
 const TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
+/// The path of every chat generation (streamed and blocking).
+pub(super) const CHAT_MESSAGES: &str = "chat-messages";
 
 /// The most of a Dify error body that is read; a larger one is no Dify error: 502.
 pub const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -88,6 +90,8 @@ pub struct DifyClient {
     origin: Url,
     /// The transport's headers and the key's `Authorization`: what every keyed call starts with.
     keyed: HeaderMap,
+    /// [`CHAT_MESSAGES`]'s target, parsed once when the transport can use it.
+    chat_target: Option<Uri>,
     timeout: Duration,
     stream_idle: Duration,
     /// Non-streaming calls in flight, their relayed answers included.
@@ -111,12 +115,17 @@ impl DifyClient {
         keyed.insert(header::AUTHORIZATION, auth);
         let mut origin = app.base_url.clone();
         origin.set_path("/");
+        let chat_target = match transport.fixed_target(&join(&app.base_url, CHAT_MESSAGES)?) {
+            Some(Target::Uri(uri)) => Some(uri),
+            _ => None,
+        };
         Ok(DifyClient {
             app: app.name.clone(),
             transport,
             base: app.base_url.clone(),
             origin,
             keyed,
+            chat_target,
             timeout: config.upstream_timeout,
             stream_idle: config.stream_idle_timeout,
             calls: Arc::new(Semaphore::new(config.max_concurrent_upstream_calls)),
@@ -141,12 +150,7 @@ impl DifyClient {
     /// The base URL with `path`'s segments appended. Unlike `Url::join`, this neither re-parses
     /// the host (IDNA included) on every call nor lets a `..` or `?` in a segment escape it.
     fn url(&self, path: &str) -> Result<Url, ApiError> {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .map_err(|()| ApiError::Internal("DIFY_BASE_URL cannot be a base URL".into()))?
-            .pop_if_empty()
-            .extend(path.trim_start_matches('/').split('/'));
-        Ok(url)
+        join(&self.base, path)
     }
 
     pub(super) fn keyed(&self, method: Method, path: &str) -> Result<Outbound, ApiError> {
@@ -172,14 +176,21 @@ impl DifyClient {
         payload: Payload<'_, B>,
     ) -> Result<Outbound, ApiError> {
         let user = &*caller.user;
-        let mut url = self.url(path)?;
-        if let Payload::Query(params) = &payload {
-            // One pass over the query, rather than reqwest's serializer once per slice.
-            url.query_pairs_mut()
-                .append_pair("user", user)
-                .extend_pairs(params.iter());
-        }
-        let mut call = self.keyed_to(method, url);
+        let mut call = match (&payload, &self.chat_target) {
+            (Payload::Json(_), Some(uri)) if path == CHAT_MESSAGES => {
+                Outbound::to(method, Target::Uri(uri.clone()), self.keyed.clone())
+            }
+            _ => {
+                let mut url = self.url(path)?;
+                if let Payload::Query(params) = &payload {
+                    // One pass over the query, rather than reqwest's serializer once per slice.
+                    url.query_pairs_mut()
+                        .append_pair("user", user)
+                        .extend_pairs(params.iter());
+                }
+                self.keyed_to(method, url)
+            }
+        };
         if let Some(trace) = &caller.trace_id {
             call.headers.insert(TRACE_ID, trace.clone());
         }
@@ -322,6 +333,16 @@ fn content_type(response: &transport::Response) -> Option<String> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// `base` with `path`'s segments appended (see [`DifyClient::url`]).
+fn join(base: &Url, path: &str) -> Result<Url, ApiError> {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .map_err(|()| ApiError::Internal("DIFY_BASE_URL cannot be a base URL".into()))?
+        .pop_if_empty()
+        .extend(path.trim_start_matches('/').split('/'));
+    Ok(url)
 }
 
 /// Transport failures: a timeout is a 504; refused, DNS and TLS failures are a 502.

@@ -47,10 +47,16 @@ pub enum Payload {
     Form(Form),
 }
 
+/// Where a call goes: a URL, or a request target parsed ahead for hyper's client.
+pub enum Target {
+    Url(Url),
+    Uri(Uri),
+}
+
 /// One call, ready to send.
 pub struct Outbound {
     pub method: Method,
-    pub url: Url,
+    pub target: Target,
     pub headers: HeaderMap,
     pub payload: Payload,
 }
@@ -59,9 +65,13 @@ impl Outbound {
     /// A call to `url` with `headers` (the transport's [`Transport::headers`], and the
     /// caller's few).
     pub fn new(method: Method, url: Url, headers: HeaderMap) -> Outbound {
+        Outbound::to(method, Target::Url(url), headers)
+    }
+
+    pub fn to(method: Method, target: Target, headers: HeaderMap) -> Outbound {
         Outbound {
             method,
-            url,
+            target,
             headers,
             payload: Payload::Empty,
         }
@@ -205,24 +215,36 @@ impl Transport {
         &self.headers
     }
 
+    /// `url` as a target parsed once for repeated calls: only calls on hyper's client use it.
+    pub fn fixed_target(&self, url: &Url) -> Option<Target> {
+        self.direct.as_ref()?;
+        Uri::try_from(url.as_str()).ok().map(Target::Uri)
+    }
+
     /// Sends `call` on the current worker's pool and waits for the response head.
     pub async fn send(&self, call: Outbound) -> Result<Response, TransportError> {
         let worker = crate::server::workers::current();
         let Outbound {
             method,
-            url,
+            target,
             headers,
             payload,
         } = call;
         let direct = self.direct.as_ref().map(|d| &d[worker % d.len()]);
         match (direct, payload) {
             (Some(direct), Payload::Empty) => {
-                send_direct(direct, method, url, headers, Bytes::new()).await
+                send_direct(direct, method, target, headers, Bytes::new()).await
             }
             (Some(direct), Payload::Json(body)) => {
-                send_direct(direct, method, url, headers, body).await
+                send_direct(direct, method, target, headers, body).await
             }
             (_, payload) => {
+                let url = match target {
+                    Target::Url(url) => url,
+                    Target::Uri(uri) => {
+                        Url::parse(&uri.to_string()).map_err(TransportError::request)?
+                    }
+                };
                 let client = &self.reqwest[worker % self.reqwest.len()];
                 let builder = client.request(method, url).headers(headers);
                 let builder = match payload {
@@ -240,11 +262,14 @@ impl Transport {
 async fn send_direct(
     client: &Direct,
     method: Method,
-    url: Url,
+    target: Target,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, TransportError> {
-    let uri = Uri::try_from(String::from(url)).map_err(TransportError::request)?;
+    let uri = match target {
+        Target::Uri(uri) => uri,
+        Target::Url(url) => Uri::try_from(String::from(url)).map_err(TransportError::request)?,
+    };
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = method;
     *request.uri_mut() = uri;

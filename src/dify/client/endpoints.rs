@@ -8,7 +8,7 @@ use reqwest::multipart::Part;
 use tokio::time::Instant;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::{Caller, DifyClient, Payload, Source, StopKind};
+use super::{CHAT_MESSAGES, Caller, DifyClient, Payload, Source, StopKind};
 use crate::dify::answer::{Answer, Guard};
 use crate::dify::bodies::{ChatMessage, Feedback, Rename, TextToAudio, UserOnly};
 use crate::dify::relay::{RelayStream, StopOnAbandon};
@@ -24,7 +24,7 @@ impl DifyClient {
         slot: Guard,
     ) -> Result<Answer, ApiError> {
         let payload = Payload::Json(body);
-        self.call(Method::POST, "chat-messages", caller, payload, Some(slot))
+        self.call(Method::POST, CHAT_MESSAGES, caller, payload, Some(slot))
             .await
     }
 
@@ -41,7 +41,7 @@ impl DifyClient {
     ) -> Result<RelayStream, ApiError> {
         let started = Instant::now();
         let deadline = started + self.timeout;
-        let call = self.prepare(Method::POST, "chat-messages", &caller, Payload::Json(body))?;
+        let call = self.prepare(Method::POST, CHAT_MESSAGES, &caller, Payload::Json(body))?;
         let response = self
             .exchange(call, deadline, Source::Keyed)
             .await
