@@ -151,6 +151,10 @@ fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
     if !text.starts_with('"') {
         return None;
     }
+    // Already checked as JSON: without a backslash, the value is what the quotes hold.
+    if text.len() >= 2 && !text.contains('\\') {
+        return Some(Cow::Borrowed(&text[1..text.len() - 1]));
+    }
     match serde_json::from_str::<&str>(text) {
         Ok(s) => Some(Cow::Borrowed(s)),
         Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),

@@ -93,7 +93,7 @@ impl StreamLimiter {
         self.total.load(Ordering::Acquire)
     }
 
-    pub fn acquire(self: &Arc<Self>, identity: &str) -> Result<StreamPermit, ApiError> {
+    pub fn acquire(self: &Arc<Self>, identity: &Arc<str>) -> Result<StreamPermit, ApiError> {
         self.acquire_checking(identity, true)
     }
 
@@ -101,14 +101,14 @@ impl StreamLimiter {
     /// this process's `MAX_CONCURRENT_STREAMS` still holds.
     pub fn acquire_within_total(
         self: &Arc<Self>,
-        identity: &str,
+        identity: &Arc<str>,
     ) -> Result<StreamPermit, ApiError> {
         self.acquire_checking(identity, false)
     }
 
     fn acquire_checking(
         self: &Arc<Self>,
-        identity: &str,
+        identity: &Arc<str>,
         per_identity_limit: bool,
     ) -> Result<StreamPermit, ApiError> {
         let mut per_identity = self
@@ -122,9 +122,9 @@ impl StreamLimiter {
             });
         }
         // The identity's key is shared with its permits: one copy per identity, not per stream.
-        let (identity, count) = match per_identity.get_key_value(identity) {
+        let (identity, count) = match per_identity.get_key_value(&**identity) {
             Some((key, &count)) => (Arc::clone(key), count),
-            None => (Arc::from(identity), 0),
+            None => (Arc::clone(identity), 0),
         };
         if per_identity_limit && count >= self.max_per_identity {
             metrics::rejected("rate_limited");
@@ -212,29 +212,29 @@ mod tests {
     #[test]
     fn stream_permits_are_counted_per_identity_and_in_all() {
         let limiter = Arc::new(StreamLimiter::new(2, 3));
-        let a1 = limiter.acquire("a").unwrap();
-        let _a2 = limiter.acquire("a").unwrap();
+        let a1 = limiter.acquire(&"a".into()).unwrap();
+        let _a2 = limiter.acquire(&"a".into()).unwrap();
         assert!(matches!(
-            limiter.acquire("a"),
+            limiter.acquire(&"a".into()),
             Err(ApiError::RateLimited { .. })
         ));
-        let _b1 = limiter.acquire("b").unwrap();
+        let _b1 = limiter.acquire(&"b".into()).unwrap();
         assert!(matches!(
-            limiter.acquire("c"),
+            limiter.acquire(&"c".into()),
             Err(ApiError::Overloaded { .. })
         ));
         drop(a1);
         assert_eq!(limiter.open(), 2);
-        assert!(limiter.acquire("a").is_ok());
+        assert!(limiter.acquire(&"a".into()).is_ok());
     }
 
     #[test]
     fn a_shared_count_leaves_only_the_process_total_here() {
         let limiter = Arc::new(StreamLimiter::new(1, 2));
-        let _a1 = limiter.acquire_within_total("a").unwrap();
-        let _a2 = limiter.acquire_within_total("a").unwrap();
+        let _a1 = limiter.acquire_within_total(&"a".into()).unwrap();
+        let _a2 = limiter.acquire_within_total(&"a".into()).unwrap();
         assert!(matches!(
-            limiter.acquire_within_total("a"),
+            limiter.acquire_within_total(&"a".into()),
             Err(ApiError::Overloaded { .. })
         ));
     }

@@ -146,7 +146,7 @@ impl Shared {
     }
 
     /// One of the identity's stream slots (shared) within this process's total.
-    pub async fn acquire_stream(&self, identity: &str) -> Result<Guard, ApiError> {
+    pub async fn acquire_stream(&self, identity: &Arc<str>) -> Result<Guard, ApiError> {
         if self.redis().is_some() {
             let here = self.streams.acquire_within_total(identity)?;
             if let Some(outcome) = self
@@ -156,10 +156,7 @@ impl Shared {
                 return outcome.map(|lease| Box::new((here, lease)) as Guard);
             }
         }
-        self.local
-            .acquire_stream(identity)
-            .await
-            .unwrap_or_else(|e| Err(ApiError::Internal(e.0)))
+        self.local.acquire_stream_of(identity)
     }
 
     /// 429 `budget_exceeded` once the identity has spent today's budget.

@@ -89,6 +89,14 @@ impl LocalStore {
         }
     }
 
+    /// [`SharedStore::acquire_stream`] for an identity already shared (a new identity's count
+    /// shares it rather than copying it).
+    pub fn acquire_stream_of(&self, identity: &Arc<str>) -> Result<Guard, ApiError> {
+        self.streams
+            .acquire(identity)
+            .map(|permit| Box::new(permit) as Guard)
+    }
+
     /// [`SharedStore::add_usage`], which never waits here.
     pub fn count_usage(&self, identity: &str, day: u64, tokens: u64) {
         let mut usage = self.usage.lock().unwrap_or_else(PoisonError::into_inner);
@@ -118,10 +126,7 @@ impl SharedStore for LocalStore {
     }
 
     async fn acquire_stream(&self, identity: &str) -> Result<Result<Guard, ApiError>, StoreError> {
-        Ok(self
-            .streams
-            .acquire(identity)
-            .map(|permit| Box::new(permit) as Guard))
+        Ok(self.acquire_stream_of(&Arc::from(identity)))
     }
 
     async fn add_usage(&self, identity: &str, day: u64, tokens: u64) -> Result<(), StoreError> {
