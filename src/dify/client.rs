@@ -115,10 +115,7 @@ impl DifyClient {
         keyed.insert(header::AUTHORIZATION, auth);
         let mut origin = app.base_url.clone();
         origin.set_path("/");
-        let chat_target = match transport.fixed_target(&join(&app.base_url, CHAT_MESSAGES)?) {
-            Some(Target::Uri(uri)) => Some(uri),
-            _ => None,
-        };
+        let chat_target = transport.fixed_target(&join(&app.base_url, CHAT_MESSAGES)?);
         Ok(DifyClient {
             app: app.name.clone(),
             transport,

@@ -215,10 +215,10 @@ impl Transport {
         &self.headers
     }
 
-    /// `url` as a target parsed once for repeated calls: only calls on hyper's client use it.
-    pub fn fixed_target(&self, url: &Url) -> Option<Target> {
+    /// `url` parsed once for repeated calls, when they go on hyper's client (which takes it).
+    pub fn fixed_target(&self, url: &Url) -> Option<Uri> {
         self.direct.as_ref()?;
-        Uri::try_from(url.as_str()).ok().map(Target::Uri)
+        Uri::try_from(url.as_str()).ok()
     }
 
     /// Sends `call` on the current worker's pool and waits for the response head.
