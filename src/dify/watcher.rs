@@ -5,6 +5,9 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
+
+mod scan;
 
 /// Lines longer than this are not parsed (their bytes are still relayed untouched).
 const MAX_LINE: usize = 1 << 20;
@@ -94,7 +97,7 @@ impl<'de> Deserialize<'de> for SmallStr {
 }
 
 /// The fields the watcher reads, borrowed from the event's data (no allocation unless a value
-/// holds escapes).
+/// holds escapes), when [`scan::members`] leaves the event to serde_json.
 #[derive(Deserialize)]
 struct Peek<'a> {
     #[serde(borrow)]
@@ -103,8 +106,10 @@ struct Peek<'a> {
     task_id: Option<Text<'a>>,
     #[serde(borrow)]
     conversation_id: Option<Text<'a>>,
-    metadata: Option<PeekMetadata>,
-    data: Option<PeekDataField>,
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
 }
 
 /// A string of the event's data, borrowed unless it holds escapes (serde's own `Cow` is always
@@ -136,14 +141,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
         }
         deserializer.deserialize_str(Visit(std::marker::PhantomData))
     }
-}
-
-/// `data` as workflow events carry it; any other shape is ignored rather than failing the peek.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum PeekDataField {
-    Run(PeekData),
-    Other(serde::de::IgnoredAny),
 }
 
 /// `workflow_finished`'s `data`: the run's token count.
@@ -367,8 +364,16 @@ impl SseWatcher {
     fn peek(&mut self, data: &[u8]) {
         if self.knows_ids() && ANSWER_PREFIXES.iter().any(|p| data.starts_with(p)) {
             // An answer chunk: once the ids are known it holds nothing the watcher needs.
+        } else if let Some(members) = scan::members(data) {
+            self.learn(members);
         } else if let Ok(peek) = serde_json::from_slice::<Peek>(data) {
-            self.learn(peek);
+            self.learn(scan::Members {
+                event: peek.event.as_deref(),
+                task_id: peek.task_id.as_deref(),
+                conversation_id: peek.conversation_id.as_deref(),
+                metadata: peek.metadata.map(|raw| raw.get().as_bytes()),
+                data: peek.data.map(|raw| raw.get().as_bytes()),
+            });
         }
     }
 
@@ -376,30 +381,35 @@ impl SseWatcher {
         self.task_id.is_some() && self.conversation_id.is_some()
     }
 
-    fn learn(&mut self, peek: Peek<'_>) {
+    fn learn(&mut self, seen: scan::Members<'_>) {
         if self.task_id.is_none() {
-            self.task_id = peek.task_id.as_deref().map(SmallStr::new);
+            self.task_id = seen.task_id.map(SmallStr::new);
         }
         if self.conversation_id.is_none() {
-            self.conversation_id = peek
+            self.conversation_id = seen
                 .conversation_id
-                .as_deref()
                 .filter(|c| !c.is_empty())
                 .map(SmallStr::new);
         }
-        let terminal = match peek.event.as_deref() {
+        let terminal = match seen.event {
             Some("message_end") => Some(Terminal::MessageEnd),
             Some("workflow_finished") => Some(Terminal::WorkflowFinished),
             Some("error") => Some(Terminal::Error),
             _ => None,
         };
+        // The end is the end even when its token count cannot be read.
         if terminal == Some(Terminal::MessageEnd) {
-            self.usage = peek.metadata.and_then(|m| m.usage).map(Box::new);
+            self.usage = seen
+                .metadata
+                .and_then(|raw| serde_json::from_slice::<PeekMetadata>(raw).ok())
+                .and_then(|m| m.usage)
+                .map(Box::new);
         }
-        if terminal == Some(Terminal::WorkflowFinished)
-            && let Some(PeekDataField::Run(run)) = peek.data
-        {
-            self.workflow_tokens = run.total_tokens;
+        if terminal == Some(Terminal::WorkflowFinished) {
+            self.workflow_tokens = seen
+                .data
+                .and_then(|raw| serde_json::from_slice::<PeekData>(raw).ok())
+                .and_then(|run| run.total_tokens);
         }
         if terminal.is_some() && self.terminal.is_none() {
             self.terminal = terminal;

@@ -167,3 +167,25 @@ proptest! {
         prop_assert_eq!(pieces.usage(), whole.usage());
     }
 }
+
+#[test]
+fn ids_written_with_escapes_are_still_learned() {
+    let w = watch(&[
+        b"data: {\"event\": \"message\", \"conversation_id\": \"c\\u0031\", \"task_id\": \"t\\/1\", \"answer\": \"\"}\n\n",
+    ]);
+    assert_eq!(w.task_id(), Some("t/1"));
+    assert_eq!(w.conversation_id(), Some("c1"));
+}
+
+#[test]
+fn a_message_end_whose_usage_cannot_be_read_still_ends_the_stream() {
+    for metadata in ["{\"usage\": {\"total_tokens\": \"18\"}}", "\"none\"", "[1]"] {
+        let event = format!(
+            "data: {{\"event\": \"message_end\", \"task_id\": \"t\", \"metadata\": {metadata}}}\n\n"
+        );
+        let w = watch(&[event.as_bytes()]);
+        assert_eq!(w.terminal(), Some(Terminal::MessageEnd), "{metadata}");
+        assert_eq!(w.task_id(), Some("t"));
+        assert_eq!(w.usage(), None);
+    }
+}

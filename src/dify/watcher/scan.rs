@@ -1,0 +1,369 @@
+//! One pass over an event's top-level members, taking the few the watcher reads and skipping
+//! the rest by their brackets and quotes, without building anything.
+//!
+//! Dify's events are JSON written by a JSON encoder. Whatever the scan does not take as
+//! plainly as serde_json would (an escape in a wanted value or in a key, a wanted member given
+//! twice, a value of another type, nesting deeper than serde_json's limit, anything that is not
+//! one object) makes it answer `None`, and the caller asks serde_json instead. It does not
+//! check the grammar of the values it skips (numbers, literals, control characters inside
+//! strings): an encoder never writes those wrong.
+
+/// The members the watcher reads, as they appear in the event.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Members<'a> {
+    pub event: Option<&'a str>,
+    pub task_id: Option<&'a str>,
+    pub conversation_id: Option<&'a str>,
+    /// The raw JSON value of `metadata` (usage, in `message_end`).
+    pub metadata: Option<&'a [u8]>,
+    /// The raw JSON value of `data` (total tokens, in `workflow_finished`).
+    pub data: Option<&'a [u8]>,
+}
+
+/// serde_json's recursion limit: deeper events are left to it (it refuses them).
+const MAX_DEPTH: usize = 128;
+
+pub(super) fn members(json: &[u8]) -> Option<Members<'_>> {
+    let mut scan = Scan { json, at: 0 };
+    let mut found = Members::default();
+    let mut seen = [false; 5];
+    scan.skip_space();
+    scan.expect(b'{')?;
+    scan.skip_space();
+    if scan.peek() == Some(b'}') {
+        scan.at += 1;
+    } else {
+        loop {
+            scan.skip_space();
+            scan.expect(b'"')?;
+            let key = scan.plain_string()?;
+            scan.skip_space();
+            scan.expect(b':')?;
+            scan.skip_space();
+            let wanted = match key {
+                b"event" => Some(0),
+                b"task_id" => Some(1),
+                b"conversation_id" => Some(2),
+                b"metadata" => Some(3),
+                b"data" => Some(4),
+                _ => None,
+            };
+            match wanted {
+                Some(i) if std::mem::replace(&mut seen[i], true) => return None,
+                Some(i @ 0..=2) => {
+                    let text = scan.optional_text()?;
+                    match i {
+                        0 => found.event = text,
+                        1 => found.task_id = text,
+                        _ => found.conversation_id = text,
+                    }
+                }
+                Some(i) => {
+                    let start = scan.at;
+                    scan.skip_value()?;
+                    let raw = &json[start..scan.at];
+                    // `null` is an absent member to serde, whatever its type.
+                    let raw = (raw != b"null").then_some(raw);
+                    if i == 3 {
+                        found.metadata = raw;
+                    } else {
+                        found.data = raw;
+                    }
+                }
+                None => scan.skip_value()?,
+            }
+            scan.skip_space();
+            match scan.next()? {
+                b',' => continue,
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    scan.skip_space();
+    (scan.at == json.len()).then_some(found)
+}
+
+struct Scan<'a> {
+    json: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.json.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.at += 1;
+        Some(b)
+    }
+
+    fn expect(&mut self, b: u8) -> Option<()> {
+        (self.next()? == b).then_some(())
+    }
+
+    fn skip_space(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// The rest of a string whose opening quote is read, when it holds no escape.
+    fn plain_string(&mut self) -> Option<&'a [u8]> {
+        let rest = &self.json[self.at..];
+        let end = memchr::memchr2(b'"', b'\\', rest)?;
+        if rest[end] == b'\\' {
+            return None;
+        }
+        self.at += end + 1;
+        Some(&rest[..end])
+    }
+
+    /// A wanted member's value: a string as serde_json would borrow it, or `null`.
+    fn optional_text(&mut self) -> Option<Option<&'a str>> {
+        match self.next()? {
+            b'"' => {
+                let bytes = self.plain_string()?;
+                if bytes.iter().any(|&b| b < 0x20) {
+                    return None;
+                }
+                std::str::from_utf8(bytes).ok().map(Some)
+            }
+            b'n' => {
+                let rest = self.json.get(self.at..self.at + 3)?;
+                self.at += 3;
+                (rest == b"ull").then_some(None)
+            }
+            _ => None,
+        }
+    }
+
+    /// The rest of a string whose opening quote is read, escapes and all.
+    fn skip_string(&mut self) -> Option<()> {
+        loop {
+            let rest = &self.json[self.at..];
+            let i = memchr::memchr2(b'"', b'\\', rest)?;
+            if rest[i] == b'"' {
+                self.at += i + 1;
+                return Some(());
+            }
+            self.at += i + 2;
+            if self.at > self.json.len() {
+                return None;
+            }
+        }
+    }
+
+    /// One value: a string, a number or literal, or an object or array whatever it nests.
+    fn skip_value(&mut self) -> Option<()> {
+        let mut depth = 0usize;
+        loop {
+            match self.next()? {
+                b'"' => self.skip_string()?,
+                b'{' | b'[' => {
+                    depth += 1;
+                    if depth >= MAX_DEPTH {
+                        return None;
+                    }
+                    continue;
+                }
+                b'}' | b']' => depth = depth.checked_sub(1)?,
+                b',' | b':' | b' ' | b'\t' | b'\n' | b'\r' if depth > 0 => continue,
+                b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+                    while matches!(self.peek(), Some(b) if !matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                    {
+                        self.at += 1;
+                    }
+                }
+                _ => return None,
+            }
+            if depth == 0 {
+                return Some(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    /// What serde_json reads from the same event, for the members the scan takes.
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct Reference {
+        event: Option<String>,
+        task_id: Option<String>,
+        conversation_id: Option<String>,
+        metadata: Option<Value>,
+        data: Option<Value>,
+    }
+
+    fn agrees(json: &[u8]) -> Result<(), TestCaseError> {
+        let Some(found) = members(json) else {
+            return Ok(());
+        };
+        let reference: Reference = serde_json::from_slice(json)
+            .map_err(|e| TestCaseError::fail(format!("scanned what serde_json refuses: {e}")))?;
+        let raw = |v: Option<&[u8]>| v.map(|raw| serde_json::from_slice::<Value>(raw).ok());
+        prop_assert_eq!(found.event.map(str::to_owned), reference.event);
+        prop_assert_eq!(found.task_id.map(str::to_owned), reference.task_id);
+        prop_assert_eq!(
+            found.conversation_id.map(str::to_owned),
+            reference.conversation_id
+        );
+        prop_assert_eq!(raw(found.metadata), reference.metadata.map(Some));
+        prop_assert_eq!(raw(found.data), reference.data.map(Some));
+        Ok(())
+    }
+
+    #[test]
+    fn takes_the_members_of_difys_events_as_they_are_written() {
+        let first = br#"{"event": "message", "conversation_id": "c1", "message_id": "m1", "created_at": 1705395332, "task_id": "t1", "id": "m1", "answer": "Hi \"there\" \\ \u00e9", "from_variable_selector": null}"#;
+        let found = members(first);
+        assert_eq!(
+            found,
+            Some(Members {
+                event: Some("message"),
+                task_id: Some("t1"),
+                conversation_id: Some("c1"),
+                metadata: None,
+                data: None,
+            })
+        );
+        let end = br#"{"event": "message_end", "task_id": "t1", "metadata": {"usage": {"total_tokens": 18, "total_price": "0E-7"}, "retriever_resources": [{"a": [1, {"b": "}"}]}]}, "files": null}"#;
+        let found = members(end).map(|m| m.metadata);
+        assert_eq!(
+            found,
+            Some(Some(
+                &br#"{"usage": {"total_tokens": 18, "total_price": "0E-7"}, "retriever_resources": [{"a": [1, {"b": "}"}]}]}"#[..]
+            ))
+        );
+    }
+
+    #[test]
+    fn a_task_id_nested_in_another_member_is_not_the_events() {
+        let json = br#"{"event": "node_finished", "data": {"outputs": {"task_id": "inner"}}, "task_id": "outer"}"#;
+        assert_eq!(members(json).and_then(|m| m.task_id), Some("outer"));
+    }
+
+    #[test]
+    fn leaves_to_serde_what_it_would_not_read_plainly() {
+        for json in [
+            &br#"{"task_id": "a\"b"}"#[..],
+            br#"{"task\u005fid": "t"}"#,
+            br#"{"task_id": "t", "task_id": "u"}"#,
+            br#"{"task_id": 5}"#,
+            br#"{"task_id": "t"} x"#,
+            br#"{"task_id": "t""#,
+            br#"[{"task_id": "t"}]"#,
+            br#"{"a": , "task_id": "t"}"#,
+            b"{\"task_id\": \"a\x01b\"}",
+        ] {
+            assert_eq!(members(json), None, "{}", String::from_utf8_lossy(json));
+        }
+    }
+
+    #[test]
+    fn a_null_member_is_an_absent_one() {
+        let json = br#"{"event": null, "metadata": null, "data": null}"#;
+        assert_eq!(members(json), Some(Members::default()));
+    }
+
+    #[test]
+    fn nesting_past_serdes_limit_is_left_to_it() {
+        let deep = format!("{{\"a\": {}1{}}}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(members(deep.as_bytes()), None);
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+            prop::sample::select(vec![
+                "message_end",
+                "workflow_finished",
+                "}",
+                "\\",
+                "{\"x\": 1}"
+            ])
+            .prop_map(|s| Value::String(s.to_owned())),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((key(), inner), 0..6)
+                    .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "event",
+                "task_id",
+                "conversation_id",
+                "metadata",
+                "data",
+                "answer",
+                "usage",
+            ])
+            .prop_map(str::to_owned),
+            any::<String>(),
+        ]
+    }
+
+    /// A member the scan takes, with a value it takes as often as not.
+    fn wanted() -> impl Strategy<Value = (String, Value)> {
+        let name = prop::sample::select(vec!["event", "task_id", "conversation_id"]);
+        let text = prop_oneof![
+            "[a-z0-9_ é🚀-]{0,12}".prop_map(Value::String),
+            Just(Value::Null),
+            value(),
+        ];
+        (name.prop_map(str::to_owned), text)
+    }
+
+    fn event() -> impl Strategy<Value = Value> {
+        let member = prop_oneof![wanted(), (key(), value())];
+        prop::collection::vec(member, 0..8).prop_map(|pairs| {
+            let mut object = Map::new();
+            for (k, v) in pairs {
+                object.insert(k, v);
+            }
+            Value::Object(object)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn what_it_takes_is_what_serde_json_reads(event in event(), pretty in any::<bool>(), cut in any::<prop::sample::Index>()) {
+            let text = if pretty {
+                serde_json::to_vec_pretty(&event)
+            } else {
+                serde_json::to_vec(&event)
+            }
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            agrees(&text)?;
+            agrees(&text[..cut.index(text.len() + 1)])?;
+        }
+    }
+
+    #[test]
+    fn an_empty_object_has_no_members() {
+        assert_eq!(members(b" {} "), Some(Members::default()));
+        assert_eq!(
+            members(json!({}).to_string().as_bytes()),
+            Some(Members::default())
+        );
+    }
+}
