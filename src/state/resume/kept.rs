@@ -70,6 +70,8 @@ pub struct Kept {
     /// Deltas since the last keyframe, and the bytes of their chunks.
     run: usize,
     run_bytes: usize,
+    /// The prefix the last two chunks shared.
+    last_pre: u16,
     /// Bytes of the oldest kept chunk already dropped.
     head: usize,
     /// Bytes kept (`end - start`).
@@ -133,12 +135,10 @@ impl Kept {
         }
         let old = &self.newest[..];
         // Chunks of a stream share about as long a prefix as the two before them did.
-        let guess = self
-            .entries
-            .back()
-            .map_or(0, |last| last.pre().saturating_sub(16));
+        let guess = usize::from(self.last_pre).saturating_sub(16);
         let pre = common_prefix(old, chunk, guess);
         let suf = common_suffix(&old[pre..], &chunk[pre..]);
+        self.last_pre = pre as u16;
         let shared = pre + suf;
         let delta = shared >= MIN_SHARED
             && shared * 4 >= old.len()
@@ -368,6 +368,13 @@ struct Arena {
 
 impl Arena {
     fn push(&mut self, bytes: &[u8]) {
+        self.len += bytes.len();
+        if let Some(last) = self.blocks.back_mut()
+            && last.capacity() - last.len() >= bytes.len()
+        {
+            last.extend_from_slice(bytes);
+            return;
+        }
         let mut rest = bytes;
         if let Some(last) = self.blocks.back_mut() {
             let fits = rest.len().min(last.capacity() - last.len());
@@ -386,7 +393,6 @@ impl Arena {
             block.extend_from_slice(rest);
             self.blocks.push_back(block);
         }
-        self.len += bytes.len();
     }
 
     fn drop_front(&mut self, mut n: usize) {
