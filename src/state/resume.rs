@@ -1,13 +1,13 @@
 //! Resumable streams (API.md §7). The `POST /chat` body is the stream's leader: it polls the
-//! relay itself and passes Dify's chunks on untouched, appending a copy of their bytes to the
-//! stream's kept buffer (bounded, contiguous) and waking resume followers only when there are
+//! relay itself and passes Dify's chunks on untouched, keeping their bytes (bounded, each
+//! chunk coded against the next: [`kept`]) and waking resume followers only when there are
 //! any. When the leader is dropped before the relay ends (the browser left), a task takes the
 //! relay over and keeps filling the buffer while someone follows; with no follower for
 //! `STREAM_RESUME_GRACE_SECS` it drops the relay (whose drop asks Dify to stop). The bytes
 //! stay for `STREAM_RESUME_SECS` after the end. With Redis, the bytes are also mirrored there
 //! ([`super::resume_redis`]) so that any replica can serve a resume.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
@@ -19,20 +19,17 @@ use futures_util::stream::{BoxStream, Stream, StreamExt};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
+use self::kept::Kept;
 use super::background::Background;
 use super::resume_redis::{Mirror, Mirrors, RemoteFollow};
 use super::shared::Shared;
 use crate::config::Config;
 use crate::error::ApiError;
 
+mod kept;
+
 /// The body of a resume.
 pub type Follow = BoxStream<'static, Result<Bytes, std::io::Error>>;
-
-/// The most a follower gets in one piece when it catches up on kept bytes.
-const CATCH_UP_PIECE: usize = 64 * 1024;
-/// The sizes of the blocks the kept bytes are held in.
-const MIN_BLOCK: usize = 512;
-const MAX_BLOCK: usize = 8 * 1024;
 
 pub struct Resumable {
     enabled: bool,
@@ -55,103 +52,6 @@ struct Held {
     changed: Notify,
     /// Woken when a follower comes or goes (the take-over task's grace).
     followers_changed: Notify,
-}
-
-#[derive(Default)]
-struct Kept {
-    /// The last bytes of the body, `start..end`: blocks filled in order, the first `head` bytes
-    /// of the first block already dropped. Blocks are never reallocated: a kept byte is copied
-    /// once, and an idle stream keeps at most one block's slack.
-    blocks: VecDeque<Vec<u8>>,
-    head: usize,
-    /// A dropped full-size block, reused for the next one: a stream at its cap recycles its
-    /// blocks instead of freeing and allocating one per few events.
-    spare: Option<Vec<u8>>,
-    /// Bytes kept (`end - start`).
-    len: usize,
-    /// Offset of the first byte kept.
-    start: u64,
-    /// Bytes relayed so far.
-    end: u64,
-    done: bool,
-    followers: usize,
-}
-
-impl Kept {
-    /// Keeps a copy of `chunk`, dropping the oldest bytes beyond `max_bytes` (never the
-    /// chunk's own: a follower that has caught up must still get it whole).
-    fn append(&mut self, chunk: &[u8], max_bytes: usize) {
-        let over = (self.len + chunk.len()).saturating_sub(max_bytes.max(chunk.len()));
-        self.drop_front(over);
-        let mut rest = chunk;
-        if let Some(last) = self.blocks.back_mut() {
-            let fits = rest.len().min(last.capacity() - last.len());
-            last.extend_from_slice(&rest[..fits]);
-            rest = &rest[fits..];
-        }
-        if !rest.is_empty() {
-            // Blocks double from MIN_BLOCK up to MAX_BLOCK: a short answer keeps little slack,
-            // a long one takes few allocations.
-            let previous = self.blocks.back().map_or(0, Vec::capacity);
-            let size = (previous * 2)
-                .clamp(MIN_BLOCK, MAX_BLOCK)
-                .min(max_bytes)
-                .max(rest.len());
-            let mut block = match self.spare.take() {
-                Some(spare) if spare.capacity() >= size => spare,
-                _ => Vec::with_capacity(size),
-            };
-            block.extend_from_slice(rest);
-            self.blocks.push_back(block);
-        }
-        self.len += chunk.len();
-        self.end += chunk.len() as u64;
-    }
-
-    fn drop_front(&mut self, mut n: usize) {
-        self.start += n as u64;
-        self.len -= n;
-        while n > 0 {
-            let Some(front) = self.blocks.front() else {
-                break;
-            };
-            let left = front.len() - self.head;
-            if n < left {
-                self.head += n;
-                break;
-            }
-            n -= left;
-            self.head = 0;
-            if let Some(mut dropped) = self.blocks.pop_front()
-                && dropped.capacity() >= MAX_BLOCK
-            {
-                dropped.clear();
-                self.spare = Some(dropped);
-            }
-        }
-    }
-
-    /// A copy of the kept bytes from `pos` (at most [`CATCH_UP_PIECE`]); `None` at the end.
-    fn bytes_at(&self, pos: u64) -> Option<Bytes> {
-        let mut skip = usize::try_from(pos.checked_sub(self.start)?).ok()? + self.head;
-        if skip - self.head >= self.len {
-            return None;
-        }
-        let mut out = Vec::with_capacity((self.len + self.head - skip).min(CATCH_UP_PIECE));
-        for block in &self.blocks {
-            if skip >= block.len() {
-                skip -= block.len();
-                continue;
-            }
-            let take = (block.len() - skip).min(CATCH_UP_PIECE - out.len());
-            out.extend_from_slice(&block[skip..skip + take]);
-            skip = 0;
-            if out.len() == CATCH_UP_PIECE {
-                break;
-            }
-        }
-        Some(Bytes::from(out))
-    }
 }
 
 impl Held {
@@ -346,7 +246,7 @@ impl Resumable {
             }
             {
                 let kept = held.kept();
-                check_offset(offset, kept.start, kept.end)?;
+                check_offset(offset, kept.start(), kept.end())?;
             }
             return Ok(follow(held, offset));
         }
@@ -456,7 +356,7 @@ fn follow(held: Arc<Held>, offset: u64) -> Follow {
                 changed.as_mut().enable();
                 let next = {
                     let kept = following.0.kept();
-                    if pos < kept.start {
+                    if pos < kept.start() {
                         return None;
                     }
                     let next = kept.bytes_at(pos);
@@ -482,15 +382,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_buffer_drops_its_oldest_bytes_first_and_finds_any_offset() {
-        let mut kept = Kept::default();
-        for piece in ["abcd", "efgh", "ijkl"] {
-            kept.append(piece.as_bytes(), 6);
-        }
-        assert_eq!((kept.start, kept.end), (6, 12));
-        assert_eq!(kept.bytes_at(7).as_deref(), Some(&b"hijkl"[..]));
-        assert_eq!(kept.bytes_at(12), None);
-        assert_eq!(kept.bytes_at(5), None);
+    fn a_resume_starts_inside_the_kept_range_or_at_its_end() {
         assert!(matches!(
             check_offset(5, 6, 12),
             Err(ApiError::StreamExpired)
@@ -499,35 +391,8 @@ mod tests {
             check_offset(13, 6, 12),
             Err(ApiError::InvalidParam(_))
         ));
+        assert!(check_offset(6, 6, 12).is_ok());
         assert!(check_offset(12, 6, 12).is_ok());
-    }
-
-    #[test]
-    fn kept_bytes_wrapping_around_the_ring_come_back_in_order() {
-        let mut kept = Kept::default();
-        let mut whole = Vec::new();
-        for i in 0..200u8 {
-            let piece = [i; 7];
-            kept.append(&piece, 50);
-            whole.extend_from_slice(&piece);
-        }
-        let from = kept.start;
-        assert_eq!(kept.end - from, 50);
-        let held: usize = kept.blocks.iter().map(Vec::capacity).sum();
-        assert!(held <= 2 * 50, "never more than a block past the cap");
-        assert_eq!(
-            kept.bytes_at(from + 3).as_deref(),
-            Some(&whole[from as usize + 3..])
-        );
-    }
-
-    #[test]
-    fn a_single_chunk_larger_than_the_cap_is_still_kept() {
-        let mut kept = Kept::default();
-        kept.append(b"ab", 4);
-        kept.append(b"0123456789", 4);
-        assert_eq!(kept.start, 2);
-        assert_eq!(kept.bytes_at(2).as_deref(), Some(&b"0123456789"[..]));
     }
 
     #[test]
