@@ -4,10 +4,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, Key, SameSite, SignedCookieJar};
 use hmac::{Hmac, KeyInit, Mac};
@@ -22,6 +21,9 @@ use crate::error::ApiError;
 use crate::http::peer_trust::peer_ip;
 use crate::http::request_id::RequestId;
 use crate::state::AppState;
+
+mod layer;
+pub use layer::Resolve;
 
 /// The identity cookie over plain HTTP.
 pub const COOKIE_NAME: &str = "dify_bff_uid";
@@ -181,21 +183,40 @@ fn canonical(ip: IpAddr) -> IpAddr {
 #[derive(Clone, Debug)]
 pub struct Identity(pub Arc<str>);
 
-/// Decides the identity, stores it for the handlers and issues a cookie when it is new. The
-/// response carries the identity's [`LogHash`] for the access log.
-pub async fn resolve(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+/// What [`decide`] settled for one request: its identity is in the request; the response
+/// gets the identity's [`LogHash`] (for the access log), and the new cookie when there was none.
+pub struct Decided {
+    hash: LogHash,
+    new_cookie: Option<SignedCookieJar>,
+}
+
+impl Decided {
+    pub fn apply(self, mut response: Response) -> Response {
+        response.extensions_mut().insert(self.hash);
+        match self.new_cookie {
+            Some(jar) => (jar, response).into_response(),
+            None => response,
+        }
+    }
+}
+
+/// Decides the identity and stores it for the handlers, or refuses the request (header mode
+/// without a valid header).
+pub fn decide(state: &AppState, request: &mut Request) -> Result<Decided, ApiError> {
     let policy = &state.identity;
     let peer = peer_ip(request.extensions());
     if let Some(name) = &policy.user_header {
         let Some(user) = header_identity(request.headers(), name) else {
-            return ApiError::Unauthorized("Sign in first: no valid user identity header.".into())
-                .into_response();
+            return Err(ApiError::Unauthorized(
+                "Sign in first: no valid user identity header.".into(),
+            ));
         };
         let hash = policy.log_hash(&user);
         request.extensions_mut().insert(Identity(Arc::from(user)));
-        let mut response = next.run(request).await;
-        response.extensions_mut().insert(hash);
-        return response;
+        return Ok(Decided {
+            hash,
+            new_cookie: None,
+        });
     }
     let https = policy.is_https(request.headers(), peer);
     let existing = cookie_identity(
@@ -203,25 +224,23 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
         &policy.cookie_mac,
         IdentityPolicy::cookie_name(https),
     );
-    match existing {
-        Some((id, hash)) => {
-            request.extensions_mut().insert(Identity(id));
-            let mut response = next.run(request).await;
-            response.extensions_mut().insert(hash);
-            response
-        }
-        None => {
-            let id = uuid::Uuid::new_v4().to_string();
-            let hash = policy.log_hash(&id);
-            request
-                .extensions_mut()
-                .insert(Identity(Arc::from(id.as_str())));
-            let mut response = next.run(request).await;
-            response.extensions_mut().insert(hash);
-            let jar = SignedCookieJar::new(policy.key.clone()).add(policy.fresh_cookie(id, https));
-            (jar, response).into_response()
-        }
+    if let Some((id, hash)) = existing {
+        request.extensions_mut().insert(Identity(id));
+        return Ok(Decided {
+            hash,
+            new_cookie: None,
+        });
     }
+    let id = uuid::Uuid::new_v4().to_string();
+    let hash = policy.log_hash(&id);
+    request
+        .extensions_mut()
+        .insert(Identity(Arc::from(id.as_str())));
+    let jar = SignedCookieJar::new(policy.key.clone()).add(policy.fresh_cookie(id, https));
+    Ok(Decided {
+        hash,
+        new_cookie: Some(jar),
+    })
 }
 
 /// The id in our signed cookie `name`, if its signature holds. Two cookies of that name (one

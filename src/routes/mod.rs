@@ -32,7 +32,7 @@ pub fn router(state: AppState) -> Router {
         .merge(gateway::router())
         .merge(usage::router())
         .merge(audio::router())
-        .route_layer(from_fn_with_state(state.clone(), identity::resolve));
+        .route_layer(identity::Resolve::new(state.clone()));
     let per_app = for_users.merge(files::passthrough_router());
 
     Router::new()
@@ -57,7 +57,7 @@ fn served_apps(state: &AppState, per_app: Router<AppState>) -> Router<AppState> 
     let listing = apps::router()
         // Plain `/v1` with named apps: the bearer token names the app (API.md §6).
         .merge(gateway::router())
-        .route_layer(from_fn_with_state(state.clone(), identity::resolve));
+        .route_layer(identity::Resolve::new(state.clone()));
     Router::new()
         .nest(
             "/apps/{name}",
