@@ -68,7 +68,7 @@ else
     echo "ab.sh: oha not found; JSON load from dify-bench json --requests" >&2
     json() { taskset -c 0 "$bench" json --addr 127.0.0.1:$port --requests "$1" --connections "$2" --header "Cookie: $cookie" | grep -q " 0 errors"; }
 fi
-sse() { taskset -c 0 "$bench" sse --addr 127.0.0.1:$port --header "Cookie: $cookie" --streams "$1" --events "$2" --interval-ms "$3" --ramp-ms "$4"; }
+sse() { taskset -c 0 "$bench" sse --addr 127.0.0.1:$port --header "Cookie: $cookie" --streams "$1" --events "$2" --interval-ms "$3" --ramp-ms "$4" --answer-bytes "${AB_ANSWER_BYTES:-16}"; }
 # vgdb finds valgrind's pipes by user and host name, which valgrind took from dify-bff's
 # cleared environment (no USER, HOST=127.0.0.1): ask with the same.
 cgc() { env -u USER -u LOGNAME HOST=127.0.0.1 callgrind_control "$@" >/dev/null; }
