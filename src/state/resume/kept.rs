@@ -588,13 +588,7 @@ mod tests {
             chunks in dify_chunks(),
             max_bytes in prop_oneof![Just(1usize << 20), 1usize..5000],
         ) {
-            let mut kept = Kept::default();
-            let mut model = Model { all: Vec::new(), start: 0 };
-            for chunk in &chunks {
-                kept.append(chunk, max_bytes);
-                model.append(chunk, max_bytes);
-            }
-            assert_same(&kept, &model);
+            replay(&chunks, max_bytes, false);
         }
 
         #[test]
@@ -602,14 +596,25 @@ mod tests {
             chunks in cut_anywhere(),
             max_bytes in 1usize..3000,
         ) {
-            let mut kept = Kept::default();
-            let mut model = Model { all: Vec::new(), start: 0 };
-            for chunk in &chunks {
-                kept.append(chunk, max_bytes);
-                model.append(chunk, max_bytes);
+            replay(&chunks, max_bytes, true);
+        }
+    }
+
+    /// Appends `chunks` to a `Kept` and to the model, comparing them at the end or after each.
+    fn replay(chunks: &[Vec<u8>], max_bytes: usize, after_each: bool) {
+        let mut kept = Kept::default();
+        let mut model = Model {
+            all: Vec::new(),
+            start: 0,
+        };
+        for chunk in chunks {
+            kept.append(chunk, max_bytes);
+            model.append(chunk, max_bytes);
+            if after_each {
                 assert_same(&kept, &model);
             }
         }
+        assert_same(&kept, &model);
     }
 
     #[test]
