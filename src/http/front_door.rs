@@ -3,43 +3,144 @@
 //! request id, the access log, the refusals that need no handler (a too-long target, a peer
 //! that may not act for users, a cross-site write), then CORS: a refused peer gets no preflight.
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
 
 use super::cors::Cors;
 use super::{access_log, cross_site, peer_trust, request_id, request_line};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub async fn front_door(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let request_id = request_id::assign(&mut request);
-    let log = access_log::Entry::start(&request);
-    let mut response = answer(&state, request, next).await;
-    log.finish(&response, &state.apps);
-    request_id::stamp(&mut response, request_id);
-    response
+/// The layer over every route. A tower layer rather than an axum `from_fn`: no boxed future,
+/// no boxed `Next` and no second clone of the route per request.
+#[derive(Clone)]
+pub struct FrontDoor {
+    state: AppState,
 }
 
-/// A refusal (with CORS headers, so an allowed page can read it), a preflight's answer, or
-/// the handler's response.
-async fn answer(state: &AppState, request: Request, next: Next) -> Response {
-    let cors = Cors::of(state, &request);
-    let mut response = match refusal(state, &request) {
-        Some(error) => error.into_response(),
-        None => {
-            if let Some(preflight) = cors.preflight() {
-                return preflight;
-            }
-            next.run(request).await
+impl FrontDoor {
+    pub fn new(state: AppState) -> FrontDoor {
+        FrontDoor { state }
+    }
+}
+
+impl<S> Layer<S> for FrontDoor {
+    type Service = Door<S>;
+
+    fn layer(&self, inner: S) -> Door<S> {
+        Door {
+            inner,
+            state: self.state.clone(),
         }
-    };
-    cors.finish(state, &mut response);
-    response
+    }
+}
+
+#[derive(Clone)]
+pub struct Door<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> Service<Request> for Door<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Entered<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    /// A refusal (with CORS headers, so an allowed page can read it), a preflight's answer, or
+    /// the handler's response; each logged and stamped with the request id.
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let request_id = request_id::assign(&mut request);
+        let log = access_log::Entry::start(&request);
+        let after = After {
+            state: self.state.clone(),
+            request_id,
+            log,
+        };
+        let cors = Cors::of(&self.state, &request);
+        if let Some(error) = refusal(&self.state, &request) {
+            let mut response = error.into_response();
+            cors.finish(&self.state, &mut response);
+            return Entered::Answered {
+                response: Some(after.apply(response)),
+            };
+        }
+        if let Some(preflight) = cors.preflight() {
+            return Entered::Answered {
+                response: Some(after.apply(preflight)),
+            };
+        }
+        Entered::Handled {
+            handler: self.inner.call(request),
+            after: Some((cors, after)),
+        }
+    }
+}
+
+/// What every response gets on its way out: its access-log line and the request id.
+struct After {
+    state: AppState,
+    request_id: Option<HeaderValue>,
+    log: access_log::Entry,
+}
+
+impl After {
+    fn apply(self, mut response: Response) -> Response {
+        self.log.finish(&response, &self.state.apps);
+        request_id::stamp(&mut response, self.request_id);
+        response
+    }
+}
+
+pin_project! {
+    #[project = EnteredProj]
+    pub enum Entered<F> {
+        Answered {
+            response: Option<Response>,
+        },
+        Handled {
+            #[pin]
+            handler: F,
+            after: Option<(Cors, After)>,
+        },
+    }
+}
+
+impl<F> Future for Entered<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            EnteredProj::Answered { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_default()))
+            }
+            EnteredProj::Handled { handler, after } => {
+                let mut response = ready!(handler.poll(cx))?;
+                if let Some((cors, after)) = after.take() {
+                    cors.finish(&after.state, &mut response);
+                    response = after.apply(response);
+                }
+                Poll::Ready(Ok(response))
+            }
+        }
+    }
 }
 
 fn refusal(state: &AppState, request: &Request) -> Option<ApiError> {

@@ -1,5 +1,5 @@
 //! The HTTP plumbing every request passes before and after its route: the order is
-//! [`front_door::front_door`]'s, read top to bottom there.
+//! [`front_door::FrontDoor`]'s, read top to bottom there.
 
 pub mod access_log;
 pub mod body;

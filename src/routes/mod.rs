@@ -40,10 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router(state.config.metrics_addr.is_none()))
         .fallback(static_files::fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(
-            state.clone(),
-            crate::http::front_door::front_door,
-        ))
+        .layer(crate::http::front_door::FrontDoor::new(state.clone()))
         .with_state(state)
 }
 
