@@ -760,16 +760,15 @@ async fn scenario_a(bed: &mut Bed) -> Result<(), String> {
         ));
         bed.line("| round | direct | nginx | dify-bff | stack floor | dify-bff / floor |");
         bed.line("|---|---:|---:|---:|---:|---:|");
-        for round in 0..rounds {
-            let rps = |kind: Kind| rounds_of[&kind][round].rps;
+        let column = |kind: Kind| rounds_of[&kind].iter().map(|r| r.rps);
+        let per_round = column(Kind::Direct)
+            .zip(column(Kind::Nginx))
+            .zip(column(Kind::Bff).zip(column(Kind::Floor)));
+        for (round, ((direct, nginx), (bff, floor))) in per_round.enumerate() {
             bed.line(&format!(
-                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}× |",
+                "| {} | {direct:.0} | {nginx:.0} | {bff:.0} | {floor:.0} | {:.2}× |",
                 round + 1,
-                rps(Kind::Direct),
-                rps(Kind::Nginx),
-                rps(Kind::Bff),
-                rps(Kind::Floor),
-                rps(Kind::Bff) / rps(Kind::Floor)
+                bff / floor
             ));
         }
         bed.line("\nEach path's median round (by requests/s):\n");
