@@ -10,10 +10,10 @@
 //! [`MAX_RUN_BYTES`]), which bounds what a read anywhere reconstructs. The coding is exact
 //! for any bytes; only how much it saves depends on chunks lining up with events.
 //!
-//! Everything lives in one buffer: a record per chunk, oldest first (a tag byte, the lengths
-//! the tag does not imply as varints, then the chunk's own bytes), then the newest chunk. A
-//! token event's record is its middle and one byte. The oldest records are dropped by moving
-//! the start of the buffer on; the dropped bytes are reclaimed when the buffer would grow.
+//! The chunks before the newest are records in one buffer, oldest first: a tag byte, the
+//! lengths the tag does not imply as varints, then the chunk's own bytes. A token event's
+//! record is its middle and one byte. The oldest records are dropped by moving the start of
+//! the buffer on; the dropped bytes are reclaimed when the buffer would grow.
 
 use bytes::Bytes;
 
@@ -22,8 +22,10 @@ pub const CATCH_UP_PIECE: usize = 64 * 1024;
 /// At most this many deltas (and chunk bytes behind them) between keyframes.
 const MAX_RUN: usize = 128;
 const MAX_RUN_BYTES: usize = 64 * 1024;
-/// Room reserved past a stream's first chunk: its next few records.
+/// Room for the next chunks' tokens to be a little longer than the first's.
 const FIRST_ROOM: usize = 64;
+/// The records' first buffer: a short answer's.
+const FIRST_RECORDS: usize = 256;
 /// A chunk is coded as a delta only if it shares at least this much, and a quarter of itself.
 const MIN_SHARED: usize = 24;
 /// The largest record, so that its lengths fit three varint bytes: longer chunks are kept as
@@ -80,12 +82,12 @@ impl Record {
 
 #[derive(Default)]
 pub struct Kept {
-    /// Dropped bytes, the records, then the newest chunk whole.
+    /// Dropped bytes, then the records.
     buf: Vec<u8>,
     /// Bytes of `buf` dropped: the first record starts here.
     dead: usize,
-    /// Where the newest chunk starts in `buf` (`buf.len()` before the first chunk).
-    newest: usize,
+    /// The newest chunk, whole.
+    newest: Vec<u8>,
     /// Where the records after the last keyframe start in `buf`, and their first chunk in the
     /// stream (a read near the tail starts there).
     run_off: usize,
@@ -145,12 +147,14 @@ impl Kept {
     pub fn shrink(&mut self) {
         self.compact();
         self.buf.shrink_to_fit();
+        self.newest.shrink_to_fit();
     }
 
     /// Drops everything kept.
     fn clear(&mut self) {
         self.buf.clear();
-        (self.dead, self.newest, self.run_off, self.run) = (0, 0, 0, 0);
+        self.newest.clear();
+        (self.dead, self.run_off, self.run) = (0, 0, 0);
         (self.run_bytes, self.head) = (0, 0);
         self.start += self.len as u64;
         self.len = 0;
@@ -158,74 +162,76 @@ impl Kept {
 
     /// Makes `chunk` (at `at` in the stream) the newest, coding the one it follows against it.
     fn push(&mut self, chunk: &[u8], at: u64) {
-        if self.newest == self.buf.len() {
-            if self.buf.capacity() == 0 {
-                self.buf.reserve_exact(chunk.len() + FIRST_ROOM);
-            }
-            self.reserve(chunk.len());
-            self.buf.extend_from_slice(chunk);
+        if self.newest.is_empty() {
+            self.newest.reserve_exact(chunk.len() + FIRST_ROOM);
+            self.newest.extend_from_slice(chunk);
             return;
         }
-        let old_at = self.newest;
-        let old_len = self.buf.len() - old_at;
-        let (pre, suf) = {
-            let old = &self.buf[old_at..];
-            // Chunks of a stream share about as long a prefix as the two before them did.
-            let guess = self.last.pre.saturating_sub(16);
-            let pre = common_prefix(old, chunk, guess);
-            (pre, common_suffix(&old[pre..], &chunk[pre..]))
-        };
+        let old = &self.newest[..];
+        // Chunks of a stream share about as long a prefix as the two before them did.
+        let guess = self.last.pre.saturating_sub(16);
+        let pre = common_prefix(old, chunk, guess);
+        let suf = common_suffix(&old[pre..], &chunk[pre..]);
         let shared = pre + suf;
         let delta = shared >= MIN_SHARED
-            && shared * 4 >= old_len
+            && shared * 4 >= old.len()
             && self.run < MAX_RUN
-            && self.run_bytes + old_len <= MAX_RUN_BYTES;
+            && self.run_bytes + old.len() <= MAX_RUN_BYTES;
+        let mut header = [0u8; MAX_HEADER];
         if delta {
             let last = self.last;
-            let short_mid = old_len.wrapping_sub(pre + last.suf);
+            let short_mid = old.len().wrapping_sub(pre + last.suf);
             let short = self.run > 0
                 && pre == last.pre
                 && suf >= last.suf
                 && suf - last.suf <= SHORT_SLACK
                 && short_mid <= usize::from(u8::MAX - SHORT);
-            let mut header = [0u8; MAX_HEADER];
-            let (suf, header_len) = if short {
+            let (kept_suf, header_len) = if short {
                 header[0] = SHORT + short_mid as u8;
                 (last.suf, 1)
             } else {
                 header[0] = DELTA;
                 let mut n = 1;
-                for value in [pre, suf, old_len - shared] {
+                for value in [pre, suf, old.len() - shared] {
                     n += put_varint(value, &mut header[n..]);
                 }
                 (suf, n)
             };
-            let mid = old_len - pre - suf;
-            // The header and middle take no more room than the chunk did (it shares at least
-            // MIN_SHARED bytes): move the middle behind the header, then write the header.
-            self.buf
-                .copy_within(old_at + pre..old_at + pre + mid, old_at + header_len);
-            self.buf[old_at..old_at + header_len].copy_from_slice(&header[..header_len]);
-            self.buf.truncate(old_at + header_len + mid);
+            let mid = old.len() - pre - kept_suf;
+            self.reserve(header_len + mid);
+            if header_len == 1 {
+                self.buf.push(header[0]);
+            } else {
+                self.buf.extend_from_slice(&header[..header_len]);
+            }
+            self.buf.extend_from_slice(&self.newest[pre..pre + mid]);
             self.run += 1;
-            self.run_bytes += old_len;
-            self.last = Shared { pre, suf };
+            self.run_bytes += self.newest.len();
+            self.last = Shared { pre, suf: kept_suf };
         } else {
-            let mut header = [0u8; MAX_HEADER];
             header[0] = KEY;
-            let header_len = 1 + put_varint(old_len, &mut header[1..]);
-            self.reserve(header_len);
-            let old_at = self.newest;
-            self.buf.resize(self.buf.len() + header_len, 0);
-            self.buf
-                .copy_within(old_at..old_at + old_len, old_at + header_len);
-            self.buf[old_at..old_at + header_len].copy_from_slice(&header[..header_len]);
+            let header_len = 1 + put_varint(old.len(), &mut header[1..]);
+            self.reserve(header_len + self.newest.len());
+            self.buf.extend_from_slice(&header[..header_len]);
+            self.buf.extend_from_slice(&self.newest);
             (self.run, self.run_bytes) = (0, 0);
             (self.run_off, self.run_at) = (self.buf.len(), at);
         }
-        self.reserve(chunk.len());
-        self.newest = self.buf.len();
-        self.buf.extend_from_slice(chunk);
+        // The new chunk differs from the old only between the shared prefix and suffix.
+        let newest = &mut self.newest;
+        if newest.capacity() > 4 * chunk.len() && newest.capacity() > 4 * 1024 {
+            *newest = chunk.to_vec();
+            return;
+        }
+        let (old_end, new_end) = (newest.len() - suf, chunk.len() - suf);
+        if new_end > old_end {
+            newest.resize(chunk.len(), 0);
+            newest.copy_within(old_end..old_end + suf, new_end);
+        } else if new_end < old_end {
+            newest.copy_within(old_end.., new_end);
+            newest.truncate(chunk.len());
+        }
+        newest[pre..new_end].copy_from_slice(&chunk[pre..new_end]);
     }
 
     /// Makes room for `extra` more bytes: reclaims the dropped bytes once they are a quarter
@@ -243,7 +249,8 @@ impl Kept {
         }
         self.compact();
         let need = self.buf.len() + extra;
-        self.buf.reserve_exact(need + need / 4 - self.buf.len());
+        self.buf
+            .reserve_exact((need + need / 4).max(FIRST_RECORDS) - self.buf.len());
     }
 
     /// Moves the records to the start of the buffer, over the dropped bytes.
@@ -252,7 +259,6 @@ impl Kept {
             return;
         }
         self.buf.drain(..self.dead);
-        self.newest -= self.dead;
         self.run_off = self.run_off.saturating_sub(self.dead);
         self.dead = 0;
         let live = self.buf.len();
@@ -265,7 +271,7 @@ impl Kept {
         self.start += n as u64;
         self.len -= n;
         let mut n = n + self.head;
-        while self.dead < self.newest {
+        while self.dead < self.buf.len() {
             let record = self.record(self.dead, self.front);
             if n < record.len() {
                 break;
@@ -319,7 +325,7 @@ impl Kept {
         if pos < self.start || pos >= self.end {
             return None;
         }
-        let newest = &self.buf[self.newest..];
+        let newest = &self.newest;
         let newest_at = self.end - newest.len() as u64;
         if pos >= newest_at {
             let from = usize::try_from(pos - newest_at).ok()?;
@@ -351,7 +357,7 @@ impl Kept {
         } else {
             (self.dead, self.front, self.start - self.head as u64)
         };
-        while at < self.newest {
+        while at < self.buf.len() {
             let record = self.record(at, before);
             if chunk_at + record.len() as u64 > pos {
                 return Some((at, before, chunk_at));
@@ -375,7 +381,7 @@ impl Kept {
         let mut deltas = Vec::new();
         let mut key = None;
         let mut total = 0;
-        while at < self.newest {
+        while at < self.buf.len() {
             let record = self.record(at, before);
             before = record.shared();
             at = record.end();
@@ -388,7 +394,7 @@ impl Kept {
         }
         let base = match key {
             Some(key) => &self.buf[key.data..key.end()],
-            None => &self.buf[self.newest..],
+            None => &self.newest[..],
         };
         let mut to = out.len() + total;
         let mut next_len = base.len();
@@ -408,14 +414,14 @@ impl Kept {
     /// Bytes held for the kept bytes (capacity), for the tests' budgets.
     #[cfg(test)]
     fn held(&self) -> usize {
-        self.buf.capacity()
+        self.buf.capacity() + self.newest.capacity()
     }
 
     /// The records kept, oldest first.
     #[cfg(test)]
     fn records(&self) -> Vec<Record> {
         let (mut at, mut before, mut records) = (self.dead, self.front, Vec::new());
-        while at < self.newest {
+        while at < self.buf.len() {
             let record = self.record(at, before);
             (at, before) = (record.end(), record.shared());
             records.push(record);
@@ -713,11 +719,11 @@ mod tests {
             nanos += 1_000_000_000 + (x >> 40) % 5_000_000;
         }
         assert_same(&kept, &model);
-        let newest = kept.buf.len() - kept.newest;
-        let records = kept.newest - kept.dead;
+        let newest = kept.newest.len();
+        let records = kept.buf.len() - kept.dead;
         assert!(records < 89 * 13, "{records} bytes of records");
         assert!(
-            kept.held() < (records + newest) * 5 / 4 + 64,
+            kept.held() < records * 5 / 4 + newest + FIRST_ROOM,
             "{} bytes held for {records} of records and {newest} of the newest",
             kept.held()
         );
