@@ -12,7 +12,10 @@
 # `oha -n` when installed, else from the harness's own client (`dify-bench json --requests`).
 # dify-bff runs with its default log level (INFO: the access log on, written to a file), as
 # deployed; AB_RUST_LOG=warn measures without the access log. AB_NATIVE=0 skips the native
-# part (CPU time and RSS), for a quick instruction count.
+# part (CPU time and RSS), for a quick instruction count. The held streams get AB_HOLD_EVENTS
+# events (default 25) AB_HOLD_INTERVAL_MS apart (default 1000), opened over 10 s; RSS is read
+# 20 s in, or, with AB_HOLD_EVENTS set, when the last stream opened has had all but 5 of them
+# (AB_HOLD_EVENTS=90: ~85 events kept per stream, as in scenario (c)).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bench="$here/target/release/dify-bench"
@@ -24,6 +27,10 @@ native_requests=${AB_NATIVE_REQUESTS:-30000}
 hold_streams=${AB_HOLD_STREAMS:-3000}
 native=${AB_NATIVE:-1}
 setup_streams=${AB_SETUP_STREAMS:-300}
+hold_events=${AB_HOLD_EVENTS:-25}
+hold_interval=${AB_HOLD_INTERVAL_MS:-1000}
+hold_sample=20
+if [[ -n "${AB_HOLD_EVENTS:-}" ]]; then hold_sample=$(((10000 + (hold_events - 5) * hold_interval) / 1000)); fi
 log_env=()
 if [[ -n "${AB_RUST_LOG:-}" ]]; then log_env=(RUST_LOG="$AB_RUST_LOG"); fi
 # FLOOR_* settings (floor-proxy's runtime and hyper options), AB_FLOOR_ENV="NAME=value ..." (e.g.
@@ -105,9 +112,9 @@ for bin in "$@"; do
     t0=$(cpu_ms); json "$native_requests" 64; t1=$(cpu_ms)
     sse 1000 "$events" 200 2000 >/dev/null; t2=$(cpu_ms)
     before=$(awk '/VmRSS/{print $2}' /proc/$bff/status)
-    sse "$hold_streams" 25 1000 10000 >"$work/hold.log" &
+    sse "$hold_streams" "$hold_events" "$hold_interval" 10000 >"$work/hold.log" &
     holder=$!
-    sleep 20
+    sleep "$hold_sample"
     held=$(awk '/VmRSS/{print $2}' /proc/$bff/status)
     wait $holder
     grep -q " 0 errors" "$work/hold.log" || { echo "hold run had errors:" >&2; cat "$work/hold.log" >&2; }

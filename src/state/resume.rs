@@ -72,7 +72,11 @@ impl Held {
     }
 
     fn finish(&self) {
-        self.kept().done = true;
+        {
+            let mut kept = self.kept();
+            kept.done = true;
+            kept.shrink();
+        }
         self.changed.notify_waiters();
     }
 }

@@ -9,8 +9,11 @@
 //! the next is kept whole (a keyframe), and so is one at least every [`MAX_RUN`] chunks (and
 //! [`MAX_RUN_BYTES`]), which bounds what a read anywhere reconstructs. The coding is exact
 //! for any bytes; only how much it saves depends on chunks lining up with events.
-
-use std::collections::VecDeque;
+//!
+//! The chunks before the newest are records in one buffer, oldest first: a tag byte, the
+//! lengths the tag does not imply as varints, then the chunk's own bytes. A token event's
+//! record is its middle and one byte. The oldest records are dropped by moving the start of
+//! the buffer on; the dropped bytes are reclaimed when the buffer would grow.
 
 use bytes::Bytes;
 
@@ -19,62 +22,84 @@ pub const CATCH_UP_PIECE: usize = 64 * 1024;
 /// At most this many deltas (and chunk bytes behind them) between keyframes.
 const MAX_RUN: usize = 128;
 const MAX_RUN_BYTES: usize = 64 * 1024;
-/// Entries reserved with a stream's first chunk (a short answer's).
-const FIRST_ENTRIES: usize = 32;
+/// Room for the next chunks' tokens to be a little longer than the first's.
+const FIRST_ROOM: usize = 64;
+/// The records' first buffer: a short answer's.
+const FIRST_RECORDS: usize = 256;
 /// A chunk is coded as a delta only if it shares at least this much, and a quarter of itself.
 const MIN_SHARED: usize = 24;
-/// The largest entry, so that its lengths fit its fields: longer chunks are kept as several.
+/// The largest record, so that its lengths fit three varint bytes: longer chunks are kept as
+/// several.
 const MAX_ENTRY: usize = u16::MAX as usize;
-/// The sizes of the blocks the entries' middles are held in.
-const MIN_BLOCK: usize = 256;
-const MAX_BLOCK: usize = 8 * 1024;
+/// The longest record header: a tag and three lengths.
+const MAX_HEADER: usize = 1 + 3 * 3;
 
-/// One kept chunk: `pre` bytes shared with the start of the next chunk, `mid` bytes of its
-/// own (in the arena), then `suf` bytes shared with the next chunk's end. A keyframe shares
-/// nothing: its middle is the whole chunk.
-#[derive(Clone, Copy, Debug)]
-struct Entry {
-    pre: u16,
-    suf: u16,
-    mid: u16,
+/// Record tags: a keyframe (its length follows), a delta (its prefix, suffix and middle
+/// lengths follow), or, from [`SHORT`] up, a delta with the same prefix and suffix as the
+/// delta before it in its run and `tag - SHORT` middle bytes.
+const KEY: u8 = 0;
+const DELTA: u8 = 1;
+const SHORT: u8 = 2;
+/// Shared suffix bytes a delta may keep in its middle to be written in the short form.
+const SHORT_SLACK: usize = 2;
+
+/// The prefix and suffix lengths a short record takes from the delta before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Shared {
+    pre: usize,
+    suf: usize,
 }
 
-impl Entry {
-    fn pre(self) -> usize {
-        usize::from(self.pre)
-    }
+/// One record, read: `pre` bytes shared with the start of the next chunk, `mid` bytes of its
+/// own (at `data` in the buffer), then `suf` bytes shared with the next chunk's end. A
+/// keyframe shares nothing: its middle is the whole chunk.
+#[derive(Clone, Copy, Debug)]
+struct Record {
+    key: bool,
+    pre: usize,
+    mid: usize,
+    suf: usize,
+    data: usize,
+}
 
-    fn suf(self) -> usize {
-        usize::from(self.suf)
-    }
-
-    fn mid(self) -> usize {
-        usize::from(self.mid)
-    }
-
+impl Record {
     fn len(self) -> usize {
-        self.pre() + self.mid() + self.suf()
+        self.pre + self.mid + self.suf
     }
 
-    fn is_key(self) -> bool {
-        self.pre == 0 && self.suf == 0
+    fn end(self) -> usize {
+        self.data + self.mid
+    }
+
+    /// What a short record after this one shares.
+    fn shared(self) -> Shared {
+        Shared {
+            pre: self.pre,
+            suf: self.suf,
+        }
     }
 }
 
 #[derive(Default)]
 pub struct Kept {
-    /// Every kept chunk but the newest, oldest first.
-    entries: VecDeque<Entry>,
-    /// The entries' middles, in the same order.
-    arena: Arena,
+    /// Dropped bytes, then the records.
+    buf: Vec<u8>,
+    /// Bytes of `buf` dropped: the first record starts here.
+    dead: usize,
     /// The newest chunk, whole.
     newest: Vec<u8>,
+    /// Where the records after the last keyframe start in `buf`, and their first chunk in the
+    /// stream (a read near the tail starts there).
+    run_off: usize,
+    run_at: u64,
+    /// What the first record's short form refers to.
+    front: Shared,
+    /// The last delta's lengths.
+    last: Shared,
     /// Deltas since the last keyframe, and the bytes of their chunks.
     run: usize,
     run_bytes: usize,
-    /// The prefix the last two chunks shared.
-    last_pre: u16,
-    /// Bytes of the oldest kept chunk already dropped.
+    /// Bytes of the first record's chunk already dropped.
     head: usize,
     /// Bytes kept (`end - start`).
     len: usize,
@@ -106,8 +131,10 @@ impl Kept {
         if over == self.len && over > 0 {
             self.clear();
         }
+        let mut at = self.end;
         for part in chunk.chunks(MAX_ENTRY) {
-            self.push(part);
+            self.push(part, at);
+            at += part.len() as u64;
         }
         self.len += chunk.len();
         self.end += chunk.len() as u64;
@@ -116,55 +143,80 @@ impl Kept {
         }
     }
 
+    /// Gives back the room kept for more bytes (the stream has ended).
+    pub fn shrink(&mut self) {
+        self.compact();
+        self.buf.shrink_to_fit();
+        self.newest.shrink_to_fit();
+    }
+
     /// Drops everything kept.
     fn clear(&mut self) {
-        self.entries.clear();
-        self.arena = Arena::default();
+        self.buf.clear();
         self.newest.clear();
-        (self.run, self.run_bytes, self.head) = (0, 0, 0);
+        (self.dead, self.run_off, self.run) = (0, 0, 0);
+        (self.run_bytes, self.head) = (0, 0);
         self.start += self.len as u64;
         self.len = 0;
     }
 
-    /// Makes `chunk` the newest, coding the one it follows against it.
-    fn push(&mut self, chunk: &[u8]) {
+    /// Makes `chunk` (at `at` in the stream) the newest, coding the one it follows against it.
+    fn push(&mut self, chunk: &[u8], at: u64) {
         if self.newest.is_empty() {
-            // Room for the next chunks' tokens to be a little longer, and for a run of entries.
-            self.newest.reserve(chunk.len() + 64);
+            self.newest.reserve_exact(chunk.len() + FIRST_ROOM);
             self.newest.extend_from_slice(chunk);
-            self.entries.reserve(FIRST_ENTRIES);
             return;
         }
         let old = &self.newest[..];
         // Chunks of a stream share about as long a prefix as the two before them did.
-        let guess = usize::from(self.last_pre).saturating_sub(16);
+        let guess = self.last.pre.saturating_sub(16);
         let pre = common_prefix(old, chunk, guess);
         let suf = common_suffix(&old[pre..], &chunk[pre..]);
-        self.last_pre = pre as u16;
         let shared = pre + suf;
         let delta = shared >= MIN_SHARED
             && shared * 4 >= old.len()
             && self.run < MAX_RUN
             && self.run_bytes + old.len() <= MAX_RUN_BYTES;
-        let entry = if delta {
+        let mut header = [0u8; MAX_HEADER];
+        if delta {
+            let last = self.last;
+            let short_mid = old.len().wrapping_sub(pre + last.suf);
+            let short = self.run > 0
+                && pre == last.pre
+                && suf >= last.suf
+                && suf - last.suf <= SHORT_SLACK
+                && short_mid <= usize::from(u8::MAX - SHORT);
+            let (kept_suf, header_len) = if short {
+                header[0] = SHORT + short_mid as u8;
+                (last.suf, 1)
+            } else {
+                header[0] = DELTA;
+                let mut n = 1;
+                for value in [pre, suf, old.len() - shared] {
+                    n += put_varint(value, &mut header[n..]);
+                }
+                (suf, n)
+            };
+            let mid = old.len() - pre - kept_suf;
+            self.reserve(header_len + mid);
+            if header_len == 1 {
+                self.buf.push(header[0]);
+            } else {
+                self.buf.extend_from_slice(&header[..header_len]);
+            }
+            self.buf.extend_from_slice(&self.newest[pre..pre + mid]);
             self.run += 1;
-            self.run_bytes += old.len();
-            self.arena.push(&old[pre..old.len() - suf]);
-            Entry {
-                pre: pre as u16,
-                suf: suf as u16,
-                mid: (old.len() - shared) as u16,
-            }
+            self.run_bytes += self.newest.len();
+            self.last = Shared { pre, suf: kept_suf };
         } else {
+            header[0] = KEY;
+            let header_len = 1 + put_varint(old.len(), &mut header[1..]);
+            self.reserve(header_len + self.newest.len());
+            self.buf.extend_from_slice(&header[..header_len]);
+            self.buf.extend_from_slice(&self.newest);
             (self.run, self.run_bytes) = (0, 0);
-            self.arena.push(old);
-            Entry {
-                pre: 0,
-                suf: 0,
-                mid: old.len() as u16,
-            }
-        };
-        self.entries.push_back(entry);
+            (self.run_off, self.run_at) = (self.buf.len(), at);
+        }
         // The new chunk differs from the old only between the shared prefix and suffix.
         let newest = &mut self.newest;
         if newest.capacity() > 4 * chunk.len() && newest.capacity() > 4 * 1024 {
@@ -182,18 +234,90 @@ impl Kept {
         newest[pre..new_end].copy_from_slice(&chunk[pre..new_end]);
     }
 
+    /// Makes room for `extra` more bytes: reclaims the dropped bytes once they are a quarter
+    /// of what is kept, else grows the buffer to a quarter more than it needs (a stream's
+    /// buffer stays near its size).
+    fn reserve(&mut self, extra: usize) {
+        if self.buf.capacity() - self.buf.len() >= extra {
+            return;
+        }
+        if self.dead * 4 >= self.buf.len() - self.dead {
+            self.compact();
+            if self.buf.capacity() - self.buf.len() >= extra {
+                return;
+            }
+        }
+        self.compact();
+        let need = self.buf.len() + extra;
+        self.buf
+            .reserve_exact((need + need / 4).max(FIRST_RECORDS) - self.buf.len());
+    }
+
+    /// Moves the records to the start of the buffer, over the dropped bytes.
+    fn compact(&mut self) {
+        if self.dead == 0 {
+            return;
+        }
+        self.buf.drain(..self.dead);
+        self.run_off = self.run_off.saturating_sub(self.dead);
+        self.dead = 0;
+        let live = self.buf.len();
+        if self.buf.capacity() > 4 * live && self.buf.capacity() > 16 * 1024 {
+            self.buf.shrink_to(live + live / 4);
+        }
+    }
+
     fn drop_front(&mut self, n: usize) {
         self.start += n as u64;
         self.len -= n;
         let mut n = n + self.head;
-        while let Some(&front) = self.entries.front()
-            && n >= front.len()
-        {
-            n -= front.len();
-            self.entries.pop_front();
-            self.arena.drop_front(front.mid());
+        while self.dead < self.buf.len() {
+            let record = self.record(self.dead, self.front);
+            if n < record.len() {
+                break;
+            }
+            n -= record.len();
+            self.front = record.shared();
+            self.dead = record.end();
         }
         self.head = n;
+    }
+
+    /// The record at `at` in the buffer; a short one takes its lengths from `before`.
+    fn record(&self, at: usize, before: Shared) -> Record {
+        let tag = self.buf[at];
+        let mut data = at + 1;
+        match tag {
+            KEY => {
+                let mid = get_varint(&self.buf, &mut data);
+                Record {
+                    key: true,
+                    pre: 0,
+                    mid,
+                    suf: 0,
+                    data,
+                }
+            }
+            DELTA => {
+                let pre = get_varint(&self.buf, &mut data);
+                let suf = get_varint(&self.buf, &mut data);
+                let mid = get_varint(&self.buf, &mut data);
+                Record {
+                    key: false,
+                    pre,
+                    mid,
+                    suf,
+                    data,
+                }
+            }
+            _ => Record {
+                key: false,
+                pre: before.pre,
+                mid: usize::from(tag - SHORT),
+                suf: before.suf,
+                data,
+            },
+        }
     }
 
     /// The kept bytes from `pos` (at most [`CATCH_UP_PIECE`]); `None` at the end or outside.
@@ -201,100 +325,134 @@ impl Kept {
         if pos < self.start || pos >= self.end {
             return None;
         }
-        let newest_at = self.end - self.newest.len() as u64;
+        let newest = &self.newest;
+        let newest_at = self.end - newest.len() as u64;
         if pos >= newest_at {
             let from = usize::try_from(pos - newest_at).ok()?;
-            let take = (self.newest.len() - from).min(CATCH_UP_PIECE);
-            return Some(Bytes::copy_from_slice(&self.newest[from..from + take]));
+            let take = (newest.len() - from).min(CATCH_UP_PIECE);
+            return Some(Bytes::copy_from_slice(&newest[from..from + take]));
         }
-        let (mut index, chunk_at, mut arena_at) = self.locate(pos, newest_at);
+        let (mut at, mut before, chunk_at) = self.locate(pos)?;
         let skip = usize::try_from(pos - chunk_at).ok()?;
         let want = skip
             + usize::try_from(self.end - pos)
                 .map_or(CATCH_UP_PIECE, |rest| rest.min(CATCH_UP_PIECE));
         let mut out = Vec::new();
         while out.len() < want {
-            let Some(next) = self.rebuild_run(index, arena_at, &mut out) else {
+            let Some(next) = self.rebuild_run(at, before, &mut out) else {
                 break;
             };
-            (index, arena_at) = next;
+            (at, before) = next;
         }
         out.truncate(want);
         Some(Bytes::from(out).slice(skip..))
     }
 
-    /// The entry that holds `pos` (before the newest), where its chunk starts in the stream
-    /// and where its middle starts in the arena; from whichever end is nearer.
-    fn locate(&self, pos: u64, newest_at: u64) -> (usize, u64, usize) {
-        if pos - self.start < newest_at - pos {
-            let (mut index, mut chunk_at, mut arena_at) = (0, self.start - self.head as u64, 0);
-            while let Some(&entry) = self.entries.get(index)
-                && chunk_at + entry.len() as u64 <= pos
-            {
-                chunk_at += entry.len() as u64;
-                arena_at += entry.mid();
-                index += 1;
-            }
-            (index, chunk_at, arena_at)
+    /// The record that holds `pos` (before the newest chunk): where it is in the buffer, what
+    /// a short one refers to, and where its chunk starts in the stream. Reads in the last run
+    /// start at its first record, others at the first record kept.
+    fn locate(&self, pos: u64) -> Option<(usize, Shared, u64)> {
+        let (mut at, mut before, mut chunk_at) = if self.run_off > self.dead && pos >= self.run_at {
+            (self.run_off, Shared::default(), self.run_at)
         } else {
-            let (mut index, mut chunk_at, mut arena_at) =
-                (self.entries.len(), newest_at, self.arena.len);
-            while chunk_at > pos
-                && let Some(&entry) = index.checked_sub(1).and_then(|i| self.entries.get(i))
-            {
-                index -= 1;
-                chunk_at -= entry.len() as u64;
-                arena_at -= entry.mid();
+            (self.dead, self.front, self.start - self.head as u64)
+        };
+        while at < self.buf.len() {
+            let record = self.record(at, before);
+            if chunk_at + record.len() as u64 > pos {
+                return Some((at, before, chunk_at));
             }
-            (index, chunk_at, arena_at)
+            chunk_at += record.len() as u64;
+            before = record.shared();
+            at = record.end();
         }
+        None
     }
 
-    /// Appends to `out` the chunks from entry `index` (its middle at `arena_at`) to the end of
-    /// its run: the first keyframe, or the newest chunk. Returns where the next run starts,
-    /// `None` after the newest.
+    /// Appends to `out` the chunks from the record at `at` to the end of its run: the first
+    /// keyframe, or the newest chunk. Returns where the next run starts, `None` after the
+    /// newest.
     fn rebuild_run(
         &self,
-        index: usize,
-        arena_at: usize,
+        mut at: usize,
+        mut before: Shared,
         out: &mut Vec<u8>,
-    ) -> Option<(usize, usize)> {
-        let (mut last, mut last_arena, mut deltas) = (index, arena_at, 0);
-        while let Some(&entry) = self.entries.get(last)
-            && !entry.is_key()
-        {
-            deltas += entry.len();
-            last_arena += entry.mid();
-            last += 1;
+    ) -> Option<(usize, Shared)> {
+        let mut deltas = Vec::new();
+        let mut key = None;
+        let mut total = 0;
+        while at < self.buf.len() {
+            let record = self.record(at, before);
+            before = record.shared();
+            at = record.end();
+            if record.key {
+                key = Some(record);
+                break;
+            }
+            total += record.len();
+            deltas.push(record);
         }
-        let key = self.entries.get(last).copied();
-        let mut at = out.len() + deltas;
-        let mut next_len = key.map_or(self.newest.len(), Entry::len);
-        out.resize(at + next_len, 0);
-        match key {
-            Some(_) => self.arena.read(last_arena, &mut out[at..]),
-            None => out[at..].copy_from_slice(&self.newest),
+        let base = match key {
+            Some(key) => &self.buf[key.data..key.end()],
+            None => &self.newest[..],
+        };
+        let mut to = out.len() + total;
+        let mut next_len = base.len();
+        out.extend(std::iter::repeat_n(0, total));
+        out.extend_from_slice(base);
+        for record in deltas.iter().rev() {
+            let this = to - record.len();
+            let (pre, mid, suf) = (record.pre, record.mid, record.suf);
+            out.copy_within(to..to + pre, this);
+            out[this + pre..this + pre + mid].copy_from_slice(&self.buf[record.data..record.end()]);
+            out.copy_within(to + next_len - suf..to + next_len, this + pre + mid);
+            (to, next_len) = (this, record.len());
         }
-        let mut arena_end = last_arena;
-        for entry in self.entries.range(index..last).rev() {
-            let this = at - entry.len();
-            let (pre, mid, suf) = (entry.pre(), entry.mid(), entry.suf());
-            arena_end -= mid;
-            out.copy_within(at..at + pre, this);
-            self.arena
-                .read(arena_end, &mut out[this + pre..this + pre + mid]);
-            out.copy_within(at + next_len - suf..at + next_len, this + pre + mid);
-            (at, next_len) = (this, entry.len());
-        }
-        key.map(|key| (last + 1, last_arena + key.mid()))
+        key.map(|_| (at, before))
     }
 
-    /// Bytes held for the kept bytes (capacities), for the tests' budgets.
+    /// Bytes held for the kept bytes (capacity), for the tests' budgets.
     #[cfg(test)]
     fn held(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Entry>()
-            + self.arena.held()
-            + self.newest.capacity()
+        self.buf.capacity() + self.newest.capacity()
+    }
+
+    /// The records kept, oldest first.
+    #[cfg(test)]
+    fn records(&self) -> Vec<Record> {
+        let (mut at, mut before, mut records) = (self.dead, self.front, Vec::new());
+        while at < self.buf.len() {
+            let record = self.record(at, before);
+            (at, before) = (record.end(), record.shared());
+            records.push(record);
+        }
+        records
+    }
+}
+
+/// Writes `value` (at most [`MAX_ENTRY`]) as a varint; returns its length.
+fn put_varint(mut value: usize, out: &mut [u8]) -> usize {
+    let mut n = 0;
+    while value >= 0x80 {
+        out[n] = (value as u8) | 0x80;
+        value >>= 7;
+        n += 1;
+    }
+    out[n] = value as u8;
+    n + 1
+}
+
+/// Reads the varint at `*at`, moving `at` past it.
+fn get_varint(buf: &[u8], at: &mut usize) -> usize {
+    let (mut value, mut shift) = (0, 0);
+    loop {
+        let byte = buf[*at];
+        *at += 1;
+        value |= usize::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return value;
+        }
+        shift += 7;
     }
 }
 
@@ -353,123 +511,6 @@ fn common_suffix(a: &[u8], b: &[u8]) -> usize {
         .zip(b.iter().rev())
         .take_while(|(x, y)| x == y)
         .count()
-}
-
-/// Bytes in blocks filled in order, the oldest dropped first. Blocks are never reallocated:
-/// a byte is copied in once, and an idle stream keeps at most one block's slack.
-#[derive(Default)]
-struct Arena {
-    blocks: VecDeque<Vec<u8>>,
-    /// Bytes of the first block already dropped.
-    head: usize,
-    /// A dropped full-size block, reused for the next one: a stream at its cap recycles its
-    /// blocks instead of freeing and allocating one every few events.
-    spare: Option<Vec<u8>>,
-    len: usize,
-}
-
-impl Arena {
-    fn push(&mut self, bytes: &[u8]) {
-        self.len += bytes.len();
-        if let Some(last) = self.blocks.back_mut()
-            && last.capacity() - last.len() >= bytes.len()
-        {
-            last.extend_from_slice(bytes);
-            return;
-        }
-        let mut rest = bytes;
-        if let Some(last) = self.blocks.back_mut() {
-            let fits = rest.len().min(last.capacity() - last.len());
-            last.extend_from_slice(&rest[..fits]);
-            rest = &rest[fits..];
-        }
-        if !rest.is_empty() {
-            // Blocks double from MIN_BLOCK up to MAX_BLOCK: a short answer keeps little slack,
-            // a long one takes few allocations.
-            let previous = self.blocks.back().map_or(0, Vec::capacity);
-            let size = (previous * 2).clamp(MIN_BLOCK, MAX_BLOCK).max(rest.len());
-            let mut block = match self.spare.take() {
-                Some(spare) if spare.capacity() >= size => spare,
-                _ => Vec::with_capacity(size),
-            };
-            block.extend_from_slice(rest);
-            self.blocks.push_back(block);
-        }
-    }
-
-    fn drop_front(&mut self, mut n: usize) {
-        self.len -= n;
-        while n > 0 {
-            let Some(front) = self.blocks.front() else {
-                break;
-            };
-            let left = front.len() - self.head;
-            if n < left {
-                self.head += n;
-                break;
-            }
-            n -= left;
-            self.head = 0;
-            if let Some(mut dropped) = self.blocks.pop_front()
-                && dropped.capacity() >= MAX_BLOCK
-            {
-                dropped.clear();
-                self.spare = Some(dropped);
-            }
-        }
-    }
-
-    /// Fills `out` with the bytes from `at` (counted from the first byte kept).
-    fn read(&self, at: usize, out: &mut [u8]) {
-        let mut filled = 0;
-        if at + out.len() > self.len / 2 {
-            // Near the end: count back from the last block.
-            let mut block_end = self.len + self.head;
-            let mut first = self.blocks.len();
-            let mut skip = 0;
-            for (index, block) in self.blocks.iter().enumerate().rev() {
-                block_end -= block.len();
-                if block_end <= at + self.head {
-                    (first, skip) = (index, at + self.head - block_end);
-                    break;
-                }
-            }
-            for block in self.blocks.range(first..) {
-                filled += copy_part(&block[skip..], &mut out[filled..]);
-                skip = 0;
-                if filled == out.len() {
-                    return;
-                }
-            }
-            return;
-        }
-        let mut skip = at + self.head;
-        for block in &self.blocks {
-            if skip >= block.len() {
-                skip -= block.len();
-                continue;
-            }
-            filled += copy_part(&block[skip..], &mut out[filled..]);
-            skip = 0;
-            if filled == out.len() {
-                return;
-            }
-        }
-    }
-
-    #[cfg(test)]
-    fn held(&self) -> usize {
-        self.blocks.iter().map(Vec::capacity).sum::<usize>()
-            + self.blocks.capacity() * std::mem::size_of::<Vec<u8>>()
-            + self.spare.as_ref().map_or(0, Vec::capacity)
-    }
-}
-
-/// Copies what fits of `from` into `to`; returns how much.
-fn copy_part(from: &[u8], to: &mut [u8]) -> usize {
-    let n = from.len().min(to.len());
-    to[..n].copy_from_slice(&from[..n]);
-    n
 }
 
 #[cfg(test)]
@@ -633,12 +674,13 @@ mod tests {
             model.append(event.as_bytes(), 1 << 20);
         }
         let (mut run, mut longest) = (0, 0);
-        for entry in &kept.entries {
-            run = if entry.is_key() { 0 } else { run + 1 };
+        let records = kept.records();
+        for record in &records {
+            run = if record.key { 0 } else { run + 1 };
             longest = longest.max(run);
         }
         assert_eq!(longest, MAX_RUN);
-        assert!(kept.entries.iter().filter(|entry| entry.is_key()).count() <= events / MAX_RUN + 1);
+        assert!(records.iter().filter(|record| record.key).count() <= events / MAX_RUN + 1);
         assert_same(&kept, &model);
     }
 
@@ -654,8 +696,35 @@ mod tests {
         }
         assert!(appended > 90 * 300);
         assert!(
-            kept.held() < 5 * 512,
+            kept.held() < 1024,
             "{} bytes held for {appended}",
+            kept.held()
+        );
+    }
+
+    #[test]
+    fn bench_token_events_a_second_apart_keep_a_record_of_a_dozen_bytes_each() {
+        let mut kept = Kept::default();
+        let mut model = Model {
+            all: Vec::new(),
+            start: 0,
+        };
+        let mut nanos: u64 = 1_795_662_501_123_456_789;
+        let mut x = 7u64;
+        for _ in 0..90 {
+            let event = token_event("abcdefghijabcdef", nanos);
+            kept.append(event.as_bytes(), 1 << 20);
+            model.append(event.as_bytes(), 1 << 20);
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            nanos += 1_000_000_000 + (x >> 40) % 5_000_000;
+        }
+        assert_same(&kept, &model);
+        let newest = kept.newest.len();
+        let records = kept.buf.len() - kept.dead;
+        assert!(records < 89 * 13, "{records} bytes of records");
+        assert!(
+            kept.held() < records * 5 / 4 + newest + FIRST_ROOM,
+            "{} bytes held for {records} of records and {newest} of the newest",
             kept.held()
         );
     }
@@ -729,11 +798,7 @@ mod tests {
                 .collect();
             kept.append(&chunk, 64 * 1024);
         }
-        assert!(
-            kept.held() < 64 * 1024 + 2 * MAX_BLOCK + 4096,
-            "{}",
-            kept.held()
-        );
+        assert!(kept.held() < 64 * 1024 * 5 / 4 + 4096, "{}", kept.held());
     }
 
     #[test]
