@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::answer::{Answer, Guard, ReadError, read_capped};
-use super::bodies::WithUser;
+use super::bodies::{ChatMessage, WithUser};
 use super::retry::{self, Failure};
 use super::transport::{self, Outbound, Target, Transport, TransportError};
 use super::upstream_error;
@@ -48,6 +48,8 @@ pub struct Caller {
 enum Payload<'a, B: ?Sized> {
     Query(&'a [(&'a str, &'a str)]),
     Json(&'a B),
+    /// A chat generation's body, written by hand (the hot path of every stream).
+    Chat(&'a ChatMessage<'a>),
     File(Box<Part>),
     /// A multipart form: text fields (never a `user`), then the file.
     Form(&'a [(String, String)], Box<Part>),
@@ -85,6 +87,7 @@ enum Source {
 pub struct DifyClient {
     /// The app's name: the `app` label of upstream metrics.
     app: String,
+    counters: metrics::AppCounters,
     transport: Transport,
     base: Url,
     origin: Url,
@@ -118,6 +121,7 @@ impl DifyClient {
         let chat_target = transport.fixed_target(&join(&app.base_url, CHAT_MESSAGES)?);
         Ok(DifyClient {
             app: app.name.clone(),
+            counters: metrics::AppCounters::default(),
             transport,
             base: app.base_url.clone(),
             origin,
@@ -174,7 +178,7 @@ impl DifyClient {
     ) -> Result<Outbound, ApiError> {
         let user = &*caller.user;
         let mut call = match (&payload, &self.chat_target) {
-            (Payload::Json(_), Some(uri)) if path == CHAT_MESSAGES => {
+            (Payload::Json(_) | Payload::Chat(_), Some(uri)) if path == CHAT_MESSAGES => {
                 Outbound::to(method, Target::Uri(uri.clone()), self.keyed.clone())
             }
             _ => {
@@ -195,6 +199,10 @@ impl DifyClient {
             Payload::Query(_) => call,
             Payload::Json(body) => call.json(
                 serde_json::to_vec(&WithUser { body, user })
+                    .map_err(|e| ApiError::Internal(format!("serialising a Dify call: {e}")))?,
+            ),
+            Payload::Chat(body) => call.json(
+                body.to_vec_with_user(user)
                     .map_err(|e| ApiError::Internal(format!("serialising a Dify call: {e}")))?,
             ),
             Payload::File(file) => call.form(
@@ -282,7 +290,7 @@ impl DifyClient {
         source: Source,
     ) -> Result<transport::Response, Failure> {
         let sent = tokio::time::timeout_at(deadline, self.transport.send(call)).await;
-        metrics::upstream_call(
+        self.counters.upstream_call(
             &self.app,
             sent.as_ref()
                 .ok()
