@@ -93,6 +93,11 @@ pub struct DifyClient {
     origin: Url,
     /// The transport's headers and the key's `Authorization`: what every keyed call starts with.
     keyed: HeaderMap,
+    /// `keyed` and a stand-in `X-Trace-Id` that each call's replaces (a cloned map has room
+    /// for no more entries than it holds: one added after the clone would regrow it).
+    traced: HeaderMap,
+    /// `traced` and the JSON `Content-Type`: for calls with a JSON body.
+    traced_json: HeaderMap,
     /// [`CHAT_MESSAGES`]'s target, parsed once when the transport can use it.
     chat_target: Option<Uri>,
     timeout: Duration,
@@ -116,6 +121,10 @@ impl DifyClient {
         auth.set_sensitive(true);
         let mut keyed = transport.headers().clone();
         keyed.insert(header::AUTHORIZATION, auth);
+        let mut traced = keyed.clone();
+        traced.insert(TRACE_ID, HeaderValue::from_static("-"));
+        let mut traced_json = traced.clone();
+        traced_json.insert(header::CONTENT_TYPE, transport::JSON);
         let mut origin = app.base_url.clone();
         origin.set_path("/");
         let chat_target = transport.fixed_target(&join(&app.base_url, CHAT_MESSAGES)?);
@@ -126,6 +135,8 @@ impl DifyClient {
             base: app.base_url.clone(),
             origin,
             keyed,
+            traced,
+            traced_json,
             chat_target,
             timeout: config.upstream_timeout,
             stream_idle: config.stream_idle_timeout,
@@ -177,9 +188,13 @@ impl DifyClient {
         payload: Payload<'_, B>,
     ) -> Result<Outbound, ApiError> {
         let user = &*caller.user;
+        let headers = match &payload {
+            Payload::Json(_) | Payload::Chat(_) => &self.traced_json,
+            _ => &self.traced,
+        };
         let mut call = match (&payload, &self.chat_target) {
             (Payload::Json(_) | Payload::Chat(_), Some(uri)) if path == CHAT_MESSAGES => {
-                Outbound::to(method, Target::Uri(uri.clone()), self.keyed.clone())
+                Outbound::to(method, Target::Uri(uri.clone()), headers.clone())
             }
             _ => {
                 let mut url = self.url(path)?;
@@ -189,12 +204,13 @@ impl DifyClient {
                         .append_pair("user", user)
                         .extend_pairs(params.iter());
                 }
-                self.keyed_to(method, url)
+                Outbound::new(method, url, headers.clone())
             }
         };
-        if let Some(trace) = &caller.trace_id {
-            call.headers.insert(TRACE_ID, trace.clone());
-        }
+        match &caller.trace_id {
+            Some(trace) => call.headers.insert(TRACE_ID, trace.clone()),
+            None => call.headers.remove(TRACE_ID),
+        };
         Ok(match payload {
             Payload::Query(_) => call,
             Payload::Json(body) => call.json(
