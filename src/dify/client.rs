@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::answer::{Answer, Guard, ReadError, read_capped};
-use super::bodies::WithUser;
+use super::bodies::{ChatMessage, WithUser};
 use super::retry::{self, Failure};
 use super::transport::{self, Outbound, Target, Transport, TransportError};
 use super::upstream_error;
@@ -48,6 +48,8 @@ pub struct Caller {
 enum Payload<'a, B: ?Sized> {
     Query(&'a [(&'a str, &'a str)]),
     Json(&'a B),
+    /// A chat generation's body, written by hand (the hot path of every stream).
+    Chat(&'a ChatMessage<'a>),
     File(Box<Part>),
     /// A multipart form: text fields (never a `user`), then the file.
     Form(&'a [(String, String)], Box<Part>),
@@ -85,11 +87,17 @@ enum Source {
 pub struct DifyClient {
     /// The app's name: the `app` label of upstream metrics.
     app: String,
+    counters: metrics::AppCounters,
     transport: Transport,
     base: Url,
     origin: Url,
     /// The transport's headers and the key's `Authorization`: what every keyed call starts with.
     keyed: HeaderMap,
+    /// `keyed` and a stand-in `X-Trace-Id` that each call's replaces (a cloned map has room
+    /// for no more entries than it holds: one added after the clone would regrow it).
+    traced: HeaderMap,
+    /// `traced` and the JSON `Content-Type`: for calls with a JSON body.
+    traced_json: HeaderMap,
     /// [`CHAT_MESSAGES`]'s target, parsed once when the transport can use it.
     chat_target: Option<Uri>,
     timeout: Duration,
@@ -113,15 +121,22 @@ impl DifyClient {
         auth.set_sensitive(true);
         let mut keyed = transport.headers().clone();
         keyed.insert(header::AUTHORIZATION, auth);
+        let mut traced = keyed.clone();
+        traced.insert(TRACE_ID, HeaderValue::from_static("-"));
+        let mut traced_json = traced.clone();
+        traced_json.insert(header::CONTENT_TYPE, transport::JSON);
         let mut origin = app.base_url.clone();
         origin.set_path("/");
         let chat_target = transport.fixed_target(&join(&app.base_url, CHAT_MESSAGES)?);
         Ok(DifyClient {
             app: app.name.clone(),
+            counters: metrics::AppCounters::default(),
             transport,
             base: app.base_url.clone(),
             origin,
             keyed,
+            traced,
+            traced_json,
             chat_target,
             timeout: config.upstream_timeout,
             stream_idle: config.stream_idle_timeout,
@@ -173,9 +188,13 @@ impl DifyClient {
         payload: Payload<'_, B>,
     ) -> Result<Outbound, ApiError> {
         let user = &*caller.user;
+        let headers = match &payload {
+            Payload::Json(_) | Payload::Chat(_) => &self.traced_json,
+            _ => &self.traced,
+        };
         let mut call = match (&payload, &self.chat_target) {
-            (Payload::Json(_), Some(uri)) if path == CHAT_MESSAGES => {
-                Outbound::to(method, Target::Uri(uri.clone()), self.keyed.clone())
+            (Payload::Json(_) | Payload::Chat(_), Some(uri)) if path == CHAT_MESSAGES => {
+                Outbound::to(method, Target::Uri(uri.clone()), headers.clone())
             }
             _ => {
                 let mut url = self.url(path)?;
@@ -185,16 +204,21 @@ impl DifyClient {
                         .append_pair("user", user)
                         .extend_pairs(params.iter());
                 }
-                self.keyed_to(method, url)
+                Outbound::new(method, url, headers.clone())
             }
         };
-        if let Some(trace) = &caller.trace_id {
-            call.headers.insert(TRACE_ID, trace.clone());
-        }
+        match &caller.trace_id {
+            Some(trace) => call.headers.insert(TRACE_ID, trace.clone()),
+            None => call.headers.remove(TRACE_ID),
+        };
         Ok(match payload {
             Payload::Query(_) => call,
             Payload::Json(body) => call.json(
                 serde_json::to_vec(&WithUser { body, user })
+                    .map_err(|e| ApiError::Internal(format!("serialising a Dify call: {e}")))?,
+            ),
+            Payload::Chat(body) => call.json(
+                body.to_vec_with_user(user)
                     .map_err(|e| ApiError::Internal(format!("serialising a Dify call: {e}")))?,
             ),
             Payload::File(file) => call.form(
@@ -282,7 +306,7 @@ impl DifyClient {
         source: Source,
     ) -> Result<transport::Response, Failure> {
         let sent = tokio::time::timeout_at(deadline, self.transport.send(call)).await;
-        metrics::upstream_call(
+        self.counters.upstream_call(
             &self.app,
             sent.as_ref()
                 .ok()

@@ -32,6 +32,8 @@ pub type Response = http::Response<UpstreamBody>;
 const USER_AGENT: HeaderValue =
     HeaderValue::from_static(concat!("dify-bff/", env!("CARGO_PKG_VERSION")));
 const ANY: HeaderValue = HeaderValue::from_static("*/*");
+/// The `Content-Type` of a JSON body.
+pub const JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// Idle pooled connections to Dify are closed after this long.
 const POOL_IDLE: Duration = Duration::from_secs(60);
 const POOL_MAX_IDLE: usize = 1024;
@@ -41,7 +43,7 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 /// What a call sends as its body.
 pub enum Payload {
     Empty,
-    /// A JSON document (`Content-Type` is set with it).
+    /// A JSON document (the call's headers carry its `Content-Type`).
     Json(Bytes),
     /// A multipart form whose file part streams in as it arrives.
     Form(Form),
@@ -77,11 +79,8 @@ impl Outbound {
         }
     }
 
+    /// A JSON body; the headers must hold [`JSON`] as the `Content-Type` already.
     pub fn json(mut self, body: Vec<u8>) -> Outbound {
-        self.headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
         self.payload = Payload::Json(Bytes::from(body));
         self
     }

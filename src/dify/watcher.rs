@@ -401,8 +401,13 @@ impl SseWatcher {
         if terminal == Some(Terminal::MessageEnd) {
             self.usage = seen
                 .metadata
-                .and_then(|raw| serde_json::from_slice::<PeekMetadata>(raw).ok())
-                .and_then(|m| m.usage)
+                .and_then(|raw| {
+                    scan::usage(raw).unwrap_or_else(|| {
+                        serde_json::from_slice::<PeekMetadata>(raw)
+                            .ok()
+                            .and_then(|m| m.usage)
+                    })
+                })
                 .map(Box::new);
         }
         if terminal == Some(Terminal::WorkflowFinished) {

@@ -41,9 +41,7 @@ pub fn assign(request: &mut Request) -> Option<HeaderValue> {
         None => {
             let mut text = [0u8; uuid::fmt::Simple::LENGTH];
             let id = uuid::Uuid::new_v4().simple().encode_lower(&mut text);
-            let value = HeaderValue::from_str(id).ok()?;
-            request.headers_mut().insert(NAME, value.clone());
-            value
+            HeaderValue::from_str(id).ok()?
         }
     };
     request.extensions_mut().insert(RequestId(value.clone()));

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -45,10 +45,9 @@ impl<'a> ChatRequest<'a> {
     /// The body as a `POST /chat` request, or the `invalid_param` error it earns: the same
     /// checks, in the same order, as reading it as a JSON object first and its fields after.
     pub fn parse(body: &'a [u8]) -> Result<ChatRequest<'a>, ApiError> {
-        let fields = match serde_json::from_slice::<Strict>(body) {
-            Ok(Strict { object: true }) => serde_json::from_slice::<Fields<'a>>(body)
-                .map_err(|_| ApiError::invalid("The body is not valid JSON."))?,
-            Ok(Strict { object: false }) => {
+        let fields = match serde_json::from_slice::<Document<'a>>(body) {
+            Ok(Document::Object(fields)) => fields,
+            Ok(Document::Other) => {
                 return Err(ApiError::invalid("The body must be a JSON object."));
             }
             Err(_) => return Err(ApiError::invalid("The body is not valid JSON.")),
@@ -207,15 +206,46 @@ impl<'de> Deserialize<'de> for Field {
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Fields<'a>, D::Error> {
-        struct Object<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for Object<'a> {
-            type Value = Fields<'a>;
+/// The whole body, checked exactly as parsing it into a `serde_json::Value` would check it
+/// (UTF-8, escapes, numbers, nesting depth) in the same pass that takes an object's fields.
+enum Document<'a> {
+    Object(Fields<'a>),
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Document<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Document<'a>, D::Error> {
+        struct Any<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Any<'a> {
+            type Value = Document<'a>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
+                f.write_str("any JSON value")
             }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Fields<'a>, M::Error> {
+            fn visit_bool<E>(self, _: bool) -> Result<Document<'a>, E> {
+                Ok(Document::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Document<'a>, E> {
+                Ok(Document::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Document<'a>, E> {
+                Ok(Document::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Document<'a>, E> {
+                Ok(Document::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Document<'a>, E> {
+                Ok(Document::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Document<'a>, E> {
+                Ok(Document::Other)
+            }
+            fn visit_none<E>(self) -> Result<Document<'a>, E> {
+                Ok(Document::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Document<'a>, A::Error> {
+                CheckVisitor.visit_seq(seq).map(|_| Document::Other)
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Document<'a>, M::Error> {
                 let mut fields = Fields::default();
                 while let Some(field) = map.next_key::<Field>()? {
                     let slot = match field {
@@ -226,24 +256,109 @@ impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
                         Field::ResponseMode => &mut fields.response_mode,
                         Field::AutoGenerateName => &mut fields.auto_generate_name,
                         Field::Other => {
-                            map.next_value::<IgnoredAny>()?;
+                            map.next_value::<Checked>()?;
                             continue;
                         }
                     };
-                    *slot = Some(map.next_value::<&'de RawValue>()?);
+                    let raw = map.next_value::<&'de RawValue>()?;
+                    if !checked_in_place(raw) {
+                        return Err(de::Error::custom("not valid JSON"));
+                    }
+                    *slot = Some(raw);
                 }
-                Ok(fields)
+                Ok(Document::Object(fields))
             }
         }
-        deserializer.deserialize_map(Object(std::marker::PhantomData))
+        deserializer.deserialize_any(Any(std::marker::PhantomData))
     }
 }
 
-/// A whole JSON document checked exactly as parsing it into a `serde_json::Value` would check
-/// it (UTF-8, escapes, numbers, nesting depth), without building anything; `object` tells
-/// whether it is an object.
-struct Strict {
-    object: bool,
+/// Whether a member's raw value, which serde_json only skipped (its grammar and UTF-8 are
+/// checked, not its escapes' code points, its numbers' range or its depth), is what parsing
+/// the body into a `Value` accepts there.
+fn checked_in_place(raw: &RawValue) -> bool {
+    let text = raw.get();
+    if matches!(text, "null" | "true" | "false") || (text.starts_with('"') && !text.contains('\\'))
+    {
+        return true;
+    }
+    match plain_nesting(text) {
+        Some(depth) => depth < MAX_MEMBER_NESTING,
+        None => serde_json::from_str::<Checked>(text).is_ok() && nesting(text) < MAX_MEMBER_NESTING,
+    }
+}
+
+/// How deep `json` (skipped by serde_json, so of valid grammar) nests, when nothing in it needs
+/// more than that grammar: no escape (a lone surrogate), no exponent and no run of 300 digits
+/// (a number past `f64`'s range). `None`: serde_json must read it.
+fn plain_nesting(json: &str) -> Option<usize> {
+    let (mut depth, mut deepest, mut digits, mut in_string) = (0usize, 0usize, 0usize, false);
+    for b in json.bytes() {
+        if in_string {
+            match b {
+                b'\\' => return None,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if b.is_ascii_digit() {
+            digits += 1;
+            if digits >= 300 {
+                return None;
+            }
+            continue;
+        }
+        digits = 0;
+        match b {
+            b'"' => in_string = true,
+            b'e' | b'E' => return None,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Some(deepest)
+}
+
+/// serde_json refuses the 128th level of nesting from the document's root; the root object is
+/// the first, so a member's value may nest 126 levels.
+const MAX_MEMBER_NESTING: usize = 127;
+
+/// How deep `json` (valid JSON) nests its arrays and objects, counted up to
+/// [`MAX_MEMBER_NESTING`] at most.
+fn nesting(json: &str) -> usize {
+    if json.len() < 2 * MAX_MEMBER_NESTING {
+        return 0;
+    }
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                if deepest >= MAX_MEMBER_NESTING {
+                    break;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Any JSON value, checked and dropped.
@@ -290,14 +405,6 @@ impl<'de> Visitor<'de> for CheckVisitor {
 impl<'de> Deserialize<'de> for Checked {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Checked, D::Error> {
         deserializer.deserialize_any(CheckVisitor).map(|_| Checked)
-    }
-}
-
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Strict, D::Error> {
-        deserializer
-            .deserialize_any(CheckVisitor)
-            .map(|object| Strict { object })
     }
 }
 
@@ -510,6 +617,51 @@ mod tests {
                 message(ChatRequest::parse(body).map(|_| Value::Null)),
                 "The body must be a JSON object."
             );
+        }
+    }
+
+    #[test]
+    fn a_body_is_valid_json_exactly_when_serde_json_reads_it_as_a_value() {
+        let mut bodies = Vec::new();
+        for field in ["query", "inputs", "files", "response_mode", "x"] {
+            for depth in [1, 2, 125, 126, 127, 128] {
+                let (open, close) = ("[".repeat(depth), "]".repeat(depth));
+                bodies.push(format!("{{\"{field}\": {open}1{close}}}"));
+                bodies.push(format!(
+                    "{{\"{field}\": {open}\"\\\"[\"{close}, \"query\": \"q\"}}"
+                ));
+            }
+            for value in [
+                r#""\ud800""#,
+                r#""\ud83d\ude80""#,
+                r#""a\u0000""#,
+                r#"1e400"#,
+                r#"-0.5e-3"#,
+                r#"{"a": 1e400}"#,
+                r#"{"a": "\udc00"}"#,
+                r#"{"a": [1, 2.5, "\n"]}"#,
+                r#""plain""#,
+                r#"{"big": 1.5E3, "b": [1e2, "e"]}"#,
+                r#"true"#,
+                r#"null"#,
+            ] {
+                bodies.push(format!("{{\"{field}\": {value}}}"));
+            }
+        }
+        for digits in [299, 300, 308, 309, 400] {
+            let number = "9".repeat(digits);
+            bodies.push(format!(
+                "{{\"inputs\": {{\"a\": {number}}}, \"query\": \"q\"}}"
+            ));
+            bodies.push(format!(
+                "{{\"inputs\": {{\"a\": -{number}.5}}, \"query\": \"q\"}}"
+            ));
+        }
+        for body in bodies {
+            let valid = serde_json::from_str::<Value>(&body).is_ok();
+            let ours = ChatRequest::parse(body.as_bytes()).map(|_| Value::Null);
+            let refused = matches!(&ours, Err(ApiError::InvalidParam(m)) if m == "The body is not valid JSON.");
+            assert_eq!(valid, !refused, "{body}");
         }
     }
 

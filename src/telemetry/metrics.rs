@@ -2,6 +2,7 @@
 //! once; every server in the process (tests start many) renders the same registry.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Once, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -74,8 +75,9 @@ pub fn render() -> String {
 /// handles are read under a shared lock; only a first sighting takes the exclusive one.
 /// `app` is the request's app (one of the configured names, or empty for routes of no app).
 pub fn request(method: &Method, route: &str, app: &str, status: u16, elapsed: Duration) {
-    type ByStatus = HashMap<(&'static str, u16), (Counter, Histogram)>;
-    type ByRoute = HashMap<String, HashMap<String, ByStatus>>;
+    type Fnv = BuildHasherDefault<Fnv1a>;
+    type ByStatus = HashMap<(&'static str, u16), (Counter, Histogram), Fnv>;
+    type ByRoute = HashMap<String, HashMap<String, ByStatus, Fnv>, Fnv>;
     static HANDLES: OnceLock<RwLock<ByRoute>> = OnceLock::new();
     let method = method_label(method);
     let handles = HANDLES.get_or_init(RwLock::default);
@@ -105,6 +107,28 @@ pub fn request(method: &Method, route: &str, app: &str, status: u16, elapsed: Du
             .entry((method, status))
             .or_insert_with(|| request_handles(method, route, app, status)),
     );
+}
+
+/// FNV-1a, for the request handles' keys: route templates, app names, methods and statuses,
+/// a few dozen keys no client chooses, where SipHash's defence costs more than the lookup.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Fnv1a {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 fn request_handles(
@@ -183,38 +207,52 @@ pub fn time_to_first_byte(elapsed: Duration) {
     once!(Histogram, histogram!("difybff_stream_first_byte_seconds")).record(elapsed.as_secs_f64());
 }
 
-/// A chat stream Dify started for `app` (its response headers arrived).
-pub fn app_stream(app: &str) {
-    static STREAMS: PerApp<Counter> = PerApp::new();
-    STREAMS
-        .get(
-            app,
-            |app| counter!("difybff_app_streams_total", "app" => app.to_owned()),
-        )
-        .increment(1);
+/// An app's stream and upstream-call counters, kept by its client: looked up on first use
+/// rather than on every call.
+#[derive(Default)]
+pub struct AppCounters {
+    streams: OnceLock<Counter>,
+    calls: OnceLock<Arc<[Counter; 6]>>,
 }
 
-/// One upstream exchange of `app`: `None` timed out, `Some(None)` failed to connect or send,
-/// else Dify's status class.
-pub fn upstream_call(app: &str, sent: Option<Option<StatusCode>>) {
-    const OUTCOMES: [&str; 6] = ["timeout", "error", "2xx", "3xx", "4xx", "5xx"];
-    static CALLS: PerApp<Arc<[Counter; 6]>> = PerApp::new();
-    let outcome = match sent {
-        None => 0,
-        Some(None) => 1,
-        Some(Some(status)) => match status.as_u16() {
-            200..=299 => 2,
-            300..=399 => 3,
-            400..=499 => 4,
-            _ => 5,
-        },
-    };
-    let counters = CALLS.get(app, |app| {
-        Arc::new(OUTCOMES.map(|outcome| {
-            counter!("difybff_upstream_calls_total", "app" => app.to_owned(), "outcome" => outcome)
-        }))
-    });
-    counters[outcome].increment(1);
+impl AppCounters {
+    /// A chat stream Dify started for `app` (its response headers arrived).
+    pub fn stream(&self, app: &str) {
+        static STREAMS: PerApp<Counter> = PerApp::new();
+        self.streams
+            .get_or_init(|| {
+                STREAMS.get(
+                    app,
+                    |app| counter!("difybff_app_streams_total", "app" => app.to_owned()),
+                )
+            })
+            .increment(1);
+    }
+
+    /// One upstream exchange of `app`: `None` timed out, `Some(None)` failed to connect or
+    /// send, else Dify's status class.
+    pub fn upstream_call(&self, app: &str, sent: Option<Option<StatusCode>>) {
+        const OUTCOMES: [&str; 6] = ["timeout", "error", "2xx", "3xx", "4xx", "5xx"];
+        static CALLS: PerApp<Arc<[Counter; 6]>> = PerApp::new();
+        let outcome = match sent {
+            None => 0,
+            Some(None) => 1,
+            Some(Some(status)) => match status.as_u16() {
+                200..=299 => 2,
+                300..=399 => 3,
+                400..=499 => 4,
+                _ => 5,
+            },
+        };
+        let counters = self.calls.get_or_init(|| {
+            CALLS.get(app, |app| {
+                Arc::new(OUTCOMES.map(|outcome| {
+                    counter!("difybff_upstream_calls_total", "app" => app.to_owned(), "outcome" => outcome)
+                }))
+            })
+        });
+        counters[outcome].increment(1);
+    }
 }
 
 fn open_streams() -> &'static Gauge {

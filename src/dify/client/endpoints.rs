@@ -23,7 +23,7 @@ impl DifyClient {
         body: &ChatMessage<'_>,
         slot: Guard,
     ) -> Result<Answer, ApiError> {
-        let payload = Payload::Json(body);
+        let payload = Payload::<()>::Chat(body);
         self.call(Method::POST, CHAT_MESSAGES, caller, payload, Some(slot))
             .await
     }
@@ -41,13 +41,18 @@ impl DifyClient {
     ) -> Result<RelayStream, ApiError> {
         let started = Instant::now();
         let deadline = started + self.timeout;
-        let call = self.prepare(Method::POST, CHAT_MESSAGES, &caller, Payload::Json(body))?;
+        let call = self.prepare(
+            Method::POST,
+            CHAT_MESSAGES,
+            &caller,
+            Payload::<()>::Chat(body),
+        )?;
         let response = self
             .exchange(call, deadline, Source::Keyed)
             .await
             .map_err(|f| f.error)?;
         metrics::time_to_first_byte(started.elapsed());
-        metrics::app_stream(&self.app);
+        self.counters.stream(&self.app);
         let stop = StopOnAbandon {
             client: Arc::clone(self),
             caller,

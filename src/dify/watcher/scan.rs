@@ -8,6 +8,8 @@
 //! check the grammar of the values it skips (numbers, literals, control characters inside
 //! strings): an encoder never writes those wrong.
 
+use super::{SmallStr, Usage};
+
 /// The members the watcher reads, as they appear in the event.
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Members<'a> {
@@ -84,6 +86,35 @@ pub(super) fn members(json: &[u8]) -> Option<Members<'_>> {
     (scan.at == json.len()).then_some(found)
 }
 
+/// `message_end`'s usage from its `metadata`, as serde_json reads it into [`PeekMetadata`]:
+/// `Some(None)` without a `usage` (or with a `null` one). `None` leaves it to serde_json: an
+/// escape, a member given twice, a count that is not a plain integer, anything not an object.
+///
+/// [`PeekMetadata`]: super::PeekMetadata
+pub(super) fn usage(metadata: &[u8]) -> Option<Option<Usage>> {
+    let mut scan = Scan {
+        json: metadata,
+        at: 0,
+    };
+    let mut usage = None;
+    let mut seen = false;
+    scan.object(|scan, key| {
+        if key != b"usage" {
+            return scan.skip_value();
+        }
+        if std::mem::replace(&mut seen, true) {
+            return None;
+        }
+        if scan.peek() == Some(b'n') {
+            return scan.null();
+        }
+        usage = Some(scan.usage()?);
+        Some(())
+    })?;
+    scan.skip_space();
+    (scan.at == metadata.len()).then_some(usage)
+}
+
 struct Scan<'a> {
     json: &'a [u8],
     at: usize,
@@ -113,7 +144,7 @@ impl<'a> Scan<'a> {
     /// The rest of a string whose opening quote is read, when it holds no escape.
     fn plain_string(&mut self) -> Option<&'a [u8]> {
         let rest = &self.json[self.at..];
-        let end = memchr::memchr2(b'"', b'\\', rest)?;
+        let end = quote_or_backslash(rest)?;
         if rest[end] == b'\\' {
             return None;
         }
@@ -126,7 +157,7 @@ impl<'a> Scan<'a> {
         match self.next()? {
             b'"' => {
                 let bytes = self.plain_string()?;
-                if bytes.iter().any(|&b| b < 0x20) {
+                if has_control(bytes) {
                     return None;
                 }
                 std::str::from_utf8(bytes).ok().map(Some)
@@ -140,11 +171,97 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// An object's members, each value read by `member` (given the key, without escapes).
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        self.skip_space();
+        self.expect(b'{')?;
+        self.skip_space();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            self.skip_space();
+            self.expect(b'"')?;
+            let key = self.plain_string()?;
+            self.skip_space();
+            self.expect(b':')?;
+            self.skip_space();
+            member(self, key)?;
+            self.skip_space();
+            match self.next()? {
+                b',' => continue,
+                b'}' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    fn null(&mut self) -> Option<()> {
+        let rest = self.json.get(self.at..self.at + 4)?;
+        self.at += 4;
+        (rest == b"null").then_some(())
+    }
+
+    /// `usage`'s object: its counts plain integers, its texts plain strings or `null`.
+    fn usage(&mut self) -> Option<Usage> {
+        let mut usage = Usage::default();
+        let mut seen = [false; 5];
+        self.object(|scan, key| {
+            let i = match key {
+                b"prompt_tokens" => 0,
+                b"completion_tokens" => 1,
+                b"total_tokens" => 2,
+                b"total_price" => 3,
+                b"currency" => 4,
+                _ => return scan.skip_value(),
+            };
+            if std::mem::replace(&mut seen[i], true) {
+                return None;
+            }
+            match i {
+                0 => usage.prompt_tokens = scan.count()?,
+                1 => usage.completion_tokens = scan.count()?,
+                2 => usage.total_tokens = scan.count()?,
+                _ => {
+                    let text = scan.optional_text()?.map(SmallStr::new);
+                    if i == 3 {
+                        usage.total_price = text;
+                    } else {
+                        usage.currency = text;
+                    }
+                }
+            }
+            Some(())
+        })?;
+        Some(usage)
+    }
+
+    /// A number serde_json reads as a `u64`: digits without a leading zero, no fraction or
+    /// exponent, not past `u64::MAX`.
+    fn count(&mut self) -> Option<u64> {
+        let digits = self.json[self.at..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let text = &self.json[self.at..self.at + digits];
+        if digits == 0 || (digits > 1 && text[0] == b'0') {
+            return None;
+        }
+        if matches!(self.json.get(self.at + digits), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        self.at += digits;
+        text.iter().try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+    }
+
     /// The rest of a string whose opening quote is read, escapes and all.
     fn skip_string(&mut self) -> Option<()> {
         loop {
             let rest = &self.json[self.at..];
-            let i = memchr::memchr2(b'"', b'\\', rest)?;
+            let i = quote_or_backslash(rest)?;
             if rest[i] == b'"' {
                 self.at += i + 1;
                 return Some(());
@@ -184,6 +301,44 @@ impl<'a> Scan<'a> {
             }
         }
     }
+}
+
+const ONES: u64 = u64::from_ne_bytes([1; 8]);
+const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// The bytes of `word` (little-endian) less than `n` (at most 0x80) have their high bit set;
+/// above the first such byte others may be set too.
+fn below(word: u64, n: u8) -> u64 {
+    word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS
+}
+
+fn words(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    bytes.chunks_exact(8).map(|chunk| {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        u64::from_le_bytes(word)
+    })
+}
+
+/// Where the first `"` or `\` is. Most strings of an event are short (keys, ids): eight bytes
+/// at a time within the first 64, where memchr's set-up costs more than the search.
+fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    let head = bytes.len().min(64) & !7;
+    for (i, word) in words(&bytes[..head]).enumerate() {
+        let found =
+            below(word ^ (ONES * u64::from(b'"')), 1) | below(word ^ (ONES * u64::from(b'\\')), 1);
+        if found != 0 {
+            return Some(i * 8 + found.trailing_zeros() as usize / 8);
+        }
+    }
+    memchr::memchr2(b'"', b'\\', &bytes[head..]).map(|i| head + i)
+}
+
+/// Whether a string's bytes hold a control character, which JSON strings may not.
+fn has_control(bytes: &[u8]) -> bool {
+    let whole = bytes.len() & !7;
+    words(&bytes[..whole]).any(|word| below(word, 0x20) != 0)
+        || bytes[whole..].iter().any(|&b| b < 0x20)
 }
 
 #[cfg(test)]
@@ -355,6 +510,116 @@ mod tests {
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
             agrees(&text)?;
             agrees(&text[..cut.index(text.len() + 1)])?;
+        }
+    }
+
+    fn usage_agrees(json: &[u8]) -> Result<(), TestCaseError> {
+        let Some(found) = usage(json) else {
+            return Ok(());
+        };
+        let reference = serde_json::from_slice::<super::super::PeekMetadata>(json)
+            .map_err(|e| TestCaseError::fail(format!("scanned what serde_json refuses: {e}")))?;
+        prop_assert_eq!(found, reference.usage);
+        Ok(())
+    }
+
+    #[test]
+    fn reads_message_ends_usage_as_dify_writes_it() {
+        let metadata = br#"{"usage": {"prompt_tokens": 11, "prompt_unit_price": "0.001", "completion_tokens": 7, "total_tokens": 18, "total_price": "0.0000250", "currency": "USD", "latency": 0.5}, "retriever_resources": [{"a": "}"}]}"#;
+        let found = usage(metadata).flatten().unwrap_or_default();
+        assert_eq!(
+            (
+                found.prompt_tokens,
+                found.completion_tokens,
+                found.total_tokens
+            ),
+            (11, 7, 18)
+        );
+        assert_eq!(found.total_price.as_deref(), Some("0.0000250"));
+        assert_eq!(found.currency.as_deref(), Some("USD"));
+        assert_eq!(usage(br#"{"usage": null}"#), Some(None));
+        assert_eq!(usage(b"{}"), Some(None));
+        assert_eq!(usage(br#"{"usage": {}}"#), Some(Some(Usage::default())));
+    }
+
+    #[test]
+    fn leaves_to_serde_usage_it_would_not_read_plainly() {
+        for json in [
+            &br#"{"usage": {"total_tokens": 1.0}}"#[..],
+            br#"{"usage": {"total_tokens": -1}}"#,
+            br#"{"usage": {"total_tokens": 01}}"#,
+            br#"{"usage": {"total_tokens": 1e3}}"#,
+            br#"{"usage": {"total_tokens": 18446744073709551616}}"#,
+            br#"{"usage": {"total_tokens": null}}"#,
+            br#"{"usage": {"total_tokens": 1, "total_tokens": 2}}"#,
+            br#"{"usage": {}, "usage": {}}"#,
+            br#"{"usage": {"currency": "U\u0053D"}}"#,
+            br#"{"us\u0061ge": {}}"#,
+            br#"{"usage": []}"#,
+            br#"[{}]"#,
+            br#"{"usage": {}} x"#,
+        ] {
+            assert_eq!(usage(json), None, "{}", String::from_utf8_lossy(json));
+        }
+    }
+
+    fn usage_member() -> impl Strategy<Value = (String, Value)> {
+        let name = prop::sample::select(vec![
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "total_price",
+            "currency",
+            "latency",
+        ]);
+        let value = prop_oneof![
+            any::<u64>().prop_map(Value::from),
+            (0u64..100).prop_map(Value::from),
+            "[A-Z0-9.]{0,8}".prop_map(Value::String),
+            Just(Value::Null),
+            value(),
+        ];
+        (name.prop_map(str::to_owned), value)
+    }
+
+    fn metadata() -> impl Strategy<Value = Value> {
+        let usage = prop_oneof![
+            prop::collection::vec(usage_member(), 0..8).prop_map(|pairs| {
+                Value::Object(pairs.into_iter().collect::<Map<String, Value>>())
+            }),
+            Just(Value::Null),
+            value(),
+        ];
+        let member = prop_oneof![
+            usage.prop_map(|u| ("usage".to_owned(), u)),
+            (key(), value())
+        ];
+        prop::collection::vec(member, 0..4)
+            .prop_map(|pairs| Value::Object(pairs.into_iter().collect()))
+    }
+
+    proptest! {
+        #[test]
+        fn the_usage_it_reads_is_what_serde_json_reads(metadata in metadata(), pretty in any::<bool>(), cut in any::<prop::sample::Index>()) {
+            let text = if pretty {
+                serde_json::to_vec_pretty(&metadata)
+            } else {
+                serde_json::to_vec(&metadata)
+            }
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            usage_agrees(&text)?;
+            usage_agrees(&text[..cut.index(text.len() + 1)])?;
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_word_searches_agree_with_bytewise_ones(bytes in prop::collection::vec(prop::sample::select(vec![0u8, 0x1f, 0x20, b'"', b'\\', b'a', 0x7f, 0x80, 0xdc, 0xff]), 0..150)) {
+            prop_assert_eq!(
+                quote_or_backslash(&bytes),
+                bytes.iter().position(|&b| b == b'"' || b == b'\\')
+            );
+            prop_assert_eq!(has_control(&bytes), bytes.iter().any(|&b| b < 0x20));
         }
     }
 
