@@ -27,6 +27,10 @@ native_requests=${AB_NATIVE_REQUESTS:-30000}
 hold_streams=${AB_HOLD_STREAMS:-3000}
 native=${AB_NATIVE:-1}
 setup_streams=${AB_SETUP_STREAMS:-300}
+# The set-up streams start over AB_SETUP_RAMP_MS (default 6 s): over 1 s, one binary's run could
+# open dozens of new upstream connections and the next none, and that, not the set-up, decided
+# the difference.
+setup_ramp=${AB_SETUP_RAMP_MS:-6000}
 hold_events=${AB_HOLD_EVENTS:-25}
 hold_interval=${AB_HOLD_INTERVAL_MS:-1000}
 hold_sample=20
@@ -93,7 +97,7 @@ for bin in "$@"; do
     sse "$streams" "$events" 50 1000 >/dev/null
     cgc -d "$bff"; cgc -z "$bff"
     # Stream set-up: streams of a single event (the set-up, one event and message_end each).
-    sse "$setup_streams" 1 50 1000 >/dev/null
+    sse "$setup_streams" 1 50 "$setup_ramp" >/dev/null
     cgc -d "$bff"
     stop
     json_ir=$(ir "$(ls "$work"/cg.*.1 | head -1)"); sse_ir=$(ir "$(ls "$work"/cg.*.2 | head -1)")
