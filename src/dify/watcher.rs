@@ -362,9 +362,17 @@ impl SseWatcher {
     }
 
     fn peek(&mut self, data: &[u8]) {
-        if self.knows_ids() && ANSWER_PREFIXES.iter().any(|p| data.starts_with(p)) {
-            // An answer chunk: once the ids are known it holds nothing the watcher needs.
-        } else if let Some(members) = scan::members(data) {
+        // An answer chunk: once the ids are known it holds nothing the watcher needs.
+        if !(self.knows_ids() && is_answer(data)) {
+            self.read(data);
+        }
+    }
+
+    /// Reads an event that is not a plain answer chunk. Kept out of line: its frame (the scan,
+    /// serde_json) would otherwise be set up for every answer chunk too.
+    #[inline(never)]
+    fn read(&mut self, data: &[u8]) {
+        if let Some(members) = scan::members(data) {
             self.learn(members);
         } else if let Ok(peek) = serde_json::from_slice::<Peek>(data) {
             self.learn(scan::Members {
@@ -417,12 +425,20 @@ impl SseWatcher {
     }
 }
 
-/// The start of an answer chunk (the bulk of a stream) as Dify serialises it (Python's
-/// `json.dumps`, `event` first). Anything else, compact JSON included, is parsed.
-const ANSWER_PREFIXES: &[&[u8]] = &[
-    b"{\"event\": \"message\", ",
-    b"{\"event\": \"agent_message\", ",
-];
+/// Whether `data` starts like an answer chunk (the bulk of a stream) as Dify serialises it
+/// (Python's `json.dumps`, `event` first): `{"event": "message", ` or
+/// `{"event": "agent_message", `. Anything else, compact JSON included, is parsed. Compared as
+/// short arrays, which the compiler does inline instead of calling `memcmp`.
+fn is_answer(data: &[u8]) -> bool {
+    let Some((head, name)) = data.split_first_chunk::<11>() else {
+        return false;
+    };
+    let name = match name.split_first_chunk::<6>() {
+        Some((b"agent_", rest)) => rest,
+        _ => name,
+    };
+    head == b"{\"event\": \"" && name.first_chunk::<10>() == Some(b"message\", ")
+}
 
 fn field_value<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     let rest = line.strip_prefix(name)?;

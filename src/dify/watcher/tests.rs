@@ -189,3 +189,24 @@ fn a_message_end_whose_usage_cannot_be_read_still_ends_the_stream() {
         assert_eq!(w.usage(), None);
     }
 }
+
+#[test]
+fn only_dify_shaped_answer_chunks_skip_the_scan() {
+    for answer in [
+        &b"{\"event\": \"message\", \"answer\": \"x\"}"[..],
+        b"{\"event\": \"agent_message\", \"answer\": \"x\"}",
+    ] {
+        assert!(is_answer(answer), "{}", String::from_utf8_lossy(answer));
+    }
+    for other in [
+        &b"{\"event\": \"message_end\", \"metadata\": {}}"[..],
+        b"{\"event\": \"agent_thought\", \"id\": \"x\"}",
+        b"{\"event\": \"agent_\"}",
+        b"{\"event\":\"message\",\"answer\":\"x\"}",
+        b"{\"event\": \"message\"}",
+        b"{\"event\": \"",
+        b"",
+    ] {
+        assert!(!is_answer(other), "{}", String::from_utf8_lossy(other));
+    }
+}
