@@ -178,6 +178,9 @@ impl SseWatcher {
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
+        if self.feed_one_event(chunk) {
+            return;
+        }
         let mut rest = chunk;
         // An event's only `data` line so far, still in `chunk`: copied aside only if the
         // event does not end in this chunk.
@@ -230,6 +233,31 @@ impl SseWatcher {
             }
         }
         self.keep(pending);
+    }
+
+    /// The usual chunk, one whole event of one `data` line (`data: …\n\n`) after a complete
+    /// one, read without the line-by-line bookkeeping of [`SseWatcher::feed`]; `false` (nothing
+    /// done) for anything else.
+    fn feed_one_event(&mut self, chunk: &[u8]) -> bool {
+        let between_events = self.event_lines == 0
+            && self.line.is_empty()
+            && !self.line_overflow
+            && !self.last_was_cr;
+        let Some(line) = chunk
+            .strip_suffix(b"\n\n")
+            .filter(|line| between_events && line.len() <= MAX_LINE)
+        else {
+            return false;
+        };
+        let Some(value) = field_value(line, b"data") else {
+            return false;
+        };
+        if memchr::memchr2(b'\n', b'\r', value).is_some() {
+            return false;
+        }
+        self.events += 1;
+        self.peek(value);
+        true
     }
 
     /// Copies a pending `data` value (see [`SseWatcher::feed`]) into the event's data.
