@@ -210,3 +210,16 @@ fn only_dify_shaped_answer_chunks_skip_the_scan() {
         assert!(!is_answer(other), "{}", String::from_utf8_lossy(other));
     }
 }
+
+#[test]
+fn a_chunk_shaped_like_a_whole_event_still_continues_a_partial_line() {
+    let w = watch(&[
+        b"data: {\"event\": \"message\", \"answer\": \"x\"",
+        b"data: {\"event\": \"error\"}\n\n",
+    ]);
+    assert_eq!(w.terminal(), None);
+    assert_eq!(w.events(), 1);
+    let w = watch(&[b"data: {\"event\": \"error\"}\n\n"]);
+    assert_eq!(w.terminal(), Some(Terminal::Error));
+    assert_eq!(w.events(), 1);
+}
