@@ -14,7 +14,10 @@ pub mod write_timeout;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,6 +26,7 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use pin_project_lite::pin_project;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -144,6 +148,7 @@ pub async fn serve_on(
     }
 
     drain(&state).await;
+    CLOSING.store(true, Ordering::Release);
     close.cancel();
     server.await.map_err(std::io::Error::other)
 }
@@ -312,13 +317,45 @@ async fn serve_connection(
     let mut connection = Box::pin(builder.serve_connection(io, service));
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        () = close.cancelled() => {
+        () = (Closing { signal: close.cancelled(), armed: None }) => {
             connection.as_mut().graceful_shutdown();
             connection.as_mut().await
         }
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+}
+
+/// Set before a server of this process cancels its `close`: from then on every connection
+/// polls its close signal again when woken (see [`Closing`]).
+static CLOSING: AtomicBool = AtomicBool::new(false);
+
+pin_project! {
+    /// A connection's close signal, polled again only when the connection's waker changed or
+    /// [`CLOSING`] is set: while it waits, a poll would only register the same waker again
+    /// (two locks), on every wake of the connection (every relayed event of a stream).
+    struct Closing<F> {
+        #[pin]
+        signal: F,
+        armed: Option<Waker>,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Closing<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let armed = this.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if armed && !CLOSING.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        let polled = this.signal.poll(cx);
+        if !armed {
+            *this.armed = Some(cx.waker().clone());
+        }
+        polled
     }
 }
 

@@ -100,7 +100,8 @@ trait Upstream: Send {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
     /// Whether the idle timer has fired and not been polled since.
     fn idle_elapsed(&self) -> bool;
-    /// `None` once the upstream is closed; `Err` when it broke.
+    /// `None` once the upstream is closed; `Err` when it broke. A chunk has been fed to the
+    /// watcher.
     fn poll_upstream(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -109,7 +110,6 @@ trait Upstream: Send {
     fn close(self: Pin<&mut Self>);
     fn idle_timer(self: Pin<&mut Self>) -> Pin<&mut Sleep>;
     fn watcher(&self) -> &SseWatcher;
-    fn watcher_mut(self: Pin<&mut Self>) -> &mut SseWatcher;
 }
 
 impl<S, E, F> Upstream for Parts<S, F>
@@ -129,11 +129,12 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Option<Poll<Option<Result<Bytes, ()>>>> {
-        self.project().upstream.as_pin_mut().map(|upstream| {
-            upstream
-                .poll_next(cx)
-                .map(|next| next.map(|r| r.map_err(drop)))
-        })
+        let this = self.project();
+        let next = this.upstream.as_pin_mut()?.poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &next {
+            this.watcher.feed(chunk);
+        }
+        Some(next.map(|next| next.map(|r| r.map_err(drop))))
     }
 
     fn close(self: Pin<&mut Self>) {
@@ -146,10 +147,6 @@ where
 
     fn watcher(&self) -> &SseWatcher {
         &self.watcher
-    }
-
-    fn watcher_mut(self: Pin<&mut Self>) -> &mut SseWatcher {
-        self.project().watcher
     }
 }
 
@@ -198,6 +195,8 @@ impl RelayStream {
         self.parts.watcher().total_tokens()
     }
 
+    #[cold]
+    #[inline(never)]
     fn fail(&mut self, failure: StreamFailure) -> Bytes {
         self.parts.as_mut().close();
         self.finished = true;
@@ -256,7 +255,6 @@ impl Stream for RelayStream {
         };
         match polled {
             Poll::Ready(Some(Ok(chunk))) => {
-                this.parts.as_mut().watcher_mut().feed(&chunk);
                 this.last_byte = Instant::now();
                 metrics::bytes_relayed(chunk.len());
                 Poll::Ready(Some(Ok(chunk)))

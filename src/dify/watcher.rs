@@ -178,6 +178,9 @@ impl SseWatcher {
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
+        if self.feed_one_event(chunk) {
+            return;
+        }
         let mut rest = chunk;
         // An event's only `data` line so far, still in `chunk`: copied aside only if the
         // event does not end in this chunk.
@@ -230,6 +233,31 @@ impl SseWatcher {
             }
         }
         self.keep(pending);
+    }
+
+    /// The usual chunk, one whole event of one `data` line (`data: …\n\n`) after a complete
+    /// one, read without the line-by-line bookkeeping of [`SseWatcher::feed`]; `false` (nothing
+    /// done) for anything else.
+    fn feed_one_event(&mut self, chunk: &[u8]) -> bool {
+        let between_events = self.event_lines == 0
+            && self.line.is_empty()
+            && !self.line_overflow
+            && !self.last_was_cr;
+        let Some(line) = chunk
+            .strip_suffix(b"\n\n")
+            .filter(|line| between_events && line.len() <= MAX_LINE)
+        else {
+            return false;
+        };
+        let Some(value) = field_value(line, b"data") else {
+            return false;
+        };
+        if memchr::memchr2(b'\n', b'\r', value).is_some() {
+            return false;
+        }
+        self.events += 1;
+        self.peek(value);
+        true
     }
 
     /// Copies a pending `data` value (see [`SseWatcher::feed`]) into the event's data.
@@ -362,9 +390,17 @@ impl SseWatcher {
     }
 
     fn peek(&mut self, data: &[u8]) {
-        if self.knows_ids() && ANSWER_PREFIXES.iter().any(|p| data.starts_with(p)) {
-            // An answer chunk: once the ids are known it holds nothing the watcher needs.
-        } else if let Some(members) = scan::members(data) {
+        // An answer chunk: once the ids are known it holds nothing the watcher needs.
+        if !(self.knows_ids() && is_answer(data)) {
+            self.read(data);
+        }
+    }
+
+    /// Reads an event that is not a plain answer chunk. Kept out of line: its frame (the scan,
+    /// serde_json) would otherwise be set up for every answer chunk too.
+    #[inline(never)]
+    fn read(&mut self, data: &[u8]) {
+        if let Some(members) = scan::members(data) {
             self.learn(members);
         } else if let Ok(peek) = serde_json::from_slice::<Peek>(data) {
             self.learn(scan::Members {
@@ -422,12 +458,20 @@ impl SseWatcher {
     }
 }
 
-/// The start of an answer chunk (the bulk of a stream) as Dify serialises it (Python's
-/// `json.dumps`, `event` first). Anything else, compact JSON included, is parsed.
-const ANSWER_PREFIXES: &[&[u8]] = &[
-    b"{\"event\": \"message\", ",
-    b"{\"event\": \"agent_message\", ",
-];
+/// Whether `data` starts like an answer chunk (the bulk of a stream) as Dify serialises it
+/// (Python's `json.dumps`, `event` first): `{"event": "message", ` or
+/// `{"event": "agent_message", `. Anything else, compact JSON included, is parsed. Compared as
+/// short arrays, which the compiler does inline instead of calling `memcmp`.
+fn is_answer(data: &[u8]) -> bool {
+    let Some((head, name)) = data.split_first_chunk::<11>() else {
+        return false;
+    };
+    let name = match name.split_first_chunk::<6>() {
+        Some((b"agent_", rest)) => rest,
+        _ => name,
+    };
+    head == b"{\"event\": \"" && name.first_chunk::<10>() == Some(b"message\", ")
+}
 
 fn field_value<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     let rest = line.strip_prefix(name)?;

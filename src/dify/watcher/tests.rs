@@ -189,3 +189,37 @@ fn a_message_end_whose_usage_cannot_be_read_still_ends_the_stream() {
         assert_eq!(w.usage(), None);
     }
 }
+
+#[test]
+fn only_dify_shaped_answer_chunks_skip_the_scan() {
+    for answer in [
+        &b"{\"event\": \"message\", \"answer\": \"x\"}"[..],
+        b"{\"event\": \"agent_message\", \"answer\": \"x\"}",
+    ] {
+        assert!(is_answer(answer), "{}", String::from_utf8_lossy(answer));
+    }
+    for other in [
+        &b"{\"event\": \"message_end\", \"metadata\": {}}"[..],
+        b"{\"event\": \"agent_thought\", \"id\": \"x\"}",
+        b"{\"event\": \"agent_\"}",
+        b"{\"event\":\"message\",\"answer\":\"x\"}",
+        b"{\"event\": \"message\"}",
+        b"{\"event\": \"",
+        b"",
+    ] {
+        assert!(!is_answer(other), "{}", String::from_utf8_lossy(other));
+    }
+}
+
+#[test]
+fn a_chunk_shaped_like_a_whole_event_still_continues_a_partial_line() {
+    let w = watch(&[
+        b"data: {\"event\": \"message\", \"answer\": \"x\"",
+        b"data: {\"event\": \"error\"}\n\n",
+    ]);
+    assert_eq!(w.terminal(), None);
+    assert_eq!(w.events(), 1);
+    let w = watch(&[b"data: {\"event\": \"error\"}\n\n"]);
+    assert_eq!(w.terminal(), Some(Terminal::Error));
+    assert_eq!(w.events(), 1);
+}
