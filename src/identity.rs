@@ -1,6 +1,7 @@
 //! Who the Dify `user` is (API.md §2): a signed cookie holding a random id, or a header set by a
 //! trusted auth proxy. The browser never chooses it.
 
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -183,6 +184,24 @@ fn canonical(ip: IpAddr) -> IpAddr {
 #[derive(Clone, Debug)]
 pub struct Identity(pub Arc<str>);
 
+thread_local! {
+    /// The log hash of the response being returned up this thread's poll, for the access log.
+    /// Not a response extension: the first one creates the response's extension map (three
+    /// allocations per request). The front door clears it before each poll of its handler and
+    /// takes it when the handler is ready, in the same poll that [`Decided::apply`] set it.
+    static LOG_HASH: Cell<Option<LogHash>> = const { Cell::new(None) };
+}
+
+/// Forgets a log hash left by a response that did not reach the front door in its poll.
+pub fn forget_log_hash() {
+    LOG_HASH.set(None);
+}
+
+/// The log hash of the response that just became ready on this thread, if it was a user's.
+pub fn take_log_hash() -> Option<LogHash> {
+    LOG_HASH.take()
+}
+
 /// What [`decide`] settled for one request: its identity is in the request; the response
 /// gets the identity's [`LogHash`] (for the access log), and the new cookie when there was none.
 pub struct Decided {
@@ -191,8 +210,8 @@ pub struct Decided {
 }
 
 impl Decided {
-    pub fn apply(self, mut response: Response) -> Response {
-        response.extensions_mut().insert(self.hash);
+    pub fn apply(self, response: Response) -> Response {
+        LOG_HASH.set(Some(self.hash));
         match self.new_cookie {
             Some(jar) => (jar, response).into_response(),
             None => response,

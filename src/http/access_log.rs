@@ -43,7 +43,7 @@ impl Entry {
         }
     }
 
-    pub fn finish(self, response: &Response, apps: &Apps) {
+    pub fn finish(self, response: &Response, apps: &Apps, identity: Option<LogHash>) {
         let elapsed = self.started.elapsed();
         let status = response.status().as_u16();
         let route = match &self.route {
@@ -58,10 +58,7 @@ impl Entry {
             return;
         }
         let request_id = self.request_id.as_ref().map_or("", RequestId::as_str);
-        let identity = response
-            .extensions()
-            .get::<LogHash>()
-            .map_or("", LogHash::as_str);
+        let identity = identity.as_ref().map_or("", LogHash::as_str);
         let line = Line {
             method: self.method.as_str(),
             route,

@@ -17,6 +17,7 @@ use tower::{Layer, Service};
 use super::cors::Cors;
 use super::{access_log, cross_site, peer_trust, request_id, request_line};
 use crate::error::ApiError;
+use crate::identity::{self, LogHash};
 use crate::state::AppState;
 
 /// The layer over every route. A tower layer rather than an axum `from_fn`: no boxed future,
@@ -76,12 +77,12 @@ where
             let mut response = error.into_response();
             cors.finish(&self.state, &mut response);
             return Entered::Answered {
-                response: Some(after.apply(response)),
+                response: Some(after.apply(response, None)),
             };
         }
         if let Some(preflight) = cors.preflight() {
             return Entered::Answered {
-                response: Some(after.apply(preflight)),
+                response: Some(after.apply(preflight, None)),
             };
         }
         Entered::Handled {
@@ -99,8 +100,8 @@ struct After {
 }
 
 impl After {
-    fn apply(self, mut response: Response) -> Response {
-        self.log.finish(&response, &self.state.apps);
+    fn apply(self, mut response: Response, identity: Option<LogHash>) -> Response {
+        self.log.finish(&response, &self.state.apps, identity);
         request_id::stamp(&mut response, self.request_id);
         response
     }
@@ -132,10 +133,12 @@ where
                 Poll::Ready(Ok(response.take().unwrap_or_default()))
             }
             EnteredProj::Handled { handler, after } => {
+                identity::forget_log_hash();
                 let mut response = ready!(handler.poll(cx))?;
+                let log_hash = identity::take_log_hash();
                 if let Some((cors, after)) = after.take() {
                     cors.finish(&after.state, &mut response);
-                    response = after.apply(response);
+                    response = after.apply(response, log_hash);
                 }
                 Poll::Ready(Ok(response))
             }

@@ -40,8 +40,10 @@ pub fn assign(request: &mut Request) -> Option<HeaderValue> {
         Some(value) => value,
         None => {
             let mut text = [0u8; uuid::fmt::Simple::LENGTH];
-            let id = uuid::Uuid::new_v4().simple().encode_lower(&mut text);
-            HeaderValue::from_str(id).ok()?
+            uuid::Uuid::new_v4().simple().encode_lower(&mut text);
+            // Owned by the `Bytes` in one allocation, which its clones share (a copied `str`
+            // takes a second one at the first clone).
+            HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)).ok()?
         }
     };
     request.extensions_mut().insert(RequestId(value.clone()));
