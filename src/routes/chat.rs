@@ -24,7 +24,7 @@ use crate::dify::relay::RelayStream;
 use crate::error::ApiError;
 use crate::http::body::{JsonBytes, OptionalJsonObject};
 use crate::state::AppState;
-use crate::state::shared::{UsageSink, usage_sink};
+use crate::state::shared::{Shared, count_usage, usage_sink};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -48,8 +48,8 @@ async fn chat(
     state.shared.check_budget(&caller.user).await?;
     state.rate.check(&caller.user).await?;
     let slot = state.shared.acquire_stream(&caller.user).await?;
-    let usage = usage_sink(&state.shared, Arc::clone(&caller.user));
     if request.mode == ResponseMode::Blocking {
+        let usage = usage_sink(&state.shared, Arc::clone(&caller.user));
         // Dify answers a blocking chat only when the whole generation is done, and nothing can
         // stop it before (its task id comes with the answer): the call runs to its end, slot
         // held, even when the browser leaves.
@@ -73,7 +73,7 @@ async fn chat(
         .await?;
     let relay = Metered {
         relay,
-        usage: Some(usage),
+        usage: Some((Arc::clone(&state.shared), Arc::clone(&identity))),
     };
     if !state.resumable.enabled() {
         return Ok(sse_response(Body::from_stream(relay)));
@@ -143,7 +143,8 @@ pub(crate) fn sse_response(body: Body) -> Response {
 /// The relay, unchanged, counting the answer's tokens when it ends (however it ends).
 struct Metered {
     relay: RelayStream,
-    usage: Option<UsageSink>,
+    /// Where the tokens are counted, and for whom.
+    usage: Option<(Arc<Shared>, Arc<str>)>,
 }
 
 impl Stream for Metered {
@@ -156,8 +157,10 @@ impl Stream for Metered {
 
 impl Drop for Metered {
     fn drop(&mut self) {
-        if let (Some(tokens), Some(usage)) = (self.relay.total_tokens(), self.usage.take()) {
-            usage(tokens);
+        if let (Some(tokens), Some((shared, identity))) =
+            (self.relay.total_tokens(), self.usage.take())
+        {
+            count_usage(shared, identity, tokens);
         }
     }
 }

@@ -210,15 +210,19 @@ pub type UsageSink = crate::dify::answer::TokenSink;
 /// own.
 pub fn usage_sink(shared: &Arc<Shared>, identity: Arc<str>) -> UsageSink {
     let shared = Arc::clone(shared);
-    Box::new(move |tokens| {
-        if shared.redis.is_none() {
-            shared.local.count_usage(&identity, today().0, tokens);
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { shared.add_usage(&identity, tokens).await });
-        }
-    })
+    Box::new(move |tokens| count_usage(shared, identity, tokens))
+}
+
+/// What a [`usage_sink`] does with an answer's tokens, for a caller that keeps its state
+/// unboxed.
+pub fn count_usage(shared: Arc<Shared>, identity: Arc<str>, tokens: u64) {
+    if shared.redis.is_none() {
+        shared.local.count_usage(&identity, today().0, tokens);
+        return;
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move { shared.add_usage(&identity, tokens).await });
+    }
 }
 
 /// Pings Redis while the state lives: notices it going away without a request failing first,
