@@ -15,7 +15,9 @@
 # part (CPU time and RSS), for a quick instruction count. The held streams get AB_HOLD_EVENTS
 # events (default 25) AB_HOLD_INTERVAL_MS apart (default 1000), opened over 10 s; RSS is read
 # 20 s in, or, with AB_HOLD_EVENTS set, when the last stream opened has had all but 5 of them
-# (AB_HOLD_EVENTS=90: ~85 events kept per stream, as in scenario (c)).
+# (AB_HOLD_EVENTS=90: ~85 events kept per stream, as in scenario (c)). AB_HOLD_ONLY=1 measures
+# only that RSS, against a fresh process after a 200-stream warm-up (as (c) does): no callgrind,
+# no JSON or SSE load before the hold.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bench="$here/target/release/dify-bench"
@@ -26,6 +28,7 @@ events=${AB_EVENTS:-20}
 native_requests=${AB_NATIVE_REQUESTS:-30000}
 hold_streams=${AB_HOLD_STREAMS:-3000}
 native=${AB_NATIVE:-1}
+hold_only=${AB_HOLD_ONLY:-0}
 setup_streams=${AB_SETUP_STREAMS:-300}
 # The set-up streams start over AB_SETUP_RAMP_MS (default 6 s): over 1 s, one binary's run could
 # open dozens of new upstream connections and the next none, and that, not the set-up, decided
@@ -89,6 +92,21 @@ cpu_ms() { awk '{print ($14+$15)*10}' "/proc/$bff/stat"; }
 echo "| binary | instr/request (user, callgrind) | instr/event (user, callgrind) | instr/stream set-up (user, callgrind) | CPU µs/request | CPU µs/event | RSS KiB/stream ($hold_streams held) |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 for bin in "$@"; do
+    if [[ "$hold_only" == 1 ]]; then
+        start "$bin"
+        sse 200 5 200 1000 >/dev/null
+        before=$(awk '/VmRSS/{print $2}' /proc/$bff/status)
+        sse "$hold_streams" "$hold_events" "$hold_interval" 10000 >"$work/hold.log" &
+        holder=$!
+        sleep "$hold_sample"
+        held=$(awk '/VmRSS/{print $2}' /proc/$bff/status)
+        wait $holder
+        grep -q " 0 errors" "$work/hold.log" || { echo "hold run had errors:" >&2; cat "$work/hold.log" >&2; }
+        stop
+        awk -v b="$(basename "$bin")" -v before="$before" -v held="$held" -v n="$hold_streams" \
+            'BEGIN { printf "| %s | – | – | – | – | – | %.2f |\n", b, (held-before)/n }'
+        continue
+    fi
     start "$bin" valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p"
     json 500 16; sse 20 5 50 200 >/dev/null
     cgc -z "$bff"

@@ -386,6 +386,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_held_stream_fits_a_small_allocation() {
+        // The Arc's counts and `Held` in one 216-byte block: 224 with malloc's header.
+        assert!(size_of::<Held>() <= 200, "{}", size_of::<Held>());
+    }
+
+    #[test]
     fn a_resume_starts_inside_the_kept_range_or_at_its_end() {
         assert!(matches!(
             check_offset(5, 6, 12),

@@ -23,7 +23,7 @@ pub const CATCH_UP_PIECE: usize = 64 * 1024;
 const MAX_RUN: usize = 128;
 const MAX_RUN_BYTES: usize = 64 * 1024;
 /// Room for the next chunks' tokens to be a little longer than the first's.
-const FIRST_ROOM: usize = 64;
+const FIRST_ROOM: usize = 16;
 /// The records' first buffer: a short answer's.
 const FIRST_RECORDS: usize = 256;
 /// A chunk is coded as a delta only if it shares at least this much, and a quarter of itself.
@@ -46,8 +46,8 @@ const SHORT_SLACK: usize = 2;
 /// The prefix and suffix lengths a short record takes from the delta before it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Shared {
-    pre: usize,
-    suf: usize,
+    pre: u16,
+    suf: u16,
 }
 
 /// One record, read: `pre` bytes shared with the start of the next chunk, `mid` bytes of its
@@ -74,8 +74,8 @@ impl Record {
     /// What a short record after this one shares.
     fn shared(self) -> Shared {
         Shared {
-            pre: self.pre,
-            suf: self.suf,
+            pre: self.pre as u16,
+            suf: self.suf as u16,
         }
     }
 }
@@ -96,19 +96,17 @@ pub struct Kept {
     front: Shared,
     /// The last delta's lengths.
     last: Shared,
-    /// Deltas since the last keyframe, and the bytes of their chunks.
-    run: usize,
-    run_bytes: usize,
+    /// Bytes of the deltas' chunks since the last keyframe, and how many.
+    run_bytes: u32,
+    run: u8,
     /// Bytes of the first record's chunk already dropped.
-    head: usize,
-    /// Bytes kept (`end - start`).
-    len: usize,
+    head: u32,
     /// Offset of the first byte kept.
     start: u64,
     /// Bytes relayed so far.
     end: u64,
     pub done: bool,
-    pub followers: usize,
+    pub followers: u32,
 }
 
 impl Kept {
@@ -120,15 +118,21 @@ impl Kept {
         self.end
     }
 
+    /// Bytes kept.
+    fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
     /// Keeps `chunk`, dropping the oldest bytes beyond `max_bytes` (never the chunk's own: a
     /// follower that has caught up must still get it whole).
     pub fn append(&mut self, chunk: &[u8], max_bytes: usize) {
-        let over = (self.len + chunk.len()).saturating_sub(max_bytes.max(chunk.len()));
+        let len = self.len();
+        let over = (len + chunk.len()).saturating_sub(max_bytes.max(chunk.len()));
         if chunk.is_empty() {
             self.drop_front(over);
             return;
         }
-        if over == self.len && over > 0 {
+        if over == len && over > 0 {
             self.clear();
         }
         let mut at = self.end;
@@ -136,10 +140,9 @@ impl Kept {
             self.push(part, at);
             at += part.len() as u64;
         }
-        self.len += chunk.len();
         self.end += chunk.len() as u64;
         if over > 0 {
-            self.drop_front(over.min(self.len - chunk.len()));
+            self.drop_front(over.min(self.len() - chunk.len()));
         }
     }
 
@@ -156,8 +159,7 @@ impl Kept {
         self.newest.clear();
         (self.dead, self.run_off, self.run) = (0, 0, 0);
         (self.run_bytes, self.head) = (0, 0);
-        self.start += self.len as u64;
-        self.len = 0;
+        self.start = self.end;
     }
 
     /// Makes `chunk` (at `at` in the stream) the newest, coding the one it follows against it.
@@ -169,26 +171,26 @@ impl Kept {
         }
         let old = &self.newest[..];
         // Chunks of a stream share about as long a prefix as the two before them did.
-        let guess = self.last.pre.saturating_sub(16);
+        let guess = usize::from(self.last.pre).saturating_sub(16);
         let pre = common_prefix(old, chunk, guess);
         let suf = common_suffix(&old[pre..], &chunk[pre..]);
         let shared = pre + suf;
         let delta = shared >= MIN_SHARED
             && shared * 4 >= old.len()
-            && self.run < MAX_RUN
-            && self.run_bytes + old.len() <= MAX_RUN_BYTES;
+            && usize::from(self.run) < MAX_RUN
+            && self.run_bytes as usize + old.len() <= MAX_RUN_BYTES;
         let mut header = [0u8; MAX_HEADER];
         if delta {
-            let last = self.last;
-            let short_mid = old.len().wrapping_sub(pre + last.suf);
+            let (last_pre, last_suf) = (usize::from(self.last.pre), usize::from(self.last.suf));
+            let short_mid = old.len().wrapping_sub(pre + last_suf);
             let short = self.run > 0
-                && pre == last.pre
-                && suf >= last.suf
-                && suf - last.suf <= SHORT_SLACK
+                && pre == last_pre
+                && suf >= last_suf
+                && suf - last_suf <= SHORT_SLACK
                 && short_mid <= usize::from(u8::MAX - SHORT);
             let (kept_suf, header_len) = if short {
                 header[0] = SHORT + short_mid as u8;
-                (last.suf, 1)
+                (last_suf, 1)
             } else {
                 header[0] = DELTA;
                 let mut n = 1;
@@ -206,8 +208,11 @@ impl Kept {
             }
             self.buf.extend_from_slice(&self.newest[pre..pre + mid]);
             self.run += 1;
-            self.run_bytes += self.newest.len();
-            self.last = Shared { pre, suf: kept_suf };
+            self.run_bytes += self.newest.len() as u32;
+            self.last = Shared {
+                pre: pre as u16,
+                suf: kept_suf as u16,
+            };
         } else {
             header[0] = KEY;
             let header_len = 1 + put_varint(old.len(), &mut header[1..]);
@@ -224,6 +229,9 @@ impl Kept {
             return;
         }
         let (old_end, new_end) = (newest.len() - suf, chunk.len() - suf);
+        if chunk.len() > newest.capacity() {
+            newest.reserve_exact(chunk.len() + chunk.len() / 8 - newest.len());
+        }
         if new_end > old_end {
             newest.resize(chunk.len(), 0);
             newest.copy_within(old_end..old_end + suf, new_end);
@@ -269,8 +277,7 @@ impl Kept {
 
     fn drop_front(&mut self, n: usize) {
         self.start += n as u64;
-        self.len -= n;
-        let mut n = n + self.head;
+        let mut n = n + self.head as usize;
         while self.dead < self.buf.len() {
             let record = self.record(self.dead, self.front);
             if n < record.len() {
@@ -280,7 +287,7 @@ impl Kept {
             self.front = record.shared();
             self.dead = record.end();
         }
-        self.head = n;
+        self.head = n as u32;
     }
 
     /// The record at `at` in the buffer; a short one takes its lengths from `before`.
@@ -312,9 +319,9 @@ impl Kept {
             }
             _ => Record {
                 key: false,
-                pre: before.pre,
+                pre: before.pre.into(),
                 mid: usize::from(tag - SHORT),
-                suf: before.suf,
+                suf: before.suf.into(),
                 data,
             },
         }
@@ -355,7 +362,7 @@ impl Kept {
         let (mut at, mut before, mut chunk_at) = if self.run_off > self.dead && pos >= self.run_at {
             (self.run_off, Shared::default(), self.run_at)
         } else {
-            (self.dead, self.front, self.start - self.head as u64)
+            (self.dead, self.front, self.start - u64::from(self.head))
         };
         while at < self.buf.len() {
             let record = self.record(at, before);
@@ -564,7 +571,7 @@ mod tests {
             (kept.start(), kept.end()),
             (model.start as u64, model.all.len() as u64)
         );
-        assert_eq!(kept.len, model.all.len() - model.start);
+        assert_eq!(kept.len(), model.all.len() - model.start);
         for pos in model.start..model.all.len() {
             let piece = kept.bytes_at(pos as u64).expect("a kept offset has bytes");
             assert_eq!(piece[..], model.all[pos..pos + piece.len()], "at {pos}");
