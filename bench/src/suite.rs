@@ -622,6 +622,16 @@ fn header(bed: &mut Bed, up: SocketAddr, bff: SocketAddr, ngx: SocketAddr, json_
     );
 }
 
+/// The proxy's CPU time per request of one measurement, in µs.
+fn cpu_per_request(r: &JsonResult) -> f64 {
+    r.cpu.proxy.as_secs_f64() * 1e6 / (r.rps * r.cpu.elapsed.as_secs_f64())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 struct JsonResult {
     rps: f64,
     p50: f64,
@@ -758,19 +768,33 @@ async fn scenario_a(bed: &mut Bed) -> Result<(), String> {
         bed.line(&format!(
             "{rounds} rounds of {secs} s per path, each round in a rotated order (direct, nginx, dify-bff, floor, then starting one later); requests/s per round:\n"
         ));
-        bed.line("| round | direct | nginx | dify-bff | stack floor | dify-bff / floor |");
-        bed.line("|---|---:|---:|---:|---:|---:|");
-        let column = |kind: Kind| rounds_of[&kind].iter().map(|r| r.rps);
+        bed.line("| round | direct | nginx | dify-bff | stack floor | dify-bff / floor | dify-bff CPU µs/request | floor CPU µs/request | CPU dify-bff / floor |");
+        bed.line("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let column = |kind: Kind| rounds_of[&kind].iter();
         let per_round = column(Kind::Direct)
             .zip(column(Kind::Nginx))
             .zip(column(Kind::Bff).zip(column(Kind::Floor)));
+        let (mut rps_ratios, mut cpu_ratios) = (Vec::new(), Vec::new());
         for (round, ((direct, nginx), (bff, floor))) in per_round.enumerate() {
+            let (bff_cpu, floor_cpu) = (cpu_per_request(bff), cpu_per_request(floor));
+            rps_ratios.push(bff.rps / floor.rps);
+            cpu_ratios.push(bff_cpu / floor_cpu);
             bed.line(&format!(
-                "| {} | {direct:.0} | {nginx:.0} | {bff:.0} | {floor:.0} | {:.2}× |",
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}× | {bff_cpu:.1} | {floor_cpu:.1} | {:.2}× |",
                 round + 1,
-                bff / floor
+                direct.rps,
+                nginx.rps,
+                bff.rps,
+                floor.rps,
+                bff.rps / floor.rps,
+                bff_cpu / floor_cpu
             ));
         }
+        bed.line(&format!(
+            "\nMedian of the rounds' ratios dify-bff / floor: requests/s {:.2}×, CPU per request {:.2}×.",
+            median(&mut rps_ratios),
+            median(&mut cpu_ratios)
+        ));
         bed.line("\nEach path's median round (by requests/s):\n");
     }
     let mut results = BTreeMap::new();
