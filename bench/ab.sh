@@ -89,19 +89,24 @@ cgc() { env -u USER -u LOGNAME HOST=127.0.0.1 callgrind_control "$@" >/dev/null;
 ir() { awk '/^(summary|totals):/{print $2; exit}' "$1"; }
 cpu_ms() { awk '{print ($14+$15)*10}' "/proc/$bff/stat"; }
 
+# Holds $hold_streams streams open on the running binary; sets before and held (VmRSS, KiB).
+hold() {
+    before=$(awk '/VmRSS/{print $2}' /proc/$bff/status)
+    sse "$hold_streams" "$hold_events" "$hold_interval" 10000 >"$work/hold.log" &
+    local holder=$!
+    sleep "$hold_sample"
+    held=$(awk '/VmRSS/{print $2}' /proc/$bff/status)
+    wait $holder
+    grep -q " 0 errors" "$work/hold.log" || { echo "hold run had errors:" >&2; cat "$work/hold.log" >&2; }
+}
+
 echo "| binary | instr/request (user, callgrind) | instr/event (user, callgrind) | instr/stream set-up (user, callgrind) | CPU µs/request | CPU µs/event | RSS KiB/stream ($hold_streams held) |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 for bin in "$@"; do
     if [[ "$hold_only" == 1 ]]; then
         start "$bin"
         sse 200 5 200 1000 >/dev/null
-        before=$(awk '/VmRSS/{print $2}' /proc/$bff/status)
-        sse "$hold_streams" "$hold_events" "$hold_interval" 10000 >"$work/hold.log" &
-        holder=$!
-        sleep "$hold_sample"
-        held=$(awk '/VmRSS/{print $2}' /proc/$bff/status)
-        wait $holder
-        grep -q " 0 errors" "$work/hold.log" || { echo "hold run had errors:" >&2; cat "$work/hold.log" >&2; }
+        hold
         stop
         awk -v b="$(basename "$bin")" -v before="$before" -v held="$held" -v n="$hold_streams" \
             'BEGIN { printf "| %s | – | – | – | – | – | %.2f |\n", b, (held-before)/n }'
@@ -133,13 +138,7 @@ for bin in "$@"; do
     json 5000 64; sse 200 5 200 1000 >/dev/null
     t0=$(cpu_ms); json "$native_requests" 64; t1=$(cpu_ms)
     sse 1000 "$events" 200 2000 >/dev/null; t2=$(cpu_ms)
-    before=$(awk '/VmRSS/{print $2}' /proc/$bff/status)
-    sse "$hold_streams" "$hold_events" "$hold_interval" 10000 >"$work/hold.log" &
-    holder=$!
-    sleep "$hold_sample"
-    held=$(awk '/VmRSS/{print $2}' /proc/$bff/status)
-    wait $holder
-    grep -q " 0 errors" "$work/hold.log" || { echo "hold run had errors:" >&2; cat "$work/hold.log" >&2; }
+    hold
     stop
     awk -v b="$(basename "$bin")" -v r="$requests" -v s="$((streams * (events + 1)))" -v ji="$json_ir" -v si="$sse_ir" -v ui="$setup_ir" -v us="$setup_streams" \
         -v nr="$native_requests" -v ne="$((1000 * (events + 1)))" -v jt="$((t1 - t0))" -v st="$((t2 - t1))" \
