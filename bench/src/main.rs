@@ -37,7 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run every scenario (what bench/run.sh does after building).
-    Suite(suite::Options),
+    Suite(Box<suite::Options>),
     /// The fast upstream: fixed 2 KB conversation list, timestamped SSE at a requested cadence.
     Upstream {
         #[arg(long, default_value = "127.0.0.1:18081")]
@@ -135,7 +135,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Suite(options) => suite::run(options).await,
+        Command::Suite(options) => suite::run(*options).await,
         Command::Upstream { listen, key } => upstream::serve(listen, key)
             .await
             .map_err(|e| format!("upstream: {e}")),

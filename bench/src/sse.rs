@@ -71,6 +71,8 @@ pub struct Progress {
 pub struct Outcome {
     pub ttfe: Vec<u64>,
     pub delays: Vec<u64>,
+    /// The upstream's send stamp (unix nanos) of each of `delays`, in the same order.
+    pub stamps: Vec<u64>,
     pub errors: Vec<String>,
     pub completed: usize,
     pub events: u64,
@@ -82,6 +84,7 @@ pub struct Outcome {
 struct StreamStats {
     ttfe: u64,
     delays: Vec<u64>,
+    stamps: Vec<u64>,
     events: u64,
     bytes: u64,
 }
@@ -125,6 +128,7 @@ pub async fn run(target: Arc<Target>, load: Load, progress: Arc<Progress>) -> Ou
                             outcome.completed += 1;
                             outcome.ttfe.push(stats.ttfe);
                             outcome.delays.extend(stats.delays);
+                            outcome.stamps.extend(stats.stamps);
                             outcome.events += stats.events;
                             outcome.bytes += stats.bytes;
                         }
@@ -191,6 +195,7 @@ async fn one_stream(
     }
     let mut stats = StreamStats {
         delays: Vec::with_capacity(events as usize + 1),
+        stamps: Vec::with_capacity(events as usize + 1),
         ..StreamStats::default()
     };
     let mut pending: Vec<u8> = Vec::new();
@@ -220,6 +225,7 @@ async fn one_stream(
             progress.events.fetch_add(1, Ordering::Relaxed);
             if let Some(t) = stamp(event) {
                 stats.delays.push(now.saturating_sub(t));
+                stats.stamps.push(t);
             }
             match name {
                 b"message_end" => ended = true,

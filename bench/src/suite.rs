@@ -48,6 +48,14 @@ pub struct Options {
     /// Concurrent streams for (b).
     #[arg(long, value_delimiter = ',')]
     pub sse_levels: Option<Vec<usize>>,
+    /// Rounds of (b): each round runs every level, every path once per level in a rotated
+    /// order; the table gives each path's median round (default 3; smoke: 1).
+    #[arg(long)]
+    pub sse_rounds: Option<usize>,
+    /// Write each (b) run's per-event samples (`stamp_ns<TAB>delay_ns`) into this folder,
+    /// one file per level, round and path.
+    #[arg(long)]
+    pub sse_dump: Option<PathBuf>,
     /// Streams held open in (c).
     #[arg(long)]
     pub capacity_streams: Option<usize>,
@@ -266,9 +274,20 @@ struct Bed {
     floor: Proc,
     endpoints: Vec<Endpoint>,
     report: String,
+    /// Where the processes' logs are (dify-bff's access log among them).
+    work: PathBuf,
 }
 
 impl Bed {
+    /// Puts dify-bff's access log on disk before a measurement, so that the kernel's
+    /// write-back of an earlier measurement's lines (30 s after they were written) does not
+    /// land in this one's window, on whichever path is measured then.
+    fn settle(&self) {
+        if let Ok(log) = std::fs::File::open(self.work.join("dify-bff.log")) {
+            let _ = log.sync_data();
+        }
+    }
+
     fn endpoint(&self, kind: Kind) -> &Endpoint {
         self.endpoints
             .iter()
@@ -544,6 +563,7 @@ pub async fn run(opts: Options) -> Result<(), String> {
         floor,
         endpoints,
         report: String::new(),
+        work: work.clone(),
     };
 
     // Every route answers the same bytes through every path.
@@ -657,6 +677,7 @@ async fn json_load(
     use_oha: bool,
 ) -> Result<JsonResult, String> {
     let e = bed.endpoint(kind);
+    bed.settle();
     let window = CpuWindow::start(bed, kind);
     if use_oha {
         let url = format!("http://{}{}", e.addr, e.json_path);
@@ -871,6 +892,8 @@ async fn scenario_a(bed: &mut Bed) -> Result<(), String> {
 
 struct SseRun {
     outcome: sse::Outcome,
+    /// The per-event delays, in the order of `outcome.stamps`.
+    delays: Vec<u64>,
     ttfe: Summary,
     delay: Summary,
     cpu: CpuUse,
@@ -883,13 +906,16 @@ async fn sse_load(bed: &Bed, kind: Kind, load: sse::Load) -> SseRun {
         path: e.chat_path.clone(),
         headers: e.headers.clone(),
     });
+    bed.settle();
     let window = CpuWindow::start(bed, kind);
     let mut outcome = sse::run(target, load, Arc::default()).await;
     let cpu = window.stop();
     let ttfe = summarize(std::mem::take(&mut outcome.ttfe));
-    let delay = summarize(std::mem::take(&mut outcome.delays));
+    let delays = std::mem::take(&mut outcome.delays);
+    let delay = summarize(delays.clone());
     SseRun {
         outcome,
+        delays,
         ttfe,
         delay,
         cpu,
@@ -926,7 +952,34 @@ pub fn print_sse_outcome(o: &sse::Outcome) {
     }
 }
 
-/// Returns the 1,000-stream (or largest) dify-bff and nginx runs for (d).
+/// Writes one (b) run's samples, `stamp_ns<TAB>delay_ns` a line, in the order received per stream.
+fn dump_samples(dir: &Path, name: &str, o: &sse::Outcome, delays: &[u64]) -> Result<(), String> {
+    use std::fmt::Write as _;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut text = String::with_capacity(delays.len() * 32);
+    for (t, d) in o.stamps.iter().zip(delays) {
+        let _ = writeln!(text, "{t}\t{d}");
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The round whose `key` is the median of `runs`' (the lower middle one for an even count).
+fn median_round<T>(runs: &[T], key: impl Fn(&T) -> f64) -> usize {
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by(|&x, &y| key(&runs[x]).total_cmp(&key(&runs[y])));
+    order[(order.len() - 1) / 2]
+}
+
+/// One level's runs of one round, by path.
+type Round = BTreeMap<Kind, SseRun>;
+
+/// The added p99 of `kind` in `round` (its p99 minus the same round's direct p99), in ms.
+fn added_p99(round: &Round, kind: Kind) -> f64 {
+    (round[&kind].delay.p99 as f64 - round[&Kind::Direct].delay.p99 as f64) / 1e6
+}
+
+/// Returns the 1,000-stream (or largest) level's median-round runs of each path for (d).
 async fn scenario_b(bed: &mut Bed) -> Result<Option<BTreeMap<Kind, SseRun>>, String> {
     let smoke = bed.opts.smoke;
     let levels = bed.opts.sse_levels.clone().unwrap_or(if smoke {
@@ -934,12 +987,17 @@ async fn scenario_b(bed: &mut Bed) -> Result<Option<BTreeMap<Kind, SseRun>>, Str
     } else {
         vec![1, 100, 1000]
     });
+    let rounds = bed
+        .opts
+        .sse_rounds
+        .unwrap_or(if smoke { 1 } else { 3 })
+        .max(1);
     // 5 events/s per stream: at 1,000 streams that is 5,000 events/s, which CPU 0 (load
     // generator + upstream) sustains on this machine with room to spare (20/s saturated it).
     let interval = Duration::from_millis(if smoke { 20 } else { 200 });
     let answer_bytes = 16;
     bed.line(&format!(
-        "\n## (b) SSE relay: time to first event and per-event delay\n\nEach stream is a fresh connection; the upstream sends message events every {} ms ({} B answers, ~330 B events) and message_end; delay = client receive time − the upstream's send stamp. \"added\" = the same percentile minus the direct path's.\n",
+        "\n## (b) SSE relay: time to first event and per-event delay\n\nEach stream is a fresh connection; the upstream sends message events every {} ms ({} B answers, ~330 B events) and message_end; delay = client receive time − the upstream's send stamp. \"added\" = the same percentile minus the direct path's in the same round. {rounds} round(s): each round runs every level, and at each level every path once, in a rotated order (direct, nginx, dify-bff, floor, then starting one later).\n",
         interval.as_millis(),
         answer_bytes
     ));
@@ -947,35 +1005,87 @@ async fn scenario_b(bed: &mut Bed) -> Result<Option<BTreeMap<Kind, SseRun>>, Str
         "load average (1 min) before: {:.2}\n",
         procstat::load1()
     ));
-    bed.line("| streams | path | streams done | errors | TTFE p50 ms | TTFE p99 ms | delay p50 ms | delay p99 ms | delay p99.9 ms | delay max ms | added p50 ms | added p99 ms | proxy CPU (cores) | other CPU |");
-    bed.line("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut last = None;
-    let mut goal = None;
-    let max_level = levels.iter().copied().max().unwrap_or(0);
-    for &streams in &levels {
-        let (repeat, events, ramp) = match (smoke, streams) {
-            (true, 1) => (3, 10, Duration::ZERO),
-            (true, _) => (1, 15, Duration::from_millis(200)),
-            (false, 1) => (5, 15, Duration::ZERO),
-            (false, _) => (1, 15, Duration::from_secs(2)),
-        };
-        let load = sse::Load {
-            streams,
-            repeat,
-            events,
-            interval,
-            answer_bytes,
-            ramp,
-        };
-        let mut runs = BTreeMap::new();
-        for kind in [Kind::Direct, Kind::Nginx, Kind::Bff, Kind::Floor] {
-            let run = sse_load(bed, kind, load.clone()).await;
-            let direct = runs.get(&Kind::Direct).map(|d: &SseRun| d.delay);
-            let added = |f: fn(&Summary) -> u64| match direct {
-                Some(d) if kind != Kind::Direct => {
-                    format!("{:.3}", (f(&run.delay) as f64 - f(&d) as f64) / 1e6)
+    let kinds = [Kind::Direct, Kind::Nginx, Kind::Bff, Kind::Floor];
+    // by level: the rounds, each a map by path
+    let mut by_level: BTreeMap<usize, Vec<Round>> = BTreeMap::new();
+    for round in 0..rounds {
+        for &streams in &levels {
+            let (repeat, events, ramp) = match (smoke, streams) {
+                (true, 1) => (3, 10, Duration::ZERO),
+                (true, _) => (1, 15, Duration::from_millis(200)),
+                // Five single streams per path in all, whatever the rounds.
+                (false, 1) => (5usize.div_ceil(rounds), 15, Duration::ZERO),
+                (false, _) => (1, 15, Duration::from_secs(2)),
+            };
+            let load = sse::Load {
+                streams,
+                repeat,
+                events,
+                interval,
+                answer_bytes,
+                ramp,
+            };
+            let mut runs = Round::new();
+            for i in 0..kinds.len() {
+                let kind = kinds[(i + round) % kinds.len()];
+                let run = sse_load(bed, kind, load.clone()).await;
+                if let Some(dir) = &bed.opts.sse_dump {
+                    let name = format!(
+                        "{}-{streams}-r{}-{}.tsv",
+                        bed.opts.label,
+                        round + 1,
+                        kind.name().replace(' ', "-")
+                    );
+                    dump_samples(dir, &name, &run.outcome, &run.delays)?;
                 }
-                _ => "–".to_owned(),
+                runs.insert(kind, run);
+            }
+            by_level.entry(streams).or_default().push(runs);
+        }
+    }
+    if rounds > 1 {
+        bed.line("Added per-event delay p99 (ms) in each round (direct: its own p99):\n");
+        bed.line("| streams | round | direct p99 | nginx | dify-bff | stack floor | dify-bff − floor | errors |");
+        bed.line("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (&streams, level) in &by_level {
+            for (i, round) in level.iter().enumerate() {
+                let errors: usize = round.values().map(|r| r.outcome.errors.len()).sum();
+                bed.line(&format!(
+                    "| {streams} | {} | {} | {:.3} | {:.3} | {:.3} | {:+.3} | {errors} |",
+                    i + 1,
+                    ms(round[&Kind::Direct].delay.p99),
+                    added_p99(round, Kind::Nginx),
+                    added_p99(round, Kind::Bff),
+                    added_p99(round, Kind::Floor),
+                    added_p99(round, Kind::Bff) - added_p99(round, Kind::Floor),
+                ));
+            }
+        }
+        bed.line("\nEach path's median round at each level (by added p99; direct by its p99), with the direct run of that same round:\n");
+    }
+    bed.line("| streams | path | round | streams done | errors | TTFE p50 ms | TTFE p99 ms | delay p50 ms | delay p99 ms | delay p99.9 ms | delay max ms | added p50 ms | added p99 ms | proxy CPU (cores) | other CPU |");
+    bed.line("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let max_level = levels.iter().copied().max().unwrap_or(0);
+    let mut goal = None;
+    let mut last = None;
+    for (streams, mut level) in by_level {
+        let mut chosen = BTreeMap::new();
+        for kind in kinds {
+            let i = if kind == Kind::Direct {
+                median_round(&level, |r| r[&Kind::Direct].delay.p99 as f64)
+            } else {
+                median_round(&level, |r| added_p99(r, kind))
+            };
+            chosen.insert(kind, i);
+            let round = &level[i];
+            let run = &round[&kind];
+            let direct = &round[&Kind::Direct].delay;
+            let added = |f: fn(&Summary) -> u64| {
+                if kind == Kind::Direct {
+                    "–".to_owned()
+                } else {
+                    format!("{:.3}", (f(&run.delay) as f64 - f(direct) as f64) / 1e6)
+                }
             };
             let proxy_cores = if kind == Kind::Direct {
                 "–".to_owned()
@@ -986,8 +1096,9 @@ async fn scenario_b(bed: &mut Bed) -> Result<Option<BTreeMap<Kind, SseRun>>, Str
                 )
             };
             bed.line(&format!(
-                "| {streams} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {proxy_cores} | {:.2} |",
+                "| {streams} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {proxy_cores} | {:.2} |",
                 kind.name(),
+                i + 1,
                 run.outcome.completed,
                 run.outcome.errors.len(),
                 ms(run.ttfe.p50),
@@ -1000,29 +1111,68 @@ async fn scenario_b(bed: &mut Bed) -> Result<Option<BTreeMap<Kind, SseRun>>, Str
                 added(|s| s.p99),
                 run.cpu.foreign_cores
             ));
-            if let Some(e) = run.outcome.errors.first() {
-                bed.line(&format!("\n{} first error: {e}\n", kind.name()));
+        }
+        for (i, round) in level.iter().enumerate() {
+            for (kind, run) in round {
+                if let Some(e) = run.outcome.errors.first() {
+                    bed.line(&format!(
+                        "\n{} (round {}) first error: {e}\n",
+                        kind.name(),
+                        i + 1
+                    ));
+                }
             }
-            runs.insert(kind, run);
         }
         if streams == max_level {
-            let added =
-                (runs[&Kind::Bff].delay.p99 as f64 - runs[&Kind::Direct].delay.p99 as f64) / 1e6;
-            let errors = runs.values().map(|r| r.outcome.errors.len()).sum::<usize>();
-            goal = Some((streams, added, errors));
+            let errors: usize = level
+                .iter()
+                .flat_map(|round| round.values())
+                .map(|r| r.outcome.errors.len())
+                .sum();
+            let bff = added_p99(&level[chosen[&Kind::Bff]], Kind::Bff);
+            let floor = added_p99(&level[chosen[&Kind::Floor]], Kind::Floor);
+            let nginx = added_p99(&level[chosen[&Kind::Nginx]], Kind::Nginx);
+            let mut differences: Vec<f64> = level
+                .iter()
+                .map(|r| added_p99(r, Kind::Bff) - added_p99(r, Kind::Floor))
+                .collect();
+            let within = differences.iter().filter(|&&d| d <= 1.0).count();
+            goal = Some((
+                streams,
+                bff,
+                floor,
+                nginx,
+                median(&mut differences),
+                within,
+                errors,
+            ));
+            let mut runs = BTreeMap::new();
+            for (kind, i) in chosen {
+                if let Some(run) = level[i].remove(&kind) {
+                    runs.insert(kind, run);
+                }
+            }
             last = Some(runs);
         }
     }
-    if let Some((streams, added, errors)) = goal {
-        bed.line(&format!(
-            "\nGoal (b) added per-event delay p99 < 1 ms at 1,000 streams: at {streams} streams dify-bff adds {added:.3} ms at p99 with {errors} errors: **{}**",
-            if streams >= 1000 && added < 1.0 && errors == 0 {
-                "met"
-            } else if streams < 1000 {
+    if let Some((streams, bff, floor, nginx, difference, within, errors)) = goal {
+        let verdict = |met: bool| {
+            if streams < 1000 {
                 "not measured at 1,000 (smoke)"
+            } else if met && errors == 0 {
+                "met"
             } else {
                 "not met"
             }
+        };
+        bed.line(&format!(
+            "\nGoal (b), issue 20: added per-event p99 at 1,000 streams ≤ the floor's + 1 ms. At {streams} streams, median rounds: dify-bff {bff:.3} ms, floor {floor:.3} ms ({:+.3} ms), {errors} errors: **{}**. The rounds' own differences dify-bff − floor: median {difference:+.3} ms, ≤ +1 ms in {within} of {rounds}.",
+            bff - floor,
+            verdict(bff <= floor + 1.0)
+        ));
+        bed.line(&format!(
+            "Stretch: added p99 ≤ nginx's ({nginx:.3} ms, median round): **{}**",
+            verdict(bff <= nginx)
         ));
     }
     Ok(last)
