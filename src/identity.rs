@@ -1,9 +1,10 @@
 //! Who the Dify `user` is (API.md §2): a signed cookie holding a random id, or a header set by a
 //! trusted auth proxy. The browser never chooses it.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -43,6 +44,8 @@ pub struct IdentityPolicy {
     /// is the start of the same HMAC (keyed: it cannot be reversed by guessing identities), so
     /// a cookie's check yields it without a second HMAC.
     cookie_mac: Hmac<Sha256>,
+    /// This policy's entries in the per-thread [`Memo`] of verified cookies.
+    memo_id: u64,
     same_site: SameSite,
     /// Other sites frame the page (`EMBED_ORIGINS`): the cookie must work in a third-party
     /// iframe, so it is `SameSite=None; Secure; Partitioned`.
@@ -69,6 +72,7 @@ impl IdentityPolicy {
         IdentityPolicy {
             key,
             cookie_mac,
+            memo_id: next_memo_id(),
             same_site: if config.embed.enabled() {
                 SameSite::None
             } else {
@@ -241,6 +245,7 @@ pub fn decide(state: &AppState, request: &mut Request) -> Result<Decided, ApiErr
     let existing = cookie_identity(
         request.headers(),
         &policy.cookie_mac,
+        policy.memo_id,
         IdentityPolicy::cookie_name(https),
     );
     if let Some((id, hash)) = existing {
@@ -268,10 +273,12 @@ pub fn decide(state: &AppState, request: &mut Request) -> Result<Decided, ApiErr
 ///
 /// The check is the `cookie` crate's signed-cookie format, done in place: the value (percent-
 /// decoded) is the base64 HMAC-SHA256 of the id (44 characters) followed by the id, a UUID.
-/// The verified HMAC gives the id's log hash too.
+/// The verified HMAC gives the id's log hash too. A value that held before on this thread is
+/// taken from the [`Memo`] without a second HMAC.
 fn cookie_identity(
     headers: &HeaderMap,
     mac: &Hmac<Sha256>,
+    memo_id: u64,
     name: &str,
 ) -> Option<(Arc<str>, LogHash)> {
     let mut ours = headers
@@ -287,15 +294,77 @@ fn cookie_identity(
     if ours.next().is_some() {
         return None;
     }
-    let mut buffer = [0u8; SIGNED_ID_LEN];
-    let signed = percent_decode(value.trim(), &mut buffer)?;
+    let mut signed = [0u8; SIGNED_ID_LEN];
+    percent_decode(value.trim(), &mut signed)?;
+    if let Some(known) = Memo::find(memo_id, &signed) {
+        return Some(known);
+    }
     let (digest, id) = signed.split_at(SIGNED_DIGEST_LEN);
     let digest = base64_digest(digest)?;
     let id = std::str::from_utf8(id).ok()?;
     let mut mac = mac.clone();
     mac.update(id.as_bytes());
     mac.verify_slice(&digest).ok()?;
-    is_cookie_id(id).then(|| (Arc::from(id), LogHash::of(&digest)))
+    let found = is_cookie_id(id).then(|| (Arc::from(id), LogHash::of(&digest)))?;
+    Memo::keep(memo_id, signed, &found);
+    Some(found)
+}
+
+/// A signed cookie value (percent-decoded) whose signature held, and what it decided. Whether
+/// a value holds depends on nothing but the value and the key, so one that held once needs no
+/// second HMAC: each thread keeps the last [`MEMO_SLOTS`] it verified, a value's slot picked
+/// by its first characters (the digest's) and the value compared whole, in constant time.
+struct Memo {
+    /// The policy (key) that verified it: other policies in the process never match it.
+    policy: u64,
+    signed: [u8; SIGNED_ID_LEN],
+    id: Arc<str>,
+    hash: LogHash,
+}
+
+const MEMO_SLOTS: usize = 64;
+
+thread_local! {
+    static MEMO: RefCell<[Option<Memo>; MEMO_SLOTS]> =
+        const { RefCell::new([const { None }; MEMO_SLOTS]) };
+}
+
+fn next_memo_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Memo {
+    fn slot(signed: &[u8; SIGNED_ID_LEN]) -> usize {
+        (usize::from(signed[0]) << 2 ^ usize::from(signed[1])) % MEMO_SLOTS
+    }
+
+    fn find(policy: u64, signed: &[u8; SIGNED_ID_LEN]) -> Option<(Arc<str>, LogHash)> {
+        MEMO.with_borrow(|slots| {
+            let memo = slots[Self::slot(signed)].as_ref()?;
+            (memo.policy == policy && same_bytes(&memo.signed, signed))
+                .then(|| (Arc::clone(&memo.id), memo.hash))
+        })
+    }
+
+    fn keep(policy: u64, signed: [u8; SIGNED_ID_LEN], (id, hash): &(Arc<str>, LogHash)) {
+        MEMO.with_borrow_mut(|slots| {
+            slots[Self::slot(&signed)] = Some(Memo {
+                policy,
+                signed,
+                id: Arc::clone(id),
+                hash: *hash,
+            });
+        });
+    }
+}
+
+/// Whether `a` and `b` are equal, looking at every byte whatever the first difference: how
+/// long a comparison takes tells nothing of a remembered value.
+fn same_bytes(a: &[u8; SIGNED_ID_LEN], b: &[u8; SIGNED_ID_LEN]) -> bool {
+    let a = std::hint::black_box(a);
+    let differ = a.iter().zip(b).fold(0u8, |differ, (x, y)| differ | (x ^ y));
+    std::hint::black_box(differ) == 0
 }
 
 /// Base64 of a SHA-256 digest, with its one `=` of padding.
@@ -465,8 +534,9 @@ mod tests {
         headers
     }
 
+    /// Each check with a memo of its own: nothing is remembered between them.
     fn cookie_id(headers: &HeaderMap, mac: &Hmac<Sha256>, name: &str) -> Option<String> {
-        cookie_identity(headers, mac, name).map(|(id, _)| id.to_string())
+        cookie_identity(headers, mac, next_memo_id(), name).map(|(id, _)| id.to_string())
     }
 
     const ID_A: &str = "7d9f3a52-52a4-4f57-9d59-2e3f8c9b0a11";
@@ -484,7 +554,8 @@ mod tests {
     fn a_cookies_log_hash_is_the_keyed_hash_of_its_id() {
         let key = Key::generate();
         let cookie = signed(&key, COOKIE_NAME, ID_A);
-        let got = cookie_identity(&headers(&cookie), &mac(&key), COOKIE_NAME).map(|(_, h)| h);
+        let got = cookie_identity(&headers(&cookie), &mac(&key), next_memo_id(), COOKIE_NAME)
+            .map(|(_, h)| h);
         let mut direct = mac(&key);
         direct.update(ID_A.as_bytes());
         let expected = LogHash::of(&direct.finalize().into_bytes());
@@ -520,6 +591,25 @@ mod tests {
             cookie_id(&headers(&truncated), &mac(&key), COOKIE_NAME),
             None
         );
+    }
+
+    #[test]
+    fn a_remembered_cookie_is_the_same_identity_and_only_for_its_key() {
+        let key = Key::generate();
+        let memo = next_memo_id();
+        let cookie = signed(&key, COOKIE_NAME, ID_A);
+        let check = |cookie: &str, key: &Key, memo| {
+            cookie_identity(&headers(cookie), &mac(key), memo, COOKIE_NAME)
+        };
+        let first = check(&cookie, &key, memo);
+        assert!(first.as_ref().is_some_and(|(id, _)| &**id == ID_A));
+        assert_eq!(check(&cookie, &key, memo), first, "from the memo");
+        // The same slot (same first characters), another value: checked, and refused.
+        let changed = cookie.replace(ID_A, ID_B);
+        assert_eq!(check(&changed, &key, memo), None);
+        assert_eq!(check(&cookie, &key, memo), first);
+        // Another key's policy does not take this key's remembered value.
+        assert_eq!(check(&cookie, &Key::generate(), next_memo_id()), None);
     }
 
     #[test]
