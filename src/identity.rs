@@ -33,6 +33,8 @@ pub const COOKIE_NAME: &str = "dify_bff_uid";
 /// itself (Secure, `Path=/`, no `Domain`), so a sibling subdomain cannot plant one.
 pub const SECURE_COOKIE_NAME: &str = "__Host-dify_bff_uid";
 const COOKIE_MAX_AGE_DAYS: i64 = 400;
+/// A `HeaderName` constant: a lookup by `&str` parses and checks the name on every call.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// Dify stores `user` in a varchar(255).
 const MAX_HEADER_IDENTITY: usize = 255;
 
@@ -102,7 +104,7 @@ impl IdentityPolicy {
     pub fn is_https(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> bool {
         self.trusts(peer)
             && headers
-                .get("x-forwarded-proto")
+                .get(X_FORWARDED_PROTO)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.split(',').next())
                 .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
