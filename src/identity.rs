@@ -237,7 +237,7 @@ pub fn decide(state: &AppState, request: &mut Request) -> Result<Decided, ApiErr
             ));
         };
         let hash = policy.log_hash(&user);
-        request.extensions_mut().insert(Identity(Arc::from(user)));
+        keep_identity(request, Arc::from(user));
         return Ok(Decided {
             hash,
             new_cookie: None,
@@ -251,7 +251,7 @@ pub fn decide(state: &AppState, request: &mut Request) -> Result<Decided, ApiErr
         IdentityPolicy::cookie_name(https),
     );
     if let Some((id, hash)) = existing {
-        request.extensions_mut().insert(Identity(id));
+        keep_identity(request, id);
         return Ok(Decided {
             hash,
             new_cookie: None,
@@ -259,14 +259,23 @@ pub fn decide(state: &AppState, request: &mut Request) -> Result<Decided, ApiErr
     }
     let id = uuid::Uuid::new_v4().to_string();
     let hash = policy.log_hash(&id);
-    request
-        .extensions_mut()
-        .insert(Identity(Arc::from(id.as_str())));
+    keep_identity(request, Arc::from(id.as_str()));
     let jar = SignedCookieJar::new(policy.key.clone()).add(policy.fresh_cookie(id, https));
     Ok(Decided {
         hash,
         new_cookie: Some(jar),
     })
+}
+
+/// Stores the identity for the handlers: beside the request id when there is one.
+fn keep_identity(request: &mut Request, identity: Arc<str>) {
+    let extensions = request.extensions_mut();
+    match extensions.get_mut::<RequestId>() {
+        Some(RequestId(_, kept)) => *kept = Some(Identity(identity)),
+        None => {
+            extensions.insert(Identity(identity));
+        }
+    }
 }
 
 /// The id in our signed cookie `name`, if its signature holds. Two cookies of that name (one
@@ -500,11 +509,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let identity = parts
-            .extensions
-            .get::<Identity>()
+        let request_id = parts.extensions.get::<RequestId>();
+        let identity = request_id
+            .and_then(|RequestId(_, identity)| identity.as_ref())
+            .or_else(|| parts.extensions.get::<Identity>())
             .ok_or_else(|| ApiError::Internal("identity middleware did not run".into()))?;
-        let trace_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+        let trace_id = request_id.map(|r| r.0.clone());
         Ok(Caller {
             user: Arc::clone(&identity.0),
             trace_id,
