@@ -1,9 +1,10 @@
 //! Who the Dify `user` is (API.md §2): a signed cookie holding a random id, or a header set by a
 //! trusted auth proxy. The browser never chooses it.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -32,6 +33,8 @@ pub const COOKIE_NAME: &str = "dify_bff_uid";
 /// itself (Secure, `Path=/`, no `Domain`), so a sibling subdomain cannot plant one.
 pub const SECURE_COOKIE_NAME: &str = "__Host-dify_bff_uid";
 const COOKIE_MAX_AGE_DAYS: i64 = 400;
+/// A `HeaderName` constant: a lookup by `&str` parses and checks the name on every call.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// Dify stores `user` in a varchar(255).
 const MAX_HEADER_IDENTITY: usize = 255;
 
@@ -43,6 +46,8 @@ pub struct IdentityPolicy {
     /// is the start of the same HMAC (keyed: it cannot be reversed by guessing identities), so
     /// a cookie's check yields it without a second HMAC.
     cookie_mac: Hmac<Sha256>,
+    /// This policy's entries in the per-thread [`Memo`] of verified cookies.
+    memo_id: u64,
     same_site: SameSite,
     /// Other sites frame the page (`EMBED_ORIGINS`): the cookie must work in a third-party
     /// iframe, so it is `SameSite=None; Secure; Partitioned`.
@@ -69,6 +74,7 @@ impl IdentityPolicy {
         IdentityPolicy {
             key,
             cookie_mac,
+            memo_id: next_memo_id(),
             same_site: if config.embed.enabled() {
                 SameSite::None
             } else {
@@ -98,7 +104,7 @@ impl IdentityPolicy {
     pub fn is_https(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> bool {
         self.trusts(peer)
             && headers
-                .get("x-forwarded-proto")
+                .get(X_FORWARDED_PROTO)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.split(',').next())
                 .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
@@ -231,7 +237,7 @@ pub fn decide(state: &AppState, request: &mut Request) -> Result<Decided, ApiErr
             ));
         };
         let hash = policy.log_hash(&user);
-        request.extensions_mut().insert(Identity(Arc::from(user)));
+        keep_identity(request, Arc::from(user));
         return Ok(Decided {
             hash,
             new_cookie: None,
@@ -241,10 +247,11 @@ pub fn decide(state: &AppState, request: &mut Request) -> Result<Decided, ApiErr
     let existing = cookie_identity(
         request.headers(),
         &policy.cookie_mac,
+        policy.memo_id,
         IdentityPolicy::cookie_name(https),
     );
     if let Some((id, hash)) = existing {
-        request.extensions_mut().insert(Identity(id));
+        keep_identity(request, id);
         return Ok(Decided {
             hash,
             new_cookie: None,
@@ -252,14 +259,23 @@ pub fn decide(state: &AppState, request: &mut Request) -> Result<Decided, ApiErr
     }
     let id = uuid::Uuid::new_v4().to_string();
     let hash = policy.log_hash(&id);
-    request
-        .extensions_mut()
-        .insert(Identity(Arc::from(id.as_str())));
+    keep_identity(request, Arc::from(id.as_str()));
     let jar = SignedCookieJar::new(policy.key.clone()).add(policy.fresh_cookie(id, https));
     Ok(Decided {
         hash,
         new_cookie: Some(jar),
     })
+}
+
+/// Stores the identity for the handlers: beside the request id when there is one.
+fn keep_identity(request: &mut Request, identity: Arc<str>) {
+    let extensions = request.extensions_mut();
+    match extensions.get_mut::<RequestId>() {
+        Some(RequestId(_, kept)) => *kept = Some(Identity(identity)),
+        None => {
+            extensions.insert(Identity(identity));
+        }
+    }
 }
 
 /// The id in our signed cookie `name`, if its signature holds. Two cookies of that name (one
@@ -268,10 +284,12 @@ pub fn decide(state: &AppState, request: &mut Request) -> Result<Decided, ApiErr
 ///
 /// The check is the `cookie` crate's signed-cookie format, done in place: the value (percent-
 /// decoded) is the base64 HMAC-SHA256 of the id (44 characters) followed by the id, a UUID.
-/// The verified HMAC gives the id's log hash too.
+/// The verified HMAC gives the id's log hash too. A value that held before on this thread is
+/// taken from the [`Memo`] without a second HMAC.
 fn cookie_identity(
     headers: &HeaderMap,
     mac: &Hmac<Sha256>,
+    memo_id: u64,
     name: &str,
 ) -> Option<(Arc<str>, LogHash)> {
     let mut ours = headers
@@ -287,15 +305,77 @@ fn cookie_identity(
     if ours.next().is_some() {
         return None;
     }
-    let mut buffer = [0u8; SIGNED_ID_LEN];
-    let signed = percent_decode(value.trim(), &mut buffer)?;
+    let mut signed = [0u8; SIGNED_ID_LEN];
+    percent_decode(value.trim(), &mut signed)?;
+    if let Some(known) = Memo::find(memo_id, &signed) {
+        return Some(known);
+    }
     let (digest, id) = signed.split_at(SIGNED_DIGEST_LEN);
     let digest = base64_digest(digest)?;
     let id = std::str::from_utf8(id).ok()?;
     let mut mac = mac.clone();
     mac.update(id.as_bytes());
     mac.verify_slice(&digest).ok()?;
-    is_cookie_id(id).then(|| (Arc::from(id), LogHash::of(&digest)))
+    let found = is_cookie_id(id).then(|| (Arc::from(id), LogHash::of(&digest)))?;
+    Memo::keep(memo_id, signed, &found);
+    Some(found)
+}
+
+/// A signed cookie value (percent-decoded) whose signature held, and what it decided. Whether
+/// a value holds depends on nothing but the value and the key, so one that held once needs no
+/// second HMAC: each thread keeps the last [`MEMO_SLOTS`] it verified, a value's slot picked
+/// by its first characters (the digest's) and the value compared whole, in constant time.
+struct Memo {
+    /// The policy (key) that verified it: other policies in the process never match it.
+    policy: u64,
+    signed: [u8; SIGNED_ID_LEN],
+    id: Arc<str>,
+    hash: LogHash,
+}
+
+const MEMO_SLOTS: usize = 64;
+
+thread_local! {
+    static MEMO: RefCell<[Option<Memo>; MEMO_SLOTS]> =
+        const { RefCell::new([const { None }; MEMO_SLOTS]) };
+}
+
+fn next_memo_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Memo {
+    fn slot(signed: &[u8; SIGNED_ID_LEN]) -> usize {
+        (usize::from(signed[0]) << 2 ^ usize::from(signed[1])) % MEMO_SLOTS
+    }
+
+    fn find(policy: u64, signed: &[u8; SIGNED_ID_LEN]) -> Option<(Arc<str>, LogHash)> {
+        MEMO.with_borrow(|slots| {
+            let memo = slots[Self::slot(signed)].as_ref()?;
+            (memo.policy == policy && same_bytes(&memo.signed, signed))
+                .then(|| (Arc::clone(&memo.id), memo.hash))
+        })
+    }
+
+    fn keep(policy: u64, signed: [u8; SIGNED_ID_LEN], (id, hash): &(Arc<str>, LogHash)) {
+        MEMO.with_borrow_mut(|slots| {
+            slots[Self::slot(&signed)] = Some(Memo {
+                policy,
+                signed,
+                id: Arc::clone(id),
+                hash: *hash,
+            });
+        });
+    }
+}
+
+/// Whether `a` and `b` are equal, looking at every byte whatever the first difference: how
+/// long a comparison takes tells nothing of a remembered value.
+fn same_bytes(a: &[u8; SIGNED_ID_LEN], b: &[u8; SIGNED_ID_LEN]) -> bool {
+    let a = std::hint::black_box(a);
+    let differ = a.iter().zip(b).fold(0u8, |differ, (x, y)| differ | (x ^ y));
+    std::hint::black_box(differ) == 0
 }
 
 /// Base64 of a SHA-256 digest, with its one `=` of padding.
@@ -429,11 +509,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let identity = parts
-            .extensions
-            .get::<Identity>()
+        let request_id = parts.extensions.get::<RequestId>();
+        let identity = request_id
+            .and_then(|RequestId(_, identity)| identity.as_ref())
+            .or_else(|| parts.extensions.get::<Identity>())
             .ok_or_else(|| ApiError::Internal("identity middleware did not run".into()))?;
-        let trace_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+        let trace_id = request_id.map(|r| r.0.clone());
         Ok(Caller {
             user: Arc::clone(&identity.0),
             trace_id,
@@ -465,8 +546,9 @@ mod tests {
         headers
     }
 
+    /// Each check with a memo of its own: nothing is remembered between them.
     fn cookie_id(headers: &HeaderMap, mac: &Hmac<Sha256>, name: &str) -> Option<String> {
-        cookie_identity(headers, mac, name).map(|(id, _)| id.to_string())
+        cookie_identity(headers, mac, next_memo_id(), name).map(|(id, _)| id.to_string())
     }
 
     const ID_A: &str = "7d9f3a52-52a4-4f57-9d59-2e3f8c9b0a11";
@@ -484,7 +566,8 @@ mod tests {
     fn a_cookies_log_hash_is_the_keyed_hash_of_its_id() {
         let key = Key::generate();
         let cookie = signed(&key, COOKIE_NAME, ID_A);
-        let got = cookie_identity(&headers(&cookie), &mac(&key), COOKIE_NAME).map(|(_, h)| h);
+        let got = cookie_identity(&headers(&cookie), &mac(&key), next_memo_id(), COOKIE_NAME)
+            .map(|(_, h)| h);
         let mut direct = mac(&key);
         direct.update(ID_A.as_bytes());
         let expected = LogHash::of(&direct.finalize().into_bytes());
@@ -520,6 +603,25 @@ mod tests {
             cookie_id(&headers(&truncated), &mac(&key), COOKIE_NAME),
             None
         );
+    }
+
+    #[test]
+    fn a_remembered_cookie_is_the_same_identity_and_only_for_its_key() {
+        let key = Key::generate();
+        let memo = next_memo_id();
+        let cookie = signed(&key, COOKIE_NAME, ID_A);
+        let check = |cookie: &str, key: &Key, memo| {
+            cookie_identity(&headers(cookie), &mac(key), memo, COOKIE_NAME)
+        };
+        let first = check(&cookie, &key, memo);
+        assert!(first.as_ref().is_some_and(|(id, _)| &**id == ID_A));
+        assert_eq!(check(&cookie, &key, memo), first, "from the memo");
+        // The same slot (same first characters), another value: checked, and refused.
+        let changed = cookie.replace(ID_A, ID_B);
+        assert_eq!(check(&changed, &key, memo), None);
+        assert_eq!(check(&cookie, &key, memo), first);
+        // Another key's policy does not take this key's remembered value.
+        assert_eq!(check(&cookie, &Key::generate(), next_memo_id()), None);
     }
 
     #[test]

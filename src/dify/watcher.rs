@@ -408,6 +408,7 @@ impl SseWatcher {
                 task_id: peek.task_id.as_deref(),
                 conversation_id: peek.conversation_id.as_deref(),
                 metadata: peek.metadata.map(|raw| raw.get().as_bytes()),
+                usage: None,
                 data: peek.data.map(|raw| raw.get().as_bytes()),
             });
         }
@@ -438,7 +439,7 @@ impl SseWatcher {
             self.usage = seen
                 .metadata
                 .and_then(|raw| {
-                    scan::usage(raw).unwrap_or_else(|| {
+                    seen.usage.or_else(|| scan::usage(raw)).unwrap_or_else(|| {
                         serde_json::from_slice::<PeekMetadata>(raw)
                             .ok()
                             .and_then(|m| m.usage)

@@ -109,17 +109,26 @@ impl Line<'_> {
         out.extend_from_slice(self.route.as_bytes());
         out.extend_from_slice(b" app=");
         out.extend_from_slice(self.app.as_bytes());
-        // Writing to a Vec cannot fail.
-        let _ = write!(
-            out,
-            " status={} latency_ms={:?}",
-            self.status, self.latency_ms
-        );
+        out.extend_from_slice(b" status=");
+        out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
+        out.extend_from_slice(b" latency_ms=");
+        write_debug_f64(out, self.latency_ms);
         out.extend_from_slice(b" identity=");
         out.extend_from_slice(self.identity.as_bytes());
         out.extend_from_slice(b" request_id=");
         out.extend_from_slice(self.request_id.as_bytes());
         out.push(b'\n');
+    }
+}
+
+/// `{:?}` of `x`. Between 1e-4 and 1e16 that is the shortest decimal that reads back as `x`,
+/// with a `.0` when whole: what ryu writes there, without `fmt`'s machinery.
+fn write_debug_f64(out: &mut Vec<u8>, x: f64) {
+    if x.is_finite() && (1e-4..1e16).contains(&x.abs()) {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes());
+    } else {
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{x:?}");
     }
 }
 
@@ -155,6 +164,39 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || line.emit());
         let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
         text[text.find(' ').unwrap()..].to_owned()
+    }
+
+    #[test]
+    fn latencies_are_written_as_debug_writes_them() {
+        let mut samples = vec![
+            0.0,
+            -0.0,
+            1e-5,
+            0.0001,
+            0.00012345,
+            0.25,
+            1.0,
+            12.000123456,
+            1e15,
+            9.999e15,
+            1e16,
+            -3.5,
+            1e300,
+            f64::MIN_POSITIVE,
+            f64::NAN,
+            f64::INFINITY,
+            0.1 + 0.2,
+        ];
+        let mut x = 1.0e-6f64;
+        while x < 1e17 {
+            samples.extend([x, x * 1.000_001, x * 0.999_999_7]);
+            x *= 3.7;
+        }
+        for x in samples {
+            let mut ours = Vec::new();
+            write_debug_f64(&mut ours, x);
+            assert_eq!(String::from_utf8(ours).unwrap(), format!("{x:?}"));
+        }
     }
 
     #[test]

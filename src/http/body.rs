@@ -24,11 +24,17 @@ pub struct JsonBytes(pub Bytes);
 pub struct OptionalJsonObject(pub Map<String, Value>);
 
 pub fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+    headers.get(header::CONTENT_TYPE).is_some_and(|value| {
+        let bytes = value.as_bytes();
+        // Only a value `to_str` takes: visible ASCII and tabs.
+        let text = bytes
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
+        let essence = bytes.split(|&b| b == b';').next().unwrap_or_default();
+        text && essence
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"application/json")
+    })
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
@@ -158,5 +164,40 @@ impl FromRequest<AppState> for OptionalJsonObject {
         read_object(request, state.config.max_body_bytes, &state.body_budget)
             .await
             .map(OptionalJsonObject)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn typed(value: &[u8]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            headers.insert(header::CONTENT_TYPE, value);
+        }
+        headers
+    }
+
+    #[test]
+    fn json_is_the_essence_application_json_in_any_case() {
+        for json in [
+            &b"application/json"[..],
+            b"Application/JSON; charset=utf-8",
+            b" application/json\t;x=y",
+        ] {
+            assert!(is_json(&typed(json)), "{json:?}");
+        }
+        for other in [
+            &b"application/jsonx"[..],
+            b"text/plain",
+            b"application/json; charset=\xe9",
+            b"",
+        ] {
+            assert!(!is_json(&typed(other)), "{other:?}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
     }
 }

@@ -2,11 +2,14 @@
 //! allow-listed reaches nothing.
 
 use axum::extract::Request;
-use axum::http::{Method, header};
+use axum::http::{HeaderName, Method, header};
 
 use super::peer_trust::peer_ip;
 use crate::error::ApiError;
 use crate::state::AppState;
+
+/// A `HeaderName` constant: a lookup by `&str` parses and checks the name on every call.
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// A `POST`/`DELETE` from another site (by `Origin`, or `Sec-Fetch-Site: cross-site`) that is
 /// not allow-listed is refused before anything else runs.
@@ -34,7 +37,7 @@ fn is_cross_site(state: &AppState, request: &Request) -> bool {
             !allowed
         }
         None => headers
-            .get("sec-fetch-site")
+            .get(SEC_FETCH_SITE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site")),
     }
 }

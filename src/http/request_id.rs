@@ -5,14 +5,18 @@ use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 
+use crate::identity::Identity;
+
 pub const HEADER: &str = "x-request-id";
 /// As a `HeaderName` constant: inserting by `&str` would copy a non-standard name per call.
 const NAME: HeaderName = HeaderName::from_static(HEADER);
 
 /// The id as the header value it is sent in (to the browser and, as `X-Trace-Id`, to Dify):
-/// cloning it shares the bytes rather than copying them.
+/// cloning it shares the bytes rather than copying them. The request's identity is kept
+/// beside it once decided: an extension of its own would be one more allocation, and often
+/// the one that regrows the request's extension map.
 #[derive(Clone, Debug)]
-pub struct RequestId(pub HeaderValue);
+pub struct RequestId(pub HeaderValue, pub Option<Identity>);
 
 impl RequestId {
     pub fn as_str(&self) -> &str {
@@ -46,7 +50,9 @@ pub fn assign(request: &mut Request) -> Option<HeaderValue> {
             HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)).ok()?
         }
     };
-    request.extensions_mut().insert(RequestId(value.clone()));
+    request
+        .extensions_mut()
+        .insert(RequestId(value.clone(), None));
     Some(value)
 }
 

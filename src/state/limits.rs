@@ -1,6 +1,7 @@
 //! Per-identity request rate and open-stream limits (API.md §1), for one process.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -121,10 +122,12 @@ impl StreamLimiter {
                 retry_after_secs: 5,
             });
         }
-        // The identity's key is shared with its permits: one copy per identity, not per stream.
-        let (identity, count) = match per_identity.get_key_value(&**identity) {
-            Some((key, &count)) => (Arc::clone(key), count),
-            None => (Arc::clone(identity), 0),
+        // One lookup; the identity's key is shared with its permits: one copy per identity,
+        // not per stream.
+        let entry = per_identity.entry(Arc::clone(identity));
+        let count = match &entry {
+            Entry::Occupied(held) => *held.get(),
+            Entry::Vacant(_) => 0,
         };
         if per_identity_limit && count >= self.max_per_identity {
             metrics::rejected("rate_limited");
@@ -132,7 +135,17 @@ impl StreamLimiter {
                 retry_after_secs: 5,
             });
         }
-        per_identity.insert(Arc::clone(&identity), count + 1);
+        let identity = match entry {
+            Entry::Occupied(mut held) => {
+                *held.get_mut() += 1;
+                Arc::clone(held.key())
+            }
+            Entry::Vacant(first) => {
+                let identity = Arc::clone(first.key());
+                first.insert(1);
+                identity
+            }
+        };
         self.total.fetch_add(1, Ordering::AcqRel);
         metrics::stream_opened();
         Ok(StreamPermit {
@@ -147,11 +160,11 @@ impl Drop for StreamPermit {
         metrics::stream_closed();
         self.limiter.total.fetch_sub(1, Ordering::AcqRel);
         if let Ok(mut per_identity) = self.limiter.per_identity.lock()
-            && let Some(count) = per_identity.get_mut(&*self.identity)
+            && let Entry::Occupied(mut held) = per_identity.entry(Arc::clone(&self.identity))
         {
-            *count -= 1;
-            if *count == 0 {
-                per_identity.remove(&*self.identity);
+            *held.get_mut() -= 1;
+            if *held.get() == 0 {
+                held.remove();
             }
         }
     }

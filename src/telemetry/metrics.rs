@@ -75,7 +75,6 @@ pub fn render() -> String {
 /// handles are read under a shared lock; only a first sighting takes the exclusive one.
 /// `app` is the request's app (one of the configured names, or empty for routes of no app).
 pub fn request(method: &Method, route: &str, app: &str, status: u16, elapsed: Duration) {
-    type Fnv = BuildHasherDefault<Fnv1a>;
     type ByStatus = HashMap<(&'static str, u16), (Counter, Histogram), Fnv>;
     type ByRoute = HashMap<String, HashMap<String, ByStatus, Fnv>, Fnv>;
     static HANDLES: OnceLock<RwLock<ByRoute>> = OnceLock::new();
@@ -109,9 +108,12 @@ pub fn request(method: &Method, route: &str, app: &str, status: u16, elapsed: Du
     );
 }
 
-/// FNV-1a, for the request handles' keys: route templates, app names, methods and statuses,
-/// a few dozen keys no client chooses, where SipHash's defence costs more than the lookup.
+/// FNV-1a, for the metric handles' keys: route templates, app names, methods, statuses and
+/// Dify's currencies, a few dozen keys no client chooses, where SipHash's defence costs more
+/// than the lookup.
 struct Fnv1a(u64);
+
+type Fnv = BuildHasherDefault<Fnv1a>;
 
 impl Default for Fnv1a {
     fn default() -> Fnv1a {
@@ -182,7 +184,7 @@ macro_rules! once {
 
 /// Handles per app (a handful, known at start-up) or per currency, looked up under a shared
 /// lock.
-struct PerApp<T>(OnceLock<RwLock<HashMap<String, T>>>);
+struct PerApp<T>(OnceLock<RwLock<HashMap<String, T, Fnv>>>);
 
 impl<T: Clone> PerApp<T> {
     const fn new() -> PerApp<T> {

@@ -18,6 +18,9 @@ pub(super) struct Members<'a> {
     pub conversation_id: Option<&'a str>,
     /// The raw JSON value of `metadata` (usage, in `message_end`).
     pub metadata: Option<&'a [u8]>,
+    /// What [`usage`] reads from `metadata`, when the scan read it on its way through
+    /// (`None`: not read, `usage` or serde_json must read the raw value).
+    pub usage: Option<Option<Usage>>,
     /// The raw JSON value of `data` (total tokens, in `workflow_finished`).
     pub data: Option<&'a [u8]>,
 }
@@ -62,12 +65,17 @@ pub(super) fn members(json: &[u8]) -> Option<Members<'_>> {
                 }
                 Some(i) => {
                     let start = scan.at;
-                    scan.skip_value()?;
+                    let usage = if i == 3 { scan.metadata_usage() } else { None };
+                    if usage.is_none() {
+                        scan.at = start;
+                        scan.skip_value()?;
+                    }
                     let raw = &json[start..scan.at];
                     // `null` is an absent member to serde, whatever its type.
                     let raw = (raw != b"null").then_some(raw);
                     if i == 3 {
                         found.metadata = raw;
+                        found.usage = usage;
                     } else {
                         found.data = raw;
                     }
@@ -96,21 +104,7 @@ pub(super) fn usage(metadata: &[u8]) -> Option<Option<Usage>> {
         json: metadata,
         at: 0,
     };
-    let mut usage = None;
-    let mut seen = false;
-    scan.object(|scan, key| {
-        if key != b"usage" {
-            return scan.skip_value();
-        }
-        if std::mem::replace(&mut seen, true) {
-            return None;
-        }
-        if scan.peek() == Some(b'n') {
-            return scan.null();
-        }
-        usage = Some(scan.usage()?);
-        Some(())
-    })?;
+    let usage = scan.usage_member(0, 0)?;
     scan.skip_space();
     (scan.at == metadata.len()).then_some(usage)
 }
@@ -171,6 +165,34 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// An event's `metadata` value as [`usage`] reads it, the scan left after it; `None` (the
+    /// scan's place undefined) where `usage` would answer `None` or the value is not an object.
+    /// Values it skips nest as deep as [`Scan::skip_value`] allows them from the event.
+    fn metadata_usage(&mut self) -> Option<Option<Usage>> {
+        self.usage_member(1, 2)
+    }
+
+    /// An object holding `usage` at most once (`Some(None)` without it or with a `null` one);
+    /// its other members are skipped as values `depth` deep, `usage`'s as `usage_depth` deep.
+    fn usage_member(&mut self, depth: usize, usage_depth: usize) -> Option<Option<Usage>> {
+        let mut usage = None;
+        let mut seen = false;
+        self.object(|scan, key| {
+            if key != b"usage" {
+                return scan.skip_nested(depth);
+            }
+            if std::mem::replace(&mut seen, true) {
+                return None;
+            }
+            if scan.peek() == Some(b'n') {
+                return scan.null();
+            }
+            usage = Some(scan.usage(usage_depth)?);
+            Some(())
+        })?;
+        Some(usage)
+    }
+
     /// An object's members, each value read by `member` (given the key, without escapes).
     fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
         self.skip_space();
@@ -203,8 +225,9 @@ impl<'a> Scan<'a> {
         (rest == b"null").then_some(())
     }
 
-    /// `usage`'s object: its counts plain integers, its texts plain strings or `null`.
-    fn usage(&mut self) -> Option<Usage> {
+    /// `usage`'s object: its counts plain integers, its texts plain strings or `null`; other
+    /// members skipped as values `depth` deep.
+    fn usage(&mut self, depth: usize) -> Option<Usage> {
         let mut usage = Usage::default();
         let mut seen = [false; 5];
         self.object(|scan, key| {
@@ -214,7 +237,7 @@ impl<'a> Scan<'a> {
                 b"total_tokens" => 2,
                 b"total_price" => 3,
                 b"currency" => 4,
-                _ => return scan.skip_value(),
+                _ => return scan.skip_nested(depth),
             };
             if std::mem::replace(&mut seen[i], true) {
                 return None;
@@ -275,7 +298,13 @@ impl<'a> Scan<'a> {
 
     /// One value: a string, a number or literal, or an object or array whatever it nests.
     fn skip_value(&mut self) -> Option<()> {
-        let mut depth = 0usize;
+        self.skip_nested(0)
+    }
+
+    /// [`Scan::skip_value`] for a value that is itself inside `outer` objects or arrays of the
+    /// value being skipped: together they nest no deeper than it allows.
+    fn skip_nested(&mut self, outer: usize) -> Option<()> {
+        let mut depth = outer;
         loop {
             match self.next()? {
                 b'"' => self.skip_string()?,
@@ -286,8 +315,8 @@ impl<'a> Scan<'a> {
                     }
                     continue;
                 }
-                b'}' | b']' => depth = depth.checked_sub(1)?,
-                b',' | b':' | b' ' | b'\t' | b'\n' | b'\r' if depth > 0 => continue,
+                b'}' | b']' if depth > outer => depth -= 1,
+                b',' | b':' | b' ' | b'\t' | b'\n' | b'\r' if depth > outer => continue,
                 b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
                     while matches!(self.peek(), Some(b) if !matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
                     {
@@ -296,7 +325,7 @@ impl<'a> Scan<'a> {
                 }
                 _ => return None,
             }
-            if depth == 0 {
+            if depth == outer {
                 return Some(());
             }
         }
@@ -386,6 +415,7 @@ mod tests {
                 task_id: Some("t1"),
                 conversation_id: Some("c1"),
                 metadata: None,
+                usage: None,
                 data: None,
             })
         );
@@ -397,6 +427,49 @@ mod tests {
                 &br#"{"usage": {"total_tokens": 18, "total_price": "0E-7"}, "retriever_resources": [{"a": [1, {"b": "}"}]}]}"#[..]
             ))
         );
+    }
+
+    #[test]
+    fn the_usage_read_in_passing_is_what_usage_reads_from_the_metadata() {
+        for end in [
+            &br#"{"event": "message_end", "metadata": {"usage": {"prompt_tokens": 11, "completion_tokens": 1, "total_tokens": 12, "total_price": "0.0000250", "currency": "USD", "latency": 0.5}, "x": [{"y": [1]}]}, "files": null}"#[..],
+            br#"{"event": "message_end", "metadata": {"usage": null}}"#,
+            br#"{"event": "message_end", "metadata": {}}"#,
+            br#"{"event": "message_end", "metadata": {"usage": {"total_tokens": 1.5}}}"#,
+            br#"{"event": "message_end", "metadata": {"us\u0061ge": {"total_tokens": 1}}}"#,
+            br#"{"event": "message_end", "metadata": null}"#,
+            br#"{"event": "message_end", "metadata": [1, 2]}"#,
+        ] {
+            let found = members(end).unwrap_or_default();
+            let raw = found.metadata;
+            let expected = raw.and_then(usage);
+            let text = String::from_utf8_lossy(end);
+            assert!(found.usage.is_none() || found.usage == expected, "{text}");
+            assert_eq!(found.usage.is_some(), expected.is_some(), "{text}");
+        }
+    }
+
+    #[test]
+    fn nesting_in_metadata_counts_from_the_event() {
+        for depth in [120, 125, 126, 127, 128, 130] {
+            let nested = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            for metadata in [
+                format!("{{\"x\": {nested}}}"),
+                format!("{{\"usage\": {{\"x\": {nested}}}}}"),
+            ] {
+                let event = format!("{{\"event\": \"message_end\", \"metadata\": {metadata}}}");
+                let mut skip = Scan {
+                    json: metadata.as_bytes(),
+                    at: 0,
+                };
+                let alone = skip.skip_value().is_some() && skip.at == metadata.len();
+                assert_eq!(
+                    members(event.as_bytes()).is_some(),
+                    alone,
+                    "{depth}: {metadata}"
+                );
+            }
+        }
     }
 
     #[test]
