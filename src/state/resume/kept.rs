@@ -268,6 +268,8 @@ impl Kept {
     /// records stay near their size), up to `block`.
     fn reserve(&mut self, extra: usize, block: usize) -> usize {
         let Some(last) = self.blocks.last() else {
+            // Room for the one block a short stream needs, not the four a push would make.
+            self.blocks = Vec::with_capacity(1);
             self.blocks
                 .push(Vec::with_capacity((extra + extra / 4).max(FIRST_RECORDS)));
             return 0;
