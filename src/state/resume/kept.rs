@@ -10,10 +10,13 @@
 //! [`MAX_RUN_BYTES`]), which bounds what a read anywhere reconstructs. The coding is exact
 //! for any bytes; only how much it saves depends on chunks lining up with events.
 //!
-//! The chunks before the newest are records in one buffer, oldest first: a tag byte, the
-//! lengths the tag does not imply as varints, then the chunk's own bytes. A token event's
-//! record is its middle and one byte. The oldest records are dropped by moving the start of
-//! the buffer on; the dropped bytes are reclaimed when the buffer would grow.
+//! The chunks before the newest are records, oldest first: a tag byte, the lengths the tag
+//! does not imply as varints, then the chunk's own bytes. A token event's record is its middle
+//! and one byte. They are written into blocks, none straddling two: a short stream's one block
+//! grows as it needs, up to [`BLOCK`], then full blocks are followed by new ones. The oldest
+//! records are dropped by moving the start of the first block on; a block is freed whole once
+//! all of it is dropped (nothing is moved), and the lone block of a short stream reclaims its
+//! dropped bytes when it would grow.
 
 use bytes::Bytes;
 
@@ -24,8 +27,16 @@ const MAX_RUN: usize = 128;
 const MAX_RUN_BYTES: usize = 64 * 1024;
 /// Room for the next chunks' tokens to be a little longer than the first's.
 const FIRST_ROOM: usize = 16;
-/// The records' first buffer: a short answer's.
+/// The records' first block: a short answer's.
 const FIRST_RECORDS: usize = 256;
+/// The size a block grows to before the next one starts (larger only for a larger record): a
+/// sixteenth of the cap, within these bounds, so that the partly dropped first block and the
+/// partly filled last one add little to it.
+const BLOCK: usize = 16 * 1024;
+const MIN_BLOCK: usize = 4 * 1024;
+/// A place in the records: the block's index in the high half, the offset in it in the low.
+const BLOCK_SHIFT: u32 = 32;
+const OFFSET_MASK: usize = (1 << BLOCK_SHIFT) - 1;
 /// A chunk is coded as a delta only if it shares at least this much, and a quarter of itself.
 const MIN_SHARED: usize = 24;
 /// The largest record, so that its lengths fit three varint bytes: longer chunks are kept as
@@ -82,13 +93,13 @@ impl Record {
 
 #[derive(Default)]
 pub struct Kept {
-    /// Dropped bytes, then the records.
-    buf: Vec<u8>,
-    /// Bytes of `buf` dropped: the first record starts here.
+    /// The records in blocks, oldest first; the first block's first bytes may be dropped ones.
+    blocks: Vec<Vec<u8>>,
+    /// Where the first record starts (a place, as the others: its block is the first).
     dead: usize,
     /// The newest chunk, whole.
     newest: Vec<u8>,
-    /// Where the records after the last keyframe start in `buf`, and their first chunk in the
+    /// Where the records after the last keyframe start, and their first chunk in the
     /// stream (a read near the tail starts there).
     run_off: usize,
     run_at: u64,
@@ -136,8 +147,9 @@ impl Kept {
             self.clear();
         }
         let mut at = self.end;
+        let block = (max_bytes / 16).clamp(MIN_BLOCK, BLOCK);
         for part in chunk.chunks(MAX_ENTRY) {
-            self.push(part, at);
+            self.push(part, at, block);
             at += part.len() as u64;
         }
         self.end += chunk.len() as u64;
@@ -149,13 +161,19 @@ impl Kept {
     /// Gives back the room kept for more bytes (the stream has ended).
     pub fn shrink(&mut self) {
         self.compact();
-        self.buf.shrink_to_fit();
+        if let Some(last) = self.blocks.last_mut() {
+            last.shrink_to_fit();
+        }
+        self.blocks.shrink_to_fit();
         self.newest.shrink_to_fit();
     }
 
     /// Drops everything kept.
     fn clear(&mut self) {
-        self.buf.clear();
+        self.blocks.truncate(1);
+        if let Some(block) = self.blocks.first_mut() {
+            block.clear();
+        }
         self.newest.clear();
         (self.dead, self.run_off, self.run) = (0, 0, 0);
         (self.run_bytes, self.head) = (0, 0);
@@ -163,7 +181,7 @@ impl Kept {
     }
 
     /// Makes `chunk` (at `at` in the stream) the newest, coding the one it follows against it.
-    fn push(&mut self, chunk: &[u8], at: u64) {
+    fn push(&mut self, chunk: &[u8], at: u64, block_size: usize) {
         if self.newest.is_empty() {
             self.newest.reserve_exact(chunk.len() + FIRST_ROOM);
             self.newest.extend_from_slice(chunk);
@@ -200,13 +218,14 @@ impl Kept {
                 (suf, n)
             };
             let mid = old.len() - pre - kept_suf;
-            self.reserve(header_len + mid);
+            let block = self.reserve(header_len + mid, block_size);
+            let block = &mut self.blocks[block];
             if header_len == 1 {
-                self.buf.push(header[0]);
+                block.push(header[0]);
             } else {
-                self.buf.extend_from_slice(&header[..header_len]);
+                block.extend_from_slice(&header[..header_len]);
             }
-            self.buf.extend_from_slice(&self.newest[pre..pre + mid]);
+            block.extend_from_slice(&self.newest[pre..pre + mid]);
             self.run += 1;
             self.run_bytes += self.newest.len() as u32;
             self.last = Shared {
@@ -216,11 +235,12 @@ impl Kept {
         } else {
             header[0] = KEY;
             let header_len = 1 + put_varint(old.len(), &mut header[1..]);
-            self.reserve(header_len + self.newest.len());
-            self.buf.extend_from_slice(&header[..header_len]);
-            self.buf.extend_from_slice(&self.newest);
+            let block = self.reserve(header_len + self.newest.len(), block_size);
+            let block = &mut self.blocks[block];
+            block.extend_from_slice(&header[..header_len]);
+            block.extend_from_slice(&self.newest);
             (self.run, self.run_bytes) = (0, 0);
-            (self.run_off, self.run_at) = (self.buf.len(), at);
+            (self.run_off, self.run_at) = (self.records_end(), at);
         }
         // The new chunk differs from the old only between the shared prefix and suffix.
         let newest = &mut self.newest;
@@ -242,88 +262,125 @@ impl Kept {
         newest[pre..new_end].copy_from_slice(&chunk[pre..new_end]);
     }
 
-    /// Makes room for `extra` more bytes: reclaims the dropped bytes once they are a quarter
-    /// of what is kept, else grows the buffer to a quarter more than it needs (a stream's
-    /// buffer stays near its size).
-    fn reserve(&mut self, extra: usize) {
-        if self.buf.capacity() - self.buf.len() >= extra {
-            return;
+    /// Makes room for `extra` more bytes at the end of the last block, or starts a block;
+    /// returns the block's index. A lone block reclaims its dropped bytes once they are a
+    /// quarter of what it keeps, else grows to a quarter more than it needs (a short stream's
+    /// records stay near their size), up to `block`.
+    fn reserve(&mut self, extra: usize, block: usize) -> usize {
+        let Some(last) = self.blocks.last() else {
+            // Room for the one block a short stream needs, not the four a push would make.
+            self.blocks = Vec::with_capacity(1);
+            self.blocks
+                .push(Vec::with_capacity((extra + extra / 4).max(FIRST_RECORDS)));
+            return 0;
+        };
+        if last.capacity() - last.len() >= extra {
+            return self.blocks.len() - 1;
         }
-        if self.dead * 4 >= self.buf.len() - self.dead {
+        if last.capacity() >= block {
+            self.blocks.push(Vec::with_capacity(block.max(extra)));
+            return self.blocks.len() - 1;
+        }
+        if self.blocks.len() == 1 {
             self.compact();
-            if self.buf.capacity() - self.buf.len() >= extra {
-                return;
-            }
         }
-        self.compact();
-        let need = self.buf.len() + extra;
-        self.buf
-            .reserve_exact((need + need / 4).max(FIRST_RECORDS) - self.buf.len());
+        let index = self.blocks.len() - 1;
+        let last = &mut self.blocks[index];
+        let need = last.len() + extra;
+        if last.capacity() < need {
+            let room = (need + need / 4).max(FIRST_RECORDS).min(block.max(need));
+            last.reserve_exact(room - last.len());
+        }
+        index
     }
 
-    /// Moves the records to the start of the buffer, over the dropped bytes.
+    /// Moves a lone block's records to its start, over the dropped bytes.
     fn compact(&mut self) {
-        if self.dead == 0 {
+        if self.dead == 0 || self.blocks.len() != 1 {
             return;
         }
-        self.buf.drain(..self.dead);
+        let block = &mut self.blocks[0];
+        block.drain(..self.dead);
         self.run_off = self.run_off.saturating_sub(self.dead);
         self.dead = 0;
-        let live = self.buf.len();
-        if self.buf.capacity() > 4 * live && self.buf.capacity() > 16 * 1024 {
-            self.buf.shrink_to(live + live / 4);
+        let live = block.len();
+        if block.capacity() > 4 * live && block.capacity() > 16 * 1024 {
+            block.shrink_to(live + live / 4);
         }
     }
 
     fn drop_front(&mut self, n: usize) {
         self.start += n as u64;
         let mut n = n + self.head as usize;
-        while self.dead < self.buf.len() {
+        let end = self.records_end();
+        while self.dead < end {
             let record = self.record(self.dead, self.front);
             if n < record.len() {
                 break;
             }
             n -= record.len();
             self.front = record.shared();
-            self.dead = record.end();
+            self.dead = self.next(record.end());
         }
         self.head = n as u32;
+        let gone = self.dead >> BLOCK_SHIFT;
+        if gone > 0 {
+            self.blocks.drain(..gone);
+            self.dead -= gone << BLOCK_SHIFT;
+            self.run_off = self.run_off.saturating_sub(gone << BLOCK_SHIFT);
+        }
     }
 
-    /// The record at `at` in the buffer; a short one takes its lengths from `before`.
+    /// Where the records end: the place after the last.
+    fn records_end(&self) -> usize {
+        self.blocks.last().map_or(0, |last| {
+            (self.blocks.len() - 1) << BLOCK_SHIFT | last.len()
+        })
+    }
+
+    /// Where the record after one that ends at `at` starts: the next block's start if `at`
+    /// is its block's end.
+    fn next(&self, at: usize) -> usize {
+        let index = at >> BLOCK_SHIFT;
+        if index + 1 < self.blocks.len() && at & OFFSET_MASK == self.blocks[index].len() {
+            (index + 1) << BLOCK_SHIFT
+        } else {
+            at
+        }
+    }
+
+    /// A record's own bytes.
+    fn mid(&self, record: Record) -> &[u8] {
+        let from = record.data & OFFSET_MASK;
+        &self.blocks[record.data >> BLOCK_SHIFT][from..from + record.mid]
+    }
+
+    /// The record at `at`; a short one takes its lengths from `before`.
     fn record(&self, at: usize, before: Shared) -> Record {
-        let tag = self.buf[at];
+        let base = at & !OFFSET_MASK;
+        let (block, at) = (&self.blocks[at >> BLOCK_SHIFT], at & OFFSET_MASK);
+        let tag = block[at];
         let mut data = at + 1;
-        match tag {
-            KEY => {
-                let mid = get_varint(&self.buf, &mut data);
-                Record {
-                    key: true,
-                    pre: 0,
-                    mid,
-                    suf: 0,
-                    data,
-                }
-            }
+        let (key, pre, mid, suf) = match tag {
+            KEY => (true, 0, get_varint(block, &mut data), 0),
             DELTA => {
-                let pre = get_varint(&self.buf, &mut data);
-                let suf = get_varint(&self.buf, &mut data);
-                let mid = get_varint(&self.buf, &mut data);
-                Record {
-                    key: false,
-                    pre,
-                    mid,
-                    suf,
-                    data,
-                }
+                let pre = get_varint(block, &mut data);
+                let suf = get_varint(block, &mut data);
+                (false, pre, get_varint(block, &mut data), suf)
             }
-            _ => Record {
-                key: false,
-                pre: before.pre.into(),
-                mid: usize::from(tag - SHORT),
-                suf: before.suf.into(),
-                data,
-            },
+            _ => (
+                false,
+                before.pre.into(),
+                usize::from(tag - SHORT),
+                before.suf.into(),
+            ),
+        };
+        Record {
+            key,
+            pre,
+            mid,
+            suf,
+            data: base | data,
         }
     }
 
@@ -360,18 +417,19 @@ impl Kept {
     /// start at its first record, others at the first record kept.
     fn locate(&self, pos: u64) -> Option<(usize, Shared, u64)> {
         let (mut at, mut before, mut chunk_at) = if self.run_off > self.dead && pos >= self.run_at {
-            (self.run_off, Shared::default(), self.run_at)
+            (self.next(self.run_off), Shared::default(), self.run_at)
         } else {
             (self.dead, self.front, self.start - u64::from(self.head))
         };
-        while at < self.buf.len() {
+        let end = self.records_end();
+        while at < end {
             let record = self.record(at, before);
             if chunk_at + record.len() as u64 > pos {
                 return Some((at, before, chunk_at));
             }
             chunk_at += record.len() as u64;
             before = record.shared();
-            at = record.end();
+            at = self.next(record.end());
         }
         None
     }
@@ -388,10 +446,11 @@ impl Kept {
         let mut deltas = Vec::new();
         let mut key = None;
         let mut total = 0;
-        while at < self.buf.len() {
+        let end = self.records_end();
+        while at < end {
             let record = self.record(at, before);
             before = record.shared();
-            at = record.end();
+            at = self.next(record.end());
             if record.key {
                 key = Some(record);
                 break;
@@ -400,7 +459,7 @@ impl Kept {
             deltas.push(record);
         }
         let base = match key {
-            Some(key) => &self.buf[key.data..key.end()],
+            Some(key) => self.mid(key),
             None => &self.newest[..],
         };
         let mut to = out.len() + total;
@@ -411,7 +470,7 @@ impl Kept {
             let this = to - record.len();
             let (pre, mid, suf) = (record.pre, record.mid, record.suf);
             out.copy_within(to..to + pre, this);
-            out[this + pre..this + pre + mid].copy_from_slice(&self.buf[record.data..record.end()]);
+            out[this + pre..this + pre + mid].copy_from_slice(self.mid(*record));
             out.copy_within(to + next_len - suf..to + next_len, this + pre + mid);
             (to, next_len) = (this, record.len());
         }
@@ -421,16 +480,17 @@ impl Kept {
     /// Bytes held for the kept bytes (capacity), for the tests' budgets.
     #[cfg(test)]
     fn held(&self) -> usize {
-        self.buf.capacity() + self.newest.capacity()
+        let blocks: usize = self.blocks.iter().map(Vec::capacity).sum();
+        blocks + self.blocks.capacity() * size_of::<Vec<u8>>() + self.newest.capacity()
     }
 
     /// The records kept, oldest first.
     #[cfg(test)]
     fn records(&self) -> Vec<Record> {
         let (mut at, mut before, mut records) = (self.dead, self.front, Vec::new());
-        while at < self.buf.len() {
+        while at < self.records_end() {
             let record = self.record(at, before);
-            (at, before) = (record.end(), record.shared());
+            (at, before) = (self.next(record.end()), record.shared());
             records.push(record);
         }
         records
@@ -727,7 +787,7 @@ mod tests {
         }
         assert_same(&kept, &model);
         let newest = kept.newest.len();
-        let records = kept.buf.len() - kept.dead;
+        let records = kept.records_end() - kept.dead;
         assert!(records < 89 * 13, "{records} bytes of records");
         assert!(
             kept.held() < records * 5 / 4 + newest + FIRST_ROOM,
@@ -806,6 +866,42 @@ mod tests {
             kept.append(&chunk, 64 * 1024);
         }
         assert!(kept.held() < 64 * 1024 * 5 / 4 + 4096, "{}", kept.held());
+    }
+
+    #[test]
+    fn bulk_events_at_the_cap_fill_blocks_that_are_freed_whole() {
+        let mut kept = Kept::default();
+        let mut model = Model {
+            all: Vec::new(),
+            start: 0,
+        };
+        let answer = "abcdefghij".repeat(100);
+        for i in 0..400 {
+            let event = token_event(&answer, 1_795_662_501_123_456_789 + i * 5_001_234);
+            // Now and then an event comes cut in two, as a read can leave it.
+            let cut = if i % 7 == 3 { event.len() / 3 } else { 0 };
+            for part in [&event[..cut], &event[cut..]] {
+                kept.append(part.as_bytes(), 64 * 1024);
+                model.append(part.as_bytes(), 64 * 1024);
+            }
+            if i % 50 == 49 {
+                for pos in (model.start..model.all.len()).step_by(4093) {
+                    let piece = kept.bytes_at(pos as u64).expect("a kept offset has bytes");
+                    assert_eq!(piece[..], model.all[pos..pos + piece.len()], "at {pos}");
+                }
+            }
+        }
+        assert!(kept.blocks.len() > 2, "{} blocks", kept.blocks.len());
+        assert!(kept.held() < 64 * 1024 / 2, "{}", kept.held());
+        assert_eq!(
+            read_from(&kept, model.start as u64),
+            model.all[model.start..]
+        );
+        kept.shrink();
+        assert_eq!(
+            read_from(&kept, model.start as u64),
+            model.all[model.start..]
+        );
     }
 
     #[test]
