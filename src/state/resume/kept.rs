@@ -37,6 +37,11 @@ const MIN_BLOCK: usize = 4 * 1024;
 /// A place in the records: the block's index in the high half, the offset in it in the low.
 const BLOCK_SHIFT: u32 = 32;
 const OFFSET_MASK: usize = (1 << BLOCK_SHIFT) - 1;
+// A place needs both halves: a block (up to [`MAX_ENTRY`] and a header) overflows 16 bits.
+const _: () = assert!(
+    usize::BITS >= 64,
+    "a place in the records needs a 64-bit usize"
+);
 /// A chunk is coded as a delta only if it shares at least this much, and a quarter of itself.
 const MIN_SHARED: usize = 24;
 /// The largest record, so that its lengths fit three varint bytes: longer chunks are kept as
