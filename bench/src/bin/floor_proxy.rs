@@ -37,6 +37,10 @@ struct Floor {
 /// The upstream client (`FLOOR_CLIENT`): `reqwest` (the default: the stack the issue fixes) or
 /// `hyper` (hyper-util's pooled client, which reqwest drives, used directly: what dify-bff
 /// calls a plain-HTTP Dify with).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per process; a box would add a hop to the measured path"
+)]
 enum Client {
     Reqwest(reqwest::Client),
     Hyper(HyperClient<HttpConnector, Full<Bytes>>),
