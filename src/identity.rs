@@ -24,9 +24,6 @@ use crate::http::peer_trust::peer_ip;
 use crate::http::request_id::RequestId;
 use crate::state::AppState;
 
-mod layer;
-pub use layer::Resolve;
-
 /// The identity cookie over plain HTTP.
 pub const COOKIE_NAME: &str = "dify_bff_uid";
 /// The identity cookie over HTTPS: browsers accept a `__Host-` cookie only from this host
