@@ -195,18 +195,15 @@ impl Serving {
         peer: SocketAddr,
         held: (Option<PeerSlot>, Open),
     ) {
-        let connection = serve_connection(
+        connections.spawn(serve_connection(
             self.builder.clone(),
             stream,
             peer,
             self.app.clone(),
             self.limits,
             self.close.clone(),
-        );
-        connections.spawn(async move {
-            let _held = held;
-            connection.await;
-        });
+            held,
+        ));
     }
 
     /// A worker's loop: serves what it is handed until `close`, then finishes like [`run`].
@@ -299,7 +296,9 @@ async fn serve_connection(
     app: Served,
     limits: ConnectionLimits,
     close: CancellationToken,
+    held: (Option<PeerSlot>, Open),
 ) {
+    let _held = held;
     // Streams are written event by event; never wait to coalesce small writes.
     let _ = stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
