@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use crate::config::Config;
 use crate::dify::DifyClient;
 use crate::error::ApiError;
+use crate::http::routed;
 use crate::state::AppState;
 use crate::state::caches::{Readiness, SettingsCache};
 
@@ -123,15 +125,32 @@ pub struct AppPath {
 }
 
 /// The `/apps/{name}` routes' layer: an unknown name is 404 `not_found` and reaches nothing;
-/// a known one is the request's [`App`] (and labels its response for the access log).
+/// a known one is the request's [`App`] (and labels its response for the access log). A
+/// request the front door answered goes on to its handler's wrapper, which only notes its route.
 pub async fn resolve(
     State(state): State<AppState>,
-    Path(AppPath { name }): Path<AppPath>,
+    route: Option<MatchedPath>,
+    name: Result<Path<AppPath>, PathRejection>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(app) = state.apps.get(&name).cloned() else {
-        return unknown_app().into_response();
+    if request.extensions().get::<routed::Answered>().is_some() {
+        return next.run(request).await;
+    }
+    let found = match name {
+        Ok(Path(AppPath { name })) => state
+            .apps
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| unknown_app().into_response()),
+        Err(rejection) => Err(rejection.into_response()),
+    };
+    let app = match found {
+        Ok(app) => app,
+        Err(refused) => {
+            routed::record_route(route);
+            return refused;
+        }
     };
     request.extensions_mut().insert(app.clone());
     let mut response = next.run(request).await;

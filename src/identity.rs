@@ -24,9 +24,6 @@ use crate::http::peer_trust::peer_ip;
 use crate::http::request_id::RequestId;
 use crate::state::AppState;
 
-mod layer;
-pub use layer::Resolve;
-
 /// The identity cookie over plain HTTP.
 pub const COOKIE_NAME: &str = "dify_bff_uid";
 /// The identity cookie over HTTPS: browsers accept a `__Host-` cookie only from this host
@@ -374,7 +371,10 @@ impl Memo {
 /// long a comparison takes tells nothing of a remembered value.
 fn same_bytes(a: &[u8; SIGNED_ID_LEN], b: &[u8; SIGNED_ID_LEN]) -> bool {
     let a = std::hint::black_box(a);
-    let differ = a.iter().zip(b).fold(0u8, |differ, (x, y)| differ | (x ^ y));
+    let (a, b) = (a.as_chunks::<8>().0, b.as_chunks::<8>().0);
+    let differ = a.iter().zip(b).fold(0u64, |differ, (x, y)| {
+        differ | (u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y))
+    });
     std::hint::black_box(differ) == 0
 }
 
@@ -386,24 +386,29 @@ const SIGNED_ID_LEN: usize = SIGNED_DIGEST_LEN + 36;
 /// `value` with its `%XX` escapes decoded into `out`, if it is exactly `out`'s length (a `%`
 /// not followed by two hex digits stays itself, as in the `cookie` crate).
 fn percent_decode<'a>(value: &str, out: &'a mut [u8; SIGNED_ID_LEN]) -> Option<&'a [u8]> {
-    let bytes = value.as_bytes();
-    let mut read = 0;
+    let mut rest = value.as_bytes();
     let mut written = 0;
-    while read < bytes.len() {
-        let escaped = (bytes[read] == b'%')
-            .then(|| {
-                Some(hex_value(*bytes.get(read + 1)?)? << 4 | hex_value(*bytes.get(read + 2)?)?)
-            })
-            .flatten();
+    while !rest.is_empty() {
+        let run = memchr::memchr(b'%', rest).unwrap_or(rest.len());
+        out.get_mut(written..written + run)?
+            .copy_from_slice(&rest[..run]);
+        written += run;
+        let Some((_, after)) = rest[run..].split_first() else {
+            break;
+        };
+        let escaped = match after {
+            [high, low, ..] => hex_value(*high).zip(hex_value(*low)),
+            _ => None,
+        };
         let slot = out.get_mut(written)?;
         match escaped {
-            Some(byte) => {
-                *slot = byte;
-                read += 3;
+            Some((high, low)) => {
+                *slot = high << 4 | low;
+                rest = &after[2..];
             }
             None => {
-                *slot = bytes[read];
-                read += 1;
+                *slot = b'%';
+                rest = after;
             }
         }
         written += 1;
@@ -673,6 +678,45 @@ mod tests {
             "a\u{2066}b",
         ] {
             assert!(of(hidden).is_none(), "{hidden:?}");
+        }
+    }
+
+    /// [`percent_decode`] as it was written byte by byte: the reference for its runs.
+    fn decoded_byte_by_byte(value: &str) -> Option<Vec<u8>> {
+        let bytes = value.as_bytes();
+        let (mut read, mut out) = (0, Vec::new());
+        while read < bytes.len() {
+            let escaped = (bytes[read] == b'%')
+                .then(|| {
+                    Some(hex_value(*bytes.get(read + 1)?)? << 4 | hex_value(*bytes.get(read + 2)?)?)
+                })
+                .flatten();
+            match escaped {
+                Some(byte) => (out.push(byte), read += 3),
+                None => (out.push(bytes[read]), read += 1),
+            };
+        }
+        (out.len() == SIGNED_ID_LEN).then_some(out)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn percent_decoding_by_runs_is_decoding_byte_by_byte(
+            value in "([a-zA-Z0-9=+/-]|%[0-9a-fA-FgG%]{0,2}){70,90}"
+        ) {
+            let mut out = [0u8; SIGNED_ID_LEN];
+            let by_runs = percent_decode(&value, &mut out).map(<[u8]>::to_vec);
+            proptest::prop_assert_eq!(by_runs, decoded_byte_by_byte(&value));
+        }
+
+        #[test]
+        fn same_bytes_is_equality(a in proptest::array::uniform32(0u8..4), flip in 0..SIGNED_ID_LEN) {
+            let mut x = [0u8; SIGNED_ID_LEN];
+            x[..32].copy_from_slice(&a);
+            let mut y = x;
+            proptest::prop_assert!(same_bytes(&x, &y));
+            y[flip] ^= 1;
+            proptest::prop_assert!(!same_bytes(&x, &y));
         }
     }
 }

@@ -39,6 +39,7 @@ use self::peers::{PeerLimit, PeerSlot};
 use self::workers::{Dispatched, Handover, Open, Workers};
 use self::write_timeout::WriteStallTimeout;
 use crate::config::Config;
+use crate::http::front_door::Door;
 use crate::routes;
 use crate::state::AppState;
 use crate::telemetry::metrics;
@@ -129,7 +130,7 @@ pub async fn serve_on(
         let metrics_app = routes::health::metrics_router();
         tokio::spawn(run(
             metrics_listener,
-            Serving::new(metrics_app, limits, close.clone()),
+            Serving::new(Served::Metrics(metrics_app), limits, close.clone()),
             None,
             1,
         ));
@@ -139,7 +140,7 @@ pub async fn serve_on(
         state.config.max_connections_per_peer,
         state.config.trusted_proxies.clone(),
     );
-    let serving = Serving::new(app, limits, close.clone());
+    let serving = Serving::new(Served::Api(app), limits, close.clone());
     let mut server = tokio::spawn(run(listener, serving, peers, state.config.worker_threads));
 
     tokio::select! {
@@ -153,17 +154,24 @@ pub async fn serve_on(
     server.await.map_err(std::io::Error::other)
 }
 
+/// What a listener serves: the API (its router behind the front door), or `/metrics` alone.
+#[derive(Clone)]
+enum Served {
+    Api(Door<Router>),
+    Metrics(Router),
+}
+
 /// What every connection of a listener is served with, on whichever worker.
 #[derive(Clone)]
 struct Serving {
     builder: Arc<http1::Builder>,
-    app: Router,
+    app: Served,
     limits: ConnectionLimits,
     close: CancellationToken,
 }
 
 impl Serving {
-    fn new(app: Router, limits: ConnectionLimits, close: CancellationToken) -> Serving {
+    fn new(app: Served, limits: ConnectionLimits, close: CancellationToken) -> Serving {
         // HTTP/1.1 only: browsers never speak cleartext HTTP/2 (h2c), and h2c's version sniffing
         // would read the first bytes without the header timeout.
         let mut builder = http1::Builder::new();
@@ -187,18 +195,15 @@ impl Serving {
         peer: SocketAddr,
         held: (Option<PeerSlot>, Open),
     ) {
-        let connection = serve_connection(
+        connections.spawn(serve_connection(
             self.builder.clone(),
             stream,
             peer,
             self.app.clone(),
             self.limits,
             self.close.clone(),
-        );
-        connections.spawn(async move {
-            let _held = held;
-            connection.await;
-        });
+            held,
+        ));
     }
 
     /// A worker's loop: serves what it is handed until `close`, then finishes like [`run`].
@@ -288,10 +293,12 @@ async fn serve_connection(
     builder: Arc<http1::Builder>,
     stream: TcpStream,
     peer: SocketAddr,
-    app: Router,
+    app: Served,
     limits: ConnectionLimits,
     close: CancellationToken,
+    held: (Option<PeerSlot>, Open),
 ) {
+    let _held = held;
     // Streams are written event by event; never wait to coalesce small writes.
     let _ = stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -307,7 +314,10 @@ async fn serve_connection(
                 ))
             });
             request.extensions_mut().insert(ConnectInfo(peer));
-            app.oneshot(request).await
+            match app {
+                Served::Api(api) => api.oneshot(request).await,
+                Served::Metrics(metrics) => metrics.oneshot(request).await,
+            }
         })
     });
     let io = TokioIo::new(WriteStallTimeout::new(stream, limits.write_timeout));

@@ -21,7 +21,6 @@ pub const TARGET: &str = module_path!();
 pub struct Entry {
     started: Instant,
     method: Method,
-    route: Option<MatchedPath>,
     /// Whether INFO lines are written.
     log: bool,
     request_id: Option<RequestId>,
@@ -29,7 +28,6 @@ pub struct Entry {
 
 impl Entry {
     pub fn start(request: &Request) -> Entry {
-        let route = request.extensions().get::<MatchedPath>().cloned();
         let log = tracing::enabled!(tracing::Level::INFO);
         let request_id = log
             .then(|| request.extensions().get::<RequestId>().cloned())
@@ -37,16 +35,22 @@ impl Entry {
         Entry {
             started: Instant::now(),
             method: request.method().clone(),
-            route,
             log,
             request_id,
         }
     }
 
-    pub fn finish(self, response: &Response, apps: &Apps, identity: Option<LogHash>) {
+    /// `route`: the route that matched, if one did.
+    pub fn finish(
+        self,
+        response: &Response,
+        apps: &Apps,
+        route: Option<&MatchedPath>,
+        identity: Option<LogHash>,
+    ) {
         let elapsed = self.started.elapsed();
         let status = response.status().as_u16();
-        let route = match &self.route {
+        let route = match route {
             Some(route) => route.as_str(),
             // The static fallback has no route: a read it answered is the page or its assets.
             None if matches!(self.method, Method::GET | Method::HEAD) && status < 400 => "page",

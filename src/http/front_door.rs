@@ -15,13 +15,14 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::cors::Cors;
+use super::routed::{self, Answered};
 use super::{access_log, cross_site, peer_trust, request_id, request_line};
 use crate::error::ApiError;
 use crate::identity::{self, LogHash};
 use crate::state::AppState;
 
-/// The layer over every route. A tower layer rather than an axum `from_fn`: no boxed future,
-/// no boxed `Next` and no second clone of the route per request.
+/// The layer over the whole router (not an axum layer over each route: that would box every
+/// route again). The routes' handlers pass it their route ([`routed`]).
 #[derive(Clone)]
 pub struct FrontDoor {
     state: AppState,
@@ -63,7 +64,8 @@ where
     }
 
     /// A refusal (with CORS headers, so an allowed page can read it), a preflight's answer, or
-    /// the handler's response; each logged and stamped with the request id.
+    /// the handler's response; each logged and stamped with the request id. An answered request
+    /// is still routed, without running its handler, for its route in the log.
     fn call(&mut self, mut request: Request) -> Self::Future {
         let request_id = request_id::assign(&mut request);
         let log = access_log::Entry::start(&request);
@@ -73,21 +75,25 @@ where
             log,
         };
         let cors = Cors::of(&self.state, &request);
-        if let Some(error) = refusal(&self.state, &request) {
-            let mut response = error.into_response();
-            cors.finish(&self.state, &mut response);
-            return Entered::Answered {
-                response: Some(after.apply(response, None)),
-            };
-        }
-        if let Some(preflight) = cors.preflight() {
-            return Entered::Answered {
-                response: Some(after.apply(preflight, None)),
-            };
-        }
-        Entered::Handled {
+        let cors = match refusal(&self.state, &request) {
+            Some(error) => {
+                let mut response = error.into_response();
+                cors.finish(&self.state, &mut response);
+                request.extensions_mut().insert(Answered::new(response));
+                None
+            }
+            None => match cors.preflight() {
+                Some(preflight) => {
+                    request.extensions_mut().insert(Answered::new(preflight));
+                    None
+                }
+                None => Some(cors),
+            },
+        };
+        Entered {
             handler: self.inner.call(request),
-            after: Some((cors, after)),
+            cors,
+            after: Some(after),
         }
     }
 }
@@ -101,23 +107,21 @@ struct After {
 
 impl After {
     fn apply(self, mut response: Response, identity: Option<LogHash>) -> Response {
-        self.log.finish(&response, &self.state.apps, identity);
+        let route = routed::take_route();
+        self.log
+            .finish(&response, &self.state.apps, route.as_ref(), identity);
         request_id::stamp(&mut response, self.request_id);
         response
     }
 }
 
 pin_project! {
-    #[project = EnteredProj]
-    pub enum Entered<F> {
-        Answered {
-            response: Option<Response>,
-        },
-        Handled {
-            #[pin]
-            handler: F,
-            after: Option<(Cors, After)>,
-        },
+    /// The routed request; `cors` is `None` when the front door answered it itself.
+    pub struct Entered<F> {
+        #[pin]
+        handler: F,
+        cors: Option<Cors>,
+        after: Option<After>,
     }
 }
 
@@ -128,21 +132,18 @@ where
     type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            EnteredProj::Answered { response } => {
-                Poll::Ready(Ok(response.take().unwrap_or_default()))
+        let this = self.project();
+        routed::forget_route();
+        identity::forget_log_hash();
+        let mut response = ready!(this.handler.poll(cx))?;
+        let log_hash = identity::take_log_hash();
+        if let Some(after) = this.after.take() {
+            if let Some(cors) = this.cors.take() {
+                cors.finish(&after.state, &mut response);
             }
-            EnteredProj::Handled { handler, after } => {
-                identity::forget_log_hash();
-                let mut response = ready!(handler.poll(cx))?;
-                let log_hash = identity::take_log_hash();
-                if let Some((cors, after)) = after.take() {
-                    cors.finish(&after.state, &mut response);
-                    response = after.apply(response, log_hash);
-                }
-                Poll::Ready(Ok(response))
-            }
+            response = after.apply(response, log_hash);
         }
+        Poll::Ready(Ok(response))
     }
 }
 

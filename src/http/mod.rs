@@ -10,3 +10,4 @@ pub mod multipart;
 pub mod peer_trust;
 pub mod request_id;
 pub mod request_line;
+pub mod routed;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use crate::apps::App;
 use crate::dify::Caller;
 use crate::error::ApiError;
+use crate::http::routed::user;
 use crate::state::AppState;
 
 /// Settings are kept, so they are read whole: a larger answer is no app's settings (502).
@@ -19,11 +20,17 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/parameters",
-            get(|a: App, c: Caller| settings(a, c, "parameters")),
+            get(user(|a: App, c: Caller| settings(a, c, "parameters"))),
         )
-        .route("/info", get(|a: App, c: Caller| settings(a, c, "info")))
-        .route("/meta", get(|a: App, c: Caller| settings(a, c, "meta")))
-        .route("/site", get(site))
+        .route(
+            "/info",
+            get(user(|a: App, c: Caller| settings(a, c, "info"))),
+        )
+        .route(
+            "/meta",
+            get(user(|a: App, c: Caller| settings(a, c, "meta"))),
+        )
+        .route("/site", get(user(site)))
 }
 
 /// Dify's WebApp settings (title, colours, language…), from Dify 1.4 on. Older versions

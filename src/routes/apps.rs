@@ -11,10 +11,11 @@ use serde_json::Value;
 use super::app::cached;
 use crate::apps::App;
 use crate::dify::Caller;
+use crate::http::routed::user;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/apps", get(list))
+    Router::new().route("/apps", get(user(list)))
 }
 
 #[derive(Serialize)]

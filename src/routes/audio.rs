@@ -15,6 +15,7 @@ use crate::dify::bodies::TextToAudio;
 use crate::error::ApiError;
 use crate::http::body::JsonObject;
 use crate::http::multipart;
+use crate::http::routed::user;
 use crate::state::AppState;
 
 /// Voice names are the provider's (`alloy`, `zh-CN-XiaoxiaoNeural`…): short words.
@@ -22,8 +23,8 @@ const MAX_VOICE_CHARS: usize = 100;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/audio-to-text", post(audio_to_text))
-        .route("/text-to-audio", post(text_to_audio))
+        .route("/audio-to-text", post(user(audio_to_text)))
+        .route("/text-to-audio", post(user(text_to_audio)))
 }
 
 async fn audio_to_text(

@@ -23,14 +23,15 @@ use crate::dify::Caller;
 use crate::dify::relay::RelayStream;
 use crate::error::ApiError;
 use crate::http::body::{JsonBytes, OptionalJsonObject};
+use crate::http::routed::user;
 use crate::state::AppState;
 use crate::state::shared::{Shared, count_usage, usage_sink};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/chat", post(chat))
-        .route("/chat/{task_id}/stop", post(stop))
-        .route("/chat/streams/{id}", get(resume))
+        .route("/chat", post(user(chat)))
+        .route("/chat/{task_id}/stop", post(user(stop)))
+        .route("/chat/streams/{id}", get(user(resume)))
 }
 
 /// A generation, streamed or blocking, holds one of the caller's stream slots while it lasts

@@ -13,6 +13,7 @@ use crate::dify::Caller;
 use crate::dify::bodies::Rename;
 use crate::error::ApiError;
 use crate::http::body::{JsonObject, OptionalJsonObject};
+use crate::http::routed::user;
 use crate::state::AppState;
 
 const SORTS: &[&str] = &["created_at", "-created_at", "updated_at", "-updated_at"];
@@ -20,9 +21,9 @@ const MAX_NAME_CHARS: usize = 255;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/conversations", get(list))
-        .route("/conversations/{id}", delete(remove))
-        .route("/conversations/{id}/name", post(rename))
+        .route("/conversations", get(user(list)))
+        .route("/conversations/{id}", delete(user(remove)))
+        .route("/conversations/{id}/name", post(user(rename)))
 }
 
 async fn list(app: App, caller: Caller, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {

@@ -15,18 +15,19 @@ use crate::apps::App;
 use crate::dify::Caller;
 use crate::error::ApiError;
 use crate::http::multipart;
+use crate::http::routed::{open, user};
 use crate::state::AppState;
 
 /// Routes that act for a user (identity required).
 pub fn upload_router() -> Router<AppState> {
-    Router::new().route("/files/upload", post(upload))
+    Router::new().route("/files/upload", post(user(upload)))
 }
 
 /// Signed file URLs: no identity, no key.
 pub fn passthrough_router() -> Router<AppState> {
     Router::new()
-        .route("/files/{id}/{kind}", get(preview))
-        .route("/files/tools/{file}", get(tool_file))
+        .route("/files/{id}/{kind}", get(open(preview)))
+        .route("/files/tools/{file}", get(open(tool_file)))
 }
 
 async fn upload(

@@ -25,15 +25,16 @@ use crate::dify::{Caller, DifyClient};
 use crate::error::ApiError;
 use crate::http::body::OptionalJsonObject;
 use crate::http::multipart;
+use crate::http::routed::user;
 use crate::state::AppState;
 
 /// The gateway's routes. Mounted at the root for one app; it reads its path from the request
 /// URI below the mount point, so it can be nested (e.g. under `/apps/{name}`) unchanged.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1", any(gateway))
-        .route("/v1/", any(gateway))
-        .route("/v1/{*path}", any(gateway))
+        .route("/v1", any(user(gateway)))
+        .route("/v1/", any(user(gateway)))
+        .route("/v1/{*path}", any(user(gateway)))
 }
 
 /// The app a gateway call goes to: the one place it is chosen. With one app it is the only

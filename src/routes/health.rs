@@ -11,6 +11,7 @@ use futures_util::future::join_all;
 use serde_json::json;
 
 use crate::apps::App;
+use crate::http::routed::open;
 use crate::state::AppState;
 use crate::telemetry::metrics;
 
@@ -19,10 +20,10 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub fn router(metrics_here: bool) -> Router<AppState> {
     let router = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+        .route("/healthz", get(open(healthz)))
+        .route("/readyz", get(open(readyz)));
     if metrics_here {
-        router.route("/metrics", get(render_metrics))
+        router.route("/metrics", get(open(render_metrics)))
     } else {
         router
     }

@@ -13,15 +13,16 @@ use crate::dify::Caller;
 use crate::dify::bodies::Feedback;
 use crate::error::ApiError;
 use crate::http::body::JsonObject;
+use crate::http::routed::user;
 use crate::state::AppState;
 
 const MAX_FEEDBACK_CHARS: usize = 10_000;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/messages", get(list))
-        .route("/messages/{id}/feedbacks", post(feedback))
-        .route("/messages/{id}/suggested", get(suggested))
+        .route("/messages", get(user(list)))
+        .route("/messages/{id}/feedbacks", post(user(feedback)))
+        .route("/messages/{id}/suggested", get(user(suggested)))
 }
 
 async fn list(app: App, caller: Caller, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {

@@ -17,12 +17,17 @@ pub mod validate;
 
 use axum::Router;
 use axum::middleware::from_fn_with_state;
+use tower::Layer;
 
 use crate::error::ApiError;
-use crate::identity;
+use crate::http::front_door::{Door, FrontDoor};
+use crate::http::routed::open;
 use crate::state::AppState;
 
-pub fn router(state: AppState) -> Router {
+/// Every handler is wrapped ([`crate::http::routed`]): `user` on the routes that act for a
+/// user, `open` on health, metrics, static files and the files passthrough. The front door
+/// goes around the whole router.
+pub fn router(state: AppState) -> Door<Router> {
     let for_users = Router::new()
         .merge(chat::router())
         .merge(conversations::router())
@@ -31,17 +36,16 @@ pub fn router(state: AppState) -> Router {
         .merge(files::upload_router())
         .merge(gateway::router())
         .merge(usage::router())
-        .merge(audio::router())
-        .route_layer(identity::Resolve::new(state.clone()));
+        .merge(audio::router());
     let per_app = for_users.merge(files::passthrough_router());
 
-    Router::new()
+    let router = Router::new()
         .merge(served_apps(&state, per_app))
         .merge(health::router(state.config.metrics_addr.is_none()))
-        .fallback(static_files::fallback)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(crate::http::front_door::FrontDoor::new(state.clone()))
-        .with_state(state)
+        .fallback(open(static_files::fallback))
+        .method_not_allowed_fallback(open(method_not_allowed))
+        .with_state(state.clone());
+    FrontDoor::new(state).layer(router)
 }
 
 /// One app: its routes at the root. Named apps (API.md §5): the same routes under
@@ -53,8 +57,7 @@ fn served_apps(state: &AppState, per_app: Router<AppState>) -> Router<AppState> 
     }
     let listing = apps::router()
         // Plain `/v1` with named apps: the bearer token names the app (API.md §6).
-        .merge(gateway::router())
-        .route_layer(identity::Resolve::new(state.clone()));
+        .merge(gateway::router());
     Router::new()
         .nest(
             "/apps/{name}",

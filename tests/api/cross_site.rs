@@ -330,3 +330,45 @@ async fn csrf_forwarded_https_from_a_trusted_peer_is_believed() {
     let https = format!("https://{}", app.addr);
     assert_eq!(post_with_forwarded_https(&app, &https).await.status, 200);
 }
+
+/// The front door answers these itself, around the router; they are still logged with the
+/// route they were for, and the route's handler never runs.
+#[tokio::test]
+async fn answered_requests_are_logged_with_their_route() {
+    let app = TestApp::spawn_with_env(vars(&[("ALLOWED_ORIGINS", FRIEND)])).await;
+    let logged = |request_id: &str| {
+        crate::support::logs::captured()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["message"] == "request" && l["request_id"] == request_id)
+            .map(|l| (l["route"].clone(), l["status"].clone()))
+    };
+    let id = format!("preflight-{}", uuid::Uuid::new_v4());
+    let res = app
+        .browser
+        .send(preflight(&app, FRIEND).header("x-request-id", &id))
+        .await;
+    assert!(res.status.is_success(), "{}", res.status);
+    assert_eq!(res.header("x-request-id"), Some(id.as_str()));
+    assert_eq!(
+        logged(&id),
+        Some((json!("/chat"), json!(res.status.as_u16())))
+    );
+
+    let id = format!("refused-{}", uuid::Uuid::new_v4());
+    let res = app
+        .browser
+        .send(
+            app.browser
+                .request(Method::POST, "/chat")
+                .header("origin", EVIL)
+                .header("x-request-id", &id)
+                .json(&json!({"query": "hi"})),
+        )
+        .await;
+    res.assert_error(403, "forbidden");
+    assert!(res.header("set-cookie").is_none());
+    assert_eq!(res.header("x-request-id"), Some(id.as_str()));
+    assert_eq!(logged(&id), Some((json!("/chat"), json!(403))));
+    assert_nothing_reached_dify(&app);
+}

@@ -150,11 +150,10 @@ impl<'a> Scan<'a> {
     fn optional_text(&mut self) -> Option<Option<&'a str>> {
         match self.next()? {
             b'"' => {
-                let bytes = self.plain_string()?;
-                if has_control(bytes) {
-                    return None;
-                }
-                std::str::from_utf8(bytes).ok().map(Some)
+                let rest = &self.json[self.at..];
+                let end = plain_text_end(rest)?;
+                self.at += end + 1;
+                std::str::from_utf8(&rest[..end]).ok().map(Some)
             }
             b'n' => {
                 let rest = self.json.get(self.at..self.at + 3)?;
@@ -361,6 +360,23 @@ fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
         }
     }
     memchr::memchr2(b'"', b'\\', &bytes[head..]).map(|i| head + i)
+}
+
+/// Where the closing `"` of a string whose opening quote is read is, when no escape and no
+/// control character (which JSON strings may not hold) comes before it: one pass for both.
+fn plain_text_end(bytes: &[u8]) -> Option<usize> {
+    let head = bytes.len().min(64) & !7;
+    for (i, word) in words(&bytes[..head]).enumerate() {
+        let stop = below(word ^ (ONES * u64::from(b'"')), 1)
+            | below(word ^ (ONES * u64::from(b'\\')), 1)
+            | below(word, 0x20);
+        if stop != 0 {
+            let at = i * 8 + stop.trailing_zeros() as usize / 8;
+            return (bytes[at] == b'"').then_some(at);
+        }
+    }
+    let end = head + memchr::memchr2(b'"', b'\\', &bytes[head..])?;
+    (bytes[end] == b'"' && !has_control(&bytes[head..end])).then_some(end)
 }
 
 /// Whether a string's bytes hold a control character, which JSON strings may not.
@@ -693,6 +709,11 @@ mod tests {
                 bytes.iter().position(|&b| b == b'"' || b == b'\\')
             );
             prop_assert_eq!(has_control(&bytes), bytes.iter().any(|&b| b < 0x20));
+            let stop = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            prop_assert_eq!(
+                plain_text_end(&bytes),
+                stop.filter(|&at| bytes[at] == b'"')
+            );
         }
     }
 
