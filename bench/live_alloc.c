@@ -2,7 +2,9 @@
 // glibc's malloc family that records every live block's size (and, for the sizes listed in
 // LIVE_SIZES=a,b,..., a backtrace). Touching /tmp/live-alloc/trig-PID makes it write
 // /tmp/live-alloc/live-PID-N: "size count" lines, "BT size addr..." lines for the listed sizes,
-// mallinfo2's totals ("MI ...") and "big count bytes" for blocks of 70,000 bytes and more.
+// mallinfo2's totals ("MI ...") and "big count bytes" for blocks of 70,000 bytes and more;
+// live-PID-N.all: every live block ("address size", for live_pages.py); live-PID-N.allc: the
+// blocks allocated so far, by size (70000: that and more).
 // Build: gcc -O2 -shared -fPIC -o live_alloc.so live_alloc.c -lpthread
 #define _GNU_SOURCE
 #include <stddef.h>
@@ -27,6 +29,7 @@ static volatile int lk;
 static void lock(void){ while(__sync_lock_test_and_set(&lk,1)) ; }
 static void unlock(void){ __sync_lock_release(&lk); }
 static int ready;
+static uint64_t allc[70001];
 #define BT 10
 static uintptr_t (*bts)[BT];
 static __thread int inbt;
@@ -37,7 +40,7 @@ static void init(void){ if(keys) return; keys=mmap(0,CAP*sizeof(uintptr_t),PROT_
  ready=1; }
 static inline uint32_t h(uintptr_t p){ return (uint32_t)((p>>4)*0x9E3779B97F4A7C15ull>>41) & (CAP-1); }
 #define TOMB ((uintptr_t)1)
-static void put(void*p,size_t s){ if(!p||!ready) return; void*b[BT+2]; int nb=0; if(s<70000&&want[s]&&!inbt){ inbt=1; nb=backtrace(b,BT+2); inbt=0; }
+static void put(void*p,size_t s){ if(!p||!ready) return; __atomic_fetch_add(&allc[s<70000?s:70000],1,__ATOMIC_RELAXED); void*b[BT+2]; int nb=0; if(s<70000&&want[s]&&!inbt){ inbt=1; nb=backtrace(b,BT+2); inbt=0; }
  lock(); uint32_t i=h((uintptr_t)p); while(keys[i] && keys[i]!=TOMB) i=(i+1)&(CAP-1); keys[i]=(uintptr_t)p; vals[i]=(uint32_t)s; for(int k=0;k<BT;k++) bts[i][k]= (k+2<nb)?(uintptr_t)b[k+2]:0; unlock(); }
 static void del(void*p){ if(!p||!ready) return; lock(); uint32_t i=h((uintptr_t)p); while(keys[i]){ if(keys[i]==(uintptr_t)p){ keys[i]=TOMB; break;} i=(i+1)&(CAP-1);} unlock(); }
 void *malloc(size_t s){ void*p=__libc_malloc(s); put(p,s); return p; }
@@ -56,5 +59,13 @@ static void dump(const char*path){
   { struct mallinfo2 mi=mallinfo2(); char bb[256]; int m=snprintf(bb,256,"MI arena %zu hblkhd %zu uord %zu ford %zu keep %zu ordblks %zu fsmblks %zu\n",mi.arena,mi.hblkhd,mi.uordblks,mi.fordblks,mi.keepcost,mi.ordblks,mi.fsmblks); write(fd,bb,m); }
   int n=snprintf(b,64,"big %lu %lu\n",(unsigned long)big,(unsigned long)bigbytes); write(fd,b,n); close(fd);
 }
-static void *watch(void*a){ char trig[128],out[128]; int k=0; for(;;){ usleep(100000); snprintf(trig,128,"/tmp/live-alloc/trig-%d",getpid()); if(access(trig,F_OK)==0){ unlink(trig); snprintf(out,128,"/tmp/live-alloc/live-%d-%d",getpid(),k++); dump(out);} } return 0; }
+static void dumpall(const char*path){
+  int fd=open(path,O_WRONLY|O_CREAT|O_TRUNC,0644); char b[64];
+  lock(); for(uint32_t i=0;i<CAP;i++){ if(keys[i]>TOMB){ int n=snprintf(b,64,"%lx %u\n",(unsigned long)keys[i],vals[i]); write(fd,b,n);} } unlock(); close(fd);
+}
+static void dumpallc(const char*path){
+  int fd=open(path,O_WRONLY|O_CREAT|O_TRUNC,0644); char b[64];
+  for(int i=0;i<=70000;i++) if(allc[i]){ int n=snprintf(b,64,"%d %lu\n",i,(unsigned long)allc[i]); write(fd,b,n);} close(fd);
+}
+static void *watch(void*a){ char trig[128],out[128]; int k=0; for(;;){ usleep(100000); snprintf(trig,128,"/tmp/live-alloc/trig-%d",getpid()); if(access(trig,F_OK)==0){ unlink(trig); snprintf(out,128,"/tmp/live-alloc/live-%d-%d",getpid(),k++); dump(out); strcat(out,".all"); dumpall(out); strcat(out,"c"); dumpallc(out);} } return 0; }
 __attribute__((constructor)) static void ctor(void){ init(); pthread_t t; pthread_create(&t,0,watch,0); }

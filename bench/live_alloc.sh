@@ -8,7 +8,9 @@
 # "size blocks-per-stream" for every size whose count changed, and the totals. Sizes listed in
 # LIVE_SIZES=a,b,... also get their allocation backtraces in /tmp/live-alloc/TAG.1 (symbolize
 # with addr2line against a `-C strip=none` build and /tmp/live-alloc/TAG.maps). RSS is not
-# meaningful here (the shim's own table); use ab.sh's AB_HOLD_ONLY=1 for that.
+# meaningful here (the shim's own table); use ab.sh's AB_HOLD_ONLY=1 for that. The heap's
+# present pages against the live blocks, at both points: /tmp/live-alloc/TAG.pages0 and .pages1
+# (live_pages.py).
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bin=$1; tag=$2; n=${3:-1000}; ev=${4:-45}
@@ -39,14 +41,22 @@ cookie=$(curl -si http://127.0.0.1:$port/conversations | tr -d '\r' | sed -n 's/
 sse() { taskset -c 0 "$bench" sse --addr 127.0.0.1:$port --header "Cookie: $cookie" --streams "$1" --events "$2" --interval-ms "$3" --ramp-ms "$4" --answer-bytes 16; }
 sse 200 5 200 1000 >/dev/null
 sleep 1
-touch "$out/trig-$pid"; sleep 0.5
+touch "$out/trig-$pid"; sleep 1
+python3 "$here/live_pages.py" "$pid" "$out/live-$pid-0.all" "$n" >"$out/$tag.pages0"
 sse "$n" "$ev" 1000 10000 >"$out/hold.log" &
 holder=$!
-# The last stream opened has had EVENTS-15 events; the first is not done yet.
+# The last stream opened has had EVENTS-15 events; the first is not done yet. The process is
+# stopped while its pages are read, so that blocks and pages are from one moment.
 sleep $((ev - 5))
-touch "$out/trig-$pid"; sleep 0.6
+touch "$out/trig-$pid"; sleep 1
+kill -STOP "$pid"
+python3 "$here/live_pages.py" "$pid" "$out/live-$pid-1.all" "$n" >"$out/$tag.pages1"
+kill -CONT "$pid"
 cp "/proc/$pid/maps" "$out/$tag.maps"
-mv "$out/live-$pid-0" "$out/$tag.0"; mv "$out/live-$pid-1" "$out/$tag.1"
+for i in 0 1; do
+    mv "$out/live-$pid-$i" "$out/$tag.$i"; mv "$out/live-$pid-$i.all" "$out/$tag.$i.all"
+    mv "$out/live-$pid-$i.allc" "$out/$tag.$i.allc"
+done
 kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
 awk -v n="$n" '$1 ~ /^[0-9]+$/ { if (FNR == NR) a[$1] = $2; else b[$1] = $2 }
     END { for (s in b) if (b[s] != a[s]) { d = b[s] - a[s]; c += d; t += d * s; printf "%s %.2f\n", s, d / n }
@@ -54,4 +64,5 @@ awk -v n="$n" '$1 ~ /^[0-9]+$/ { if (FNR == NR) a[$1] = $2; else b[$1] = $2 }
           printf "total blocks/stream %.2f bytes/stream %.1f\n", c / n, t / n }' \
     "$out/$tag.0" "$out/$tag.1" | sort -n >"$out/$tag.diff"
 grep '^MI' "$out/$tag.0" "$out/$tag.1"
-tail -1 "$out/$tag.diff"
+grep '^total' "$out/$tag.diff"
+echo "warm:"; cat "$out/$tag.pages0"; echo "held:"; cat "$out/$tag.pages1"
