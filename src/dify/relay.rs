@@ -71,7 +71,6 @@ pub type StreamGuard = super::answer::Guard;
 
 pub struct RelayStream {
     parts: Pin<Box<dyn Upstream>>,
-    idle: Duration,
     last_byte: Instant,
     finished: bool,
     /// The waker the shutdown signal and the idle timer were last polled with (see
@@ -86,6 +85,9 @@ pin_project! {
     /// and the watcher.
     struct Parts<S, F> {
         watcher: SseWatcher,
+        // The idle timeout in nanoseconds: a `Duration` takes 16 bytes, and this allocation
+        // lives as long as the stream.
+        idle: u64,
         #[pin]
         upstream: Option<S>,
         #[pin]
@@ -100,6 +102,7 @@ trait Upstream: Send {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
     /// Whether the idle timer has fired and not been polled since.
     fn idle_elapsed(&self) -> bool;
+    fn idle(&self) -> Duration;
     /// `None` once the upstream is closed; `Err` when it broke. A chunk has been fed to the
     /// watcher.
     fn poll_upstream(
@@ -123,6 +126,10 @@ where
 
     fn idle_elapsed(&self) -> bool {
         self.idle_timer.is_elapsed()
+    }
+
+    fn idle(&self) -> Duration {
+        Duration::from_nanos(self.idle)
     }
 
     fn poll_upstream(
@@ -177,11 +184,11 @@ impl RelayStream {
         RelayStream {
             parts: Box::pin(Parts {
                 watcher: SseWatcher::new(),
+                idle: u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX),
                 upstream: Some(upstream),
                 idle_timer: tokio::time::sleep_until(now + idle),
                 shutdown,
             }),
-            idle,
             last_byte: now,
             finished: false,
             armed: None,
@@ -232,7 +239,7 @@ impl RelayStream {
             if self.parts.as_mut().idle_timer().poll(cx).is_pending() {
                 return false;
             }
-            let deadline = self.last_byte + self.idle;
+            let deadline = self.last_byte + self.parts.idle();
             if deadline <= Instant::now() {
                 return true;
             }
