@@ -172,20 +172,29 @@ impl Kept {
 
     /// Starts loading the newest chunk into the cache before the relay is polled for the next:
     /// an append compares the next chunk with all of it, and by then (the stream's last chunk
-    /// came a while ago) it has usually left the caches. Skipped right after an append, when
-    /// it is still there, and for a chunk of a few lines (a token event's).
+    /// came a while ago) it has usually left the caches. So do the first and last blocks'
+    /// places in the block list, which the append reads next. Skipped right after an append,
+    /// when they are still there, and for a chunk of a few lines (a token event's).
     pub fn prefetch(&mut self) {
         if std::mem::take(&mut self.hot) || self.newest.len() < PREFETCH_MIN {
             return;
         }
         #[cfg(target_arch = "x86_64")]
-        for line in self.newest[..self.newest.len().min(PREFETCH)].chunks(64) {
-            // SAFETY: a prefetch is a hint: it reads nothing the program sees and cannot fault;
-            // SSE, which it needs, is part of x86_64.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    line.as_ptr().cast(),
-                );
+        {
+            let lines = self.newest[..self.newest.len().min(PREFETCH)].chunks(64);
+            let blocks = [self.blocks.first(), self.blocks.last()];
+            let places = blocks
+                .into_iter()
+                .flatten()
+                .map(|b| std::ptr::from_ref(b).cast());
+            for at in lines.map(|line| line.as_ptr()).chain(places) {
+                // SAFETY: a prefetch is a hint: it reads nothing the program sees and cannot
+                // fault; SSE, which it needs, is part of x86_64.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        at.cast(),
+                    );
+                }
             }
         }
     }
