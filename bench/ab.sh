@@ -47,6 +47,9 @@ mapfile -t floor_env < <(env | grep '^FLOOR_' || true)
 read -r -a floor_extra <<<"${AB_FLOOR_ENV:-}"
 floor_env+=("${floor_extra[@]}")
 read -r -a bff_env <<<"${AB_BFF_ENV:-}"
+# AB_CG_OPTS="..." adds callgrind options: "--cache-sim=yes --D1=32768,8,64 --LL=1048576,16,64"
+# simulates this machine's L1 and L2 and prints each binary's data-cache misses per event.
+read -r -a cg_opts <<<"${AB_CG_OPTS:-}"
 ulimit -n "$(ulimit -Hn)"
 work="$(mktemp -d)"
 pids=()
@@ -112,7 +115,7 @@ for bin in "$@"; do
             'BEGIN { printf "| %s | – | – | – | – | – | %.2f |\n", b, (held-before)/n }'
         continue
     fi
-    start "$bin" valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p"
+    start "$bin" valgrind --tool=callgrind "${cg_opts[@]}" --callgrind-out-file="$work/cg.%p"
     json 500 16; sse 20 5 50 200 >/dev/null
     cgc -z "$bff"
     json "$requests" 16
@@ -125,6 +128,11 @@ for bin in "$@"; do
     stop
     json_ir=$(ir "$(ls "$work"/cg.*.1 | head -1)"); sse_ir=$(ir "$(ls "$work"/cg.*.2 | head -1)")
     setup_ir=$(ir "$(ls "$work"/cg.*.3 | head -1)")
+    if grep -q '^events:.*D1mr' "$(ls "$work"/cg.*.2 | head -1)"; then
+        awk -v b="$(basename "$bin")" -v n="$((streams * (events + 1)))" '/^events:/ { for (i = 2; i <= NF; i++) name[i] = $i }
+            /^(summary|totals):/ { for (i = 2; i <= NF; i++) printf "%s%s %.1f", (i > 2 ? ", " : b ": per event "), name[i], $i / n; print ""; exit }' \
+            "$(ls "$work"/cg.*.2 | head -1)" >&2
+    fi
     if [[ -n "${AB_KEEP:-}" ]]; then mkdir -p "$AB_KEEP/$(basename "$bin")"; cp "$work"/cg.* "$AB_KEEP/$(basename "$bin")/"; fi
     rm -f "$work"/cg.*
     if [[ "$native" == 0 ]]; then

@@ -311,6 +311,7 @@ where
         let Some(relay) = this.relay.as_mut() else {
             return Poll::Ready(None);
         };
+        this.held.kept().prefetch();
         match ready!(relay.poll_next_unpin(cx)) {
             Some(Ok(chunk)) => {
                 if let Some(mirror) = &mut this.mirror {

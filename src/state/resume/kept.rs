@@ -49,6 +49,10 @@ const MIN_SHARED: usize = 24;
 const MAX_ENTRY: usize = u16::MAX as usize;
 /// The longest record header: a tag and three lengths.
 const MAX_HEADER: usize = 1 + 3 * 3;
+/// The most of the newest chunk [`Kept::prefetch`] asks for: what the first-level cache holds
+/// beside the next chunk.
+const PREFETCH: usize = 8 * 1024;
+const PREFETCH_MIN: usize = 1024;
 
 /// Record tags: a keyframe (its length follows), a delta (its prefix, suffix and middle
 /// lengths follow), or, from [`SHORT`] up, a delta with the same prefix and suffix as the
@@ -123,6 +127,8 @@ pub struct Kept {
     end: u64,
     pub done: bool,
     pub followers: u32,
+    /// Whether the last call was an append (see [`Kept::prefetch`]).
+    hot: bool,
 }
 
 impl Kept {
@@ -142,6 +148,7 @@ impl Kept {
     /// Keeps `chunk`, dropping the oldest bytes beyond `max_bytes` (never the chunk's own: a
     /// follower that has caught up must still get it whole).
     pub fn append(&mut self, chunk: &[u8], max_bytes: usize) {
+        self.hot = true;
         let len = self.len();
         let over = (len + chunk.len()).saturating_sub(max_bytes.max(chunk.len()));
         if chunk.is_empty() {
@@ -160,6 +167,35 @@ impl Kept {
         self.end += chunk.len() as u64;
         if over > 0 {
             self.drop_front(over.min(self.len() - chunk.len()));
+        }
+    }
+
+    /// Starts loading the newest chunk into the cache before the relay is polled for the next:
+    /// an append compares the next chunk with all of it, and by then (the stream's last chunk
+    /// came a while ago) it has usually left the caches. So do the first and last blocks'
+    /// places in the block list, which the append reads next. Skipped right after an append,
+    /// when they are still there, and for a chunk of a few lines (a token event's).
+    pub fn prefetch(&mut self) {
+        if std::mem::take(&mut self.hot) || self.newest.len() < PREFETCH_MIN {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let lines = self.newest[..self.newest.len().min(PREFETCH)].chunks(64);
+            let blocks = [self.blocks.first(), self.blocks.last()];
+            let places = blocks
+                .into_iter()
+                .flatten()
+                .map(|b| std::ptr::from_ref(b).cast());
+            for at in lines.map(|line| line.as_ptr()).chain(places) {
+                // SAFETY: a prefetch is a hint: it reads nothing the program sees and cannot
+                // fault; SSE, which it needs, is part of x86_64.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        at.cast(),
+                    );
+                }
+            }
         }
     }
 
