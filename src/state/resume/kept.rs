@@ -319,8 +319,14 @@ impl Kept {
             return self.blocks.len() - 1;
         }
         if last.capacity() >= block {
+            // No record is kept before the new block (an emptied block): the first starts it.
+            let none_kept = self.dead == self.records_end();
             self.blocks.push(Vec::with_capacity(block.max(extra)));
-            return self.blocks.len() - 1;
+            let index = self.blocks.len() - 1;
+            if none_kept {
+                self.dead = index << BLOCK_SHIFT;
+            }
+            return index;
         }
         if self.blocks.len() == 1 {
             self.compact();
@@ -766,6 +772,17 @@ mod tests {
             }
         }
         assert_same(&kept, &model);
+    }
+
+    #[test]
+    fn a_record_larger_than_an_emptied_full_block_starts_the_next_block() {
+        // Chunks of 2,000 unlike bytes grow the lone block to a full block (4 KiB under this
+        // cap); a chunk over the cap empties it, and the keyframe of that chunk does not fit.
+        let mut chunks: Vec<Vec<u8>> = (0..4).map(|i| vec![b'a' + i; 2000]).collect();
+        chunks.push(vec![b'x'; 5000]);
+        chunks.push(b"data: next\n\n".to_vec());
+        chunks.push(b"data: last\n\n".to_vec());
+        replay(&chunks, 2081, true);
     }
 
     #[test]
