@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark harness's one command (bench/README.md):
-#   bench/run.sh            full run (about 6 minutes after the builds)
+#   bench/run.sh            full run (about 13.5 minutes after the builds)
 #   bench/run.sh --smoke    a few seconds per scenario, to keep the harness working
 # Any further arguments go to `dify-bench suite` (see `dify-bench suite --help`).
 set -euo pipefail
