@@ -990,7 +990,18 @@ fn added_p99(round: &Round, kind: Kind) -> f64 {
 }
 
 /// Returns the 1,000-stream (or largest) level's median-round runs of each path for (d).
-async fn scenario_b(bed: &mut Bed) -> Result<Option<BTreeMap<Kind, SseRun>>, String> {
+/// The top level of (b), for (d): each path's median round, and every round's CPU per MB.
+struct TokenRuns {
+    chosen: BTreeMap<Kind, SseRun>,
+    per_mb: Vec<BTreeMap<Kind, f64>>,
+}
+
+/// The proxy's CPU time per relayed MB of one run, in ms.
+fn cpu_per_mb(run: &SseRun) -> f64 {
+    run.cpu.proxy.as_secs_f64() * 1e3 / (run.outcome.bytes as f64 / 1e6).max(1e-9)
+}
+
+async fn scenario_b(bed: &mut Bed) -> Result<Option<TokenRuns>, String> {
     let smoke = bed.opts.smoke;
     let levels = bed.opts.sse_levels.clone().unwrap_or(if smoke {
         vec![1, 100]
@@ -1156,13 +1167,20 @@ async fn scenario_b(bed: &mut Bed) -> Result<Option<BTreeMap<Kind, SseRun>>, Str
                 within,
                 errors,
             ));
+            let per_mb = level
+                .iter()
+                .map(|round| round.iter().map(|(k, run)| (*k, cpu_per_mb(run))).collect())
+                .collect();
             let mut runs = BTreeMap::new();
             for (kind, i) in chosen {
                 if let Some(run) = level[i].remove(&kind) {
                     runs.insert(kind, run);
                 }
             }
-            last = Some(runs);
+            last = Some(TokenRuns {
+                chosen: runs,
+                per_mb,
+            });
         }
     }
     if let Some((streams, bff, floor, nginx, difference, within, errors)) = goal {
@@ -1317,7 +1335,7 @@ async fn scenario_c(bed: &mut Bed) -> Result<(), String> {
     Ok(())
 }
 
-async fn scenario_d(bed: &mut Bed, sse: Option<BTreeMap<Kind, SseRun>>) -> Result<(), String> {
+async fn scenario_d(bed: &mut Bed, sse: Option<TokenRuns>) -> Result<(), String> {
     let smoke = bed.opts.smoke;
     bed.line("\n## (d) CPU time per relayed MB of stream\n");
     bed.line(&format!(
@@ -1339,9 +1357,9 @@ async fn scenario_d(bed: &mut Bed, sse: Option<BTreeMap<Kind, SseRun>>) -> Resul
             run.cpu.foreign_cores
         ));
     };
-    if let Some(runs) = &sse {
+    if let Some(token) = &sse {
         for kind in [Kind::Nginx, Kind::Bff, Kind::Floor] {
-            if let Some(run) = runs.get(&kind) {
+            if let Some(run) = token.chosen.get(&kind) {
                 let streams = run.outcome.completed + run.outcome.errors.len();
                 row(
                     bed,
@@ -1375,11 +1393,8 @@ async fn scenario_d(bed: &mut Bed, sse: Option<BTreeMap<Kind, SseRun>>) -> Resul
         }
         runs.push(this);
     }
-    let per_mb = |run: &SseRun| {
-        run.cpu.proxy.as_secs_f64() * 1e3 / (run.outcome.bytes as f64 / 1e6).max(1e-9)
-    };
     for kind in paths {
-        let at = median_round(&runs, |r| per_mb(&r[&kind]));
+        let at = median_round(&runs, |r| cpu_per_mb(&r[&kind]));
         row(
             bed,
             &format!(
@@ -1397,18 +1412,24 @@ async fn scenario_d(bed: &mut Bed, sse: Option<BTreeMap<Kind, SseRun>>) -> Resul
     bed.line("|---:|---:|---:|---:|---:|");
     let mut ratios = Vec::with_capacity(rounds);
     for (i, r) in runs.iter().enumerate() {
-        let ratio = per_mb(&r[&Kind::Bff]) / per_mb(&r[&Kind::Floor]);
+        let ratio = cpu_per_mb(&r[&Kind::Bff]) / cpu_per_mb(&r[&Kind::Floor]);
         ratios.push(ratio);
         bed.line(&format!(
             "| {} | {:.2} | {:.2} | {:.2} | {ratio:.2}× |",
             i + 1,
-            per_mb(&r[&Kind::Nginx]),
-            per_mb(&r[&Kind::Bff]),
-            per_mb(&r[&Kind::Floor])
+            cpu_per_mb(&r[&Kind::Nginx]),
+            cpu_per_mb(&r[&Kind::Bff]),
+            cpu_per_mb(&r[&Kind::Floor])
         ));
     }
-    let median_of =
-        |kind: Kind| median(&mut runs.iter().map(|r| per_mb(&r[&kind])).collect::<Vec<_>>());
+    let median_of = |kind: Kind| {
+        median(
+            &mut runs
+                .iter()
+                .map(|r| cpu_per_mb(&r[&kind]))
+                .collect::<Vec<_>>(),
+        )
+    };
     let (nginx, bff, floor) = (
         median_of(Kind::Nginx),
         median_of(Kind::Bff),
@@ -1426,5 +1447,38 @@ async fn scenario_d(bed: &mut Bed, sse: Option<BTreeMap<Kind, SseRun>>) -> Resul
         "Goal (d) bulk, issue 20: CPU per MB ≤ 1.05× the floor's: the median of the rounds' ratios {ratio:.2}× (≤ 1.05× in {met} of {rounds}): **{}**",
         if ratio <= 1.05 { "met" } else { "not met" }
     ));
+    if let Some(token) = &sse {
+        token_rounds(bed, &token.per_mb);
+    }
     Ok(())
+}
+
+/// (d)'s token events in every round of (b)'s top level, and the goal on their median ratio.
+fn token_rounds(bed: &mut Bed, rounds: &[BTreeMap<Kind, f64>]) {
+    bed.line(&format!(
+        "\nToken events, each of (b)'s {} round(s) at its top level; CPU ms per MB per round:\n",
+        rounds.len()
+    ));
+    bed.line("| round | nginx | dify-bff | stack floor | dify-bff / floor |");
+    bed.line("|---:|---:|---:|---:|---:|");
+    let mut ratios = Vec::with_capacity(rounds.len());
+    for (i, round) in rounds.iter().enumerate() {
+        let of = |kind: Kind| round.get(&kind).copied().unwrap_or(f64::NAN);
+        let ratio = of(Kind::Bff) / of(Kind::Floor);
+        ratios.push(ratio);
+        bed.line(&format!(
+            "| {} | {:.1} | {:.1} | {:.1} | {ratio:.2}× |",
+            i + 1,
+            of(Kind::Nginx),
+            of(Kind::Bff),
+            of(Kind::Floor)
+        ));
+    }
+    let met = ratios.iter().filter(|&&r| r <= 1.05).count();
+    let ratio = median(&mut ratios);
+    bed.line(&format!(
+        "Goal (d) token events, issue 20: CPU per MB ≤ 1.05× the floor's: the median of the rounds' ratios {ratio:.2}× (≤ 1.05× in {met} of {}): **{}**",
+        rounds.len(),
+        if ratio <= 1.05 { "met" } else { "not met" }
+    ));
 }
