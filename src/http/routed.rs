@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use axum::extract::{MatchedPath, Request};
@@ -54,10 +54,11 @@ impl Answered {
     /// The answer, if `request` has one.
     pub fn of(request: &Request) -> Option<Response> {
         let answered = request.extensions().get::<Answered>()?;
-        let taken = match answered.0.lock() {
-            Ok(mut answer) => answer.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
+        let taken = answered
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         Some(taken.unwrap_or_default())
     }
 }
