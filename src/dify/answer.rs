@@ -27,7 +27,7 @@ pub struct Answer {
     tokens: Option<TokenSink>,
 }
 
-/// Told a blocking answer's `metadata.usage.total_tokens` once the body has gone through.
+/// Told a blocking answer's tokens ([`Counted`]) once the body has gone through.
 pub type TokenSink = Box<dyn FnOnce(u64) + Send + Sync>;
 
 /// A blocking answer's body is copied aside for counting its tokens only up to this size;
@@ -54,8 +54,8 @@ impl Answer {
         }
     }
 
-    /// Reports the answer's `metadata.usage.total_tokens` to `sink` once the body has been
-    /// relayed whole (bodies over [`TOKEN_SCAN_CAP`] are not counted).
+    /// Reports the answer's tokens ([`Counted`]) to `sink` once the body has been relayed
+    /// whole (bodies over [`TOKEN_SCAN_CAP`] are not counted).
     pub fn count_tokens(mut self, sink: TokenSink) -> Self {
         if self.response.status().is_success() {
             self.tokens = Some(sink);
@@ -215,9 +215,17 @@ struct TokenScan {
     sink: TokenSink,
 }
 
+/// A blocking answer's tokens: a chat or completion's `metadata.usage.total_tokens`, or a
+/// workflow run's `data.total_tokens`.
 #[derive(serde::Deserialize)]
 struct Counted {
-    metadata: CountedMetadata,
+    metadata: Option<CountedMetadata>,
+    data: Option<CountedRun>,
+}
+
+#[derive(serde::Deserialize)]
+struct CountedRun {
+    total_tokens: Option<u64>,
 }
 
 #[derive(serde::Deserialize)]
@@ -249,8 +257,12 @@ impl UntilDeadline {
     fn report(&mut self) {
         if let Some(scan) = self.tokens.take()
             && let Ok(counted) = serde_json::from_slice::<Counted>(&scan.body)
+            && let Some(tokens) = counted
+                .metadata
+                .map(|m| m.usage.total_tokens)
+                .or(counted.data.and_then(|run| run.total_tokens))
         {
-            (scan.sink)(counted.metadata.usage.total_tokens);
+            (scan.sink)(tokens);
         }
     }
 }

@@ -1,9 +1,6 @@
 //! `POST /chat` (streamed or blocking), `POST /chat/{task_id}/stop` and
 //! `GET /chat/streams/{id}` (resuming a stream, API.md §7).
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use std::sync::Arc;
 
 use axum::Router;
@@ -12,20 +9,18 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::Bytes;
-use futures_util::stream::Stream;
 
 use super::chat_request::{ChatRequest, ResponseMode};
+use super::metered::Metered;
 use super::path::{IdParam, TaskIdParam};
 use super::validate;
 use crate::apps::App;
 use crate::dify::Caller;
-use crate::dify::relay::RelayStream;
 use crate::error::ApiError;
 use crate::http::body::{JsonBytes, OptionalJsonObject};
 use crate::http::routed::user;
 use crate::state::AppState;
-use crate::state::shared::{Shared, count_usage, usage_sink};
+use crate::state::shared::usage_sink;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -72,10 +67,7 @@ async fn chat(
         .dify
         .chat_stream(caller, &message, slot, shutdown)
         .await?;
-    let relay = Metered {
-        relay,
-        usage: Some((Arc::clone(&state.shared), Arc::clone(&identity))),
-    };
+    let relay = Metered::new(relay, &state.shared, Arc::clone(&identity));
     if !state.resumable.enabled() {
         return Ok(sse_response(Body::from_stream(relay)));
     }
@@ -142,30 +134,6 @@ pub(crate) fn sse_response(body: Body) -> Response {
 }
 
 /// The relay, unchanged, counting the answer's tokens when it ends (however it ends).
-struct Metered {
-    relay: RelayStream,
-    /// Where the tokens are counted, and for whom.
-    usage: Option<(Arc<Shared>, Arc<str>)>,
-}
-
-impl Stream for Metered {
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.get_mut().relay).poll_next(cx)
-    }
-}
-
-impl Drop for Metered {
-    fn drop(&mut self) {
-        if let (Some(tokens), Some((shared, identity))) =
-            (self.relay.total_tokens(), self.usage.take())
-        {
-            count_usage(shared, identity, tokens);
-        }
-    }
-}
-
 async fn stop(
     app: App,
     caller: Caller,

@@ -4,7 +4,8 @@
 //! Only the end-user endpoints exist ([`Endpoint::parse`]); every other path is 404 and reaches
 //! no upstream. The `user` Dify sees is always the caller's identity (pinned by the client in
 //! `dify/client/passthrough.rs`); the client's `Authorization` is never read or forwarded.
-//! Answers are Dify's: JSON, audio and files as sent, event streams through the relay.
+//! Answers are Dify's: JSON, audio and files as sent, event streams through the relay. A
+//! generation's tokens count against the caller's budget (API.md §7), as on `POST /chat`.
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use serde_json::Value;
 
 use super::chat::sse_response;
 use super::files::{ACTIVE_FILE_CSP, can_run_script};
+use super::metered::Metered;
 use super::validate;
 use crate::apps::App;
 use crate::dify::client::{Outgoing, Passed, StopKind, StreamSetup};
@@ -27,6 +29,7 @@ use crate::http::body::OptionalJsonObject;
 use crate::http::multipart;
 use crate::http::routed::user;
 use crate::state::AppState;
+use crate::state::shared::usage_sink;
 
 /// The gateway's routes. Mounted at the root for one app; it reads its path from the request
 /// URI below the mount point, so it can be nested (e.g. under `/apps/{name}`) unchanged.
@@ -220,10 +223,24 @@ async fn gateway(
             })
         }
     };
+    let generation = matches!(endpoint.limits, Limits::Generation(_));
+    let identity = Arc::clone(&caller.user);
     let passed = client
         .pass_through(caller, endpoint.method, &endpoint.path, outgoing, stream)
         .await?;
-    Ok(respond(passed))
+    if !generation {
+        return Ok(respond(passed));
+    }
+    Ok(match passed {
+        Passed::Stream(relay) => sse_response(Body::from_stream(Metered::new(
+            relay,
+            &state.shared,
+            identity,
+        ))),
+        Passed::Answer(answer) => respond(Passed::Answer(
+            answer.count_tokens(usage_sink(&state.shared, identity)),
+        )),
+    })
 }
 
 /// Python's truthiness of `auto_generate`, as Dify reads it: a name Dify makes up costs tokens.

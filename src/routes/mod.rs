@@ -10,6 +10,7 @@ pub mod files;
 pub mod gateway;
 pub mod health;
 pub mod messages;
+mod metered;
 pub mod path;
 pub mod static_files;
 pub mod usage;

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::support::raw::raw;
 use crate::support::{
     API_KEY, Browser, TestApp, TestResponse, assert_no_secret, assert_nothing_reached_dify,
-    read_stream, sse_events, vars,
+    eventually, read_stream, sse_events, usage, vars,
 };
 
 const SOON: Duration = Duration::from_secs(3);
@@ -798,6 +798,106 @@ async fn nothing_the_gateway_answers_shows_the_key() {
     )
     .await;
     refused.assert_error(502, "upstream_unavailable");
+}
+
+/// Tokens used today by this browser's identity, once they reach `at_least`.
+async fn tokens_counted(browser: &Browser, at_least: u64) -> u64 {
+    eventually("the tokens are counted", SOON, async || {
+        usage(browser).await["tokens_used"].as_u64() >= Some(at_least)
+    })
+    .await;
+    usage(browser).await["tokens_used"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_streamed_gateway_chat_counts_against_the_budget_and_over_it_is_refused() {
+    let app = TestApp::spawn_with_env(vars(&[("TOKEN_BUDGET_PER_DAY", "1")])).await;
+    let res = app
+        .browser
+        .request(Method::POST, "/v1/chat-messages")
+        .bearer_auth("bff")
+        .json(&json!({"inputs": {}, "query": "spend", "response_mode": "streaming"}))
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(&read_stream(res).await);
+    let spent = events
+        .iter()
+        .find(|e| e["event"] == "message_end")
+        .and_then(|e| e["metadata"]["usage"]["total_tokens"].as_u64())
+        .unwrap();
+    assert_eq!(tokens_counted(&app.browser, spent).await, spent);
+
+    let body = json!({"inputs": {}, "query": "more", "response_mode": "blocking"});
+    for path in [
+        "/v1/chat-messages",
+        "/v1/completion-messages",
+        "/v1/workflows/run",
+    ] {
+        let refused = gw_post(&app.browser, path, &body).await;
+        refused.assert_error(429, "budget_exceeded");
+        assert!(refused.header("retry-after").is_some());
+    }
+    assert_eq!(app.upstream_requests("/v1/chat-messages").len(), 1);
+    assert!(app.upstream_requests("/v1/completion-messages").is_empty());
+    assert!(app.upstream_requests("/v1/workflows/run").is_empty());
+}
+
+#[tokio::test]
+async fn a_blocking_gateway_completion_counts_against_the_budget_once() {
+    let app = TestApp::spawn_with_env(vars(&[("TOKEN_BUDGET_PER_DAY", "1000000")])).await;
+    let answer = gw_post(
+        &app.browser,
+        "/v1/completion-messages",
+        &json!({"inputs": {"query": "spend"}, "response_mode": "blocking"}),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let spent = answer.json()["metadata"]["usage"]["total_tokens"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(tokens_counted(&app.browser, spent).await, spent);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(usage(&app.browser).await["tokens_used"], spent, "once");
+    assert_eq!(
+        usage(&app.new_browser()).await["tokens_used"],
+        0,
+        "per identity"
+    );
+}
+
+#[tokio::test]
+async fn a_blocking_workflow_run_counts_its_total_tokens() {
+    let app = TestApp::spawn_with_env(vars(&[("TOKEN_BUDGET_PER_DAY", "1000000")])).await;
+    let answer = gw_post(
+        &app.browser,
+        "/v1/workflows/run",
+        &json!({"inputs": {}, "response_mode": "blocking"}),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let spent = answer.json()["data"]["total_tokens"].as_u64().unwrap();
+    assert_eq!(tokens_counted(&app.browser, spent).await, spent);
+}
+
+#[tokio::test]
+async fn a_streamed_workflow_run_counts_workflow_finished_total_tokens_once() {
+    let app = TestApp::spawn_with_env(vars(&[("TOKEN_BUDGET_PER_DAY", "1000000")])).await;
+    let res = app
+        .browser
+        .request(Method::POST, "/v1/workflows/run")
+        .bearer_auth("bff")
+        .json(&json!({"inputs": {}, "response_mode": "streaming"}))
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(&read_stream(res).await);
+    let spent = events.last().unwrap()["data"]["total_tokens"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(tokens_counted(&app.browser, spent).await, spent);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(usage(&app.browser).await["tokens_used"], spent, "once");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use dify_emulator::{EmulatorOptions, Reply, Step};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::time::Instant;
 
 use crate::support::redis::RedisServer;
 use crate::support::{
-    Browser, TestApp, TestResponse, blocking, fixture, fixture_body, logs, read_stream, sse_events,
-    vars,
+    Browser, TestApp, TestResponse, blocking, eventually, fixture, fixture_body, logs, read_stream,
+    sse_events, usage, vars,
 };
 
 /// The Redis tests share the process-wide `/metrics` gauge; they run one at a time.
@@ -98,20 +98,6 @@ async fn metric(app: &TestApp, name: &str) -> Option<String> {
     let text = app.browser.get("/metrics").await.text();
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
-}
-
-async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn usage(browser: &Browser) -> Value {
-    let res = browser.get("/usage").await;
-    assert_eq!(res.status, 200, "{}", res.text());
-    res.json()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -338,6 +338,25 @@ pub fn vars(pairs: &[(&'static str, &str)]) -> Vars {
     pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
 }
 
+/// Waits until `check` holds, failing the test after `within`.
+pub async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `GET /usage` for this browser's identity.
+pub async fn usage(browser: &Browser) -> Value {
+    let res = browser.get("/usage").await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    res.json()
+}
+
 /// A blocking `POST /chat` body.
 pub fn blocking(query: &str) -> Value {
     json!({"query": query, "response_mode": "blocking"})
