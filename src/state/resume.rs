@@ -7,16 +7,16 @@
 //! stay for `STREAM_RESUME_SECS` after the end. With Redis, the bytes are also mirrored there
 //! ([`super::resume_redis`]) so that any replica can serve a resume.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Deref;
 use std::pin::{Pin, pin};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use self::kept::Kept;
@@ -40,7 +40,7 @@ pub struct Resumable {
     mirrors: Mirrors,
     streams: Mutex<HashMap<Key, Arc<Held>>>,
     /// Ended streams in the order they end, each removed `keep` after: one task for all.
-    expiry: OnceLock<mpsc::UnboundedSender<(Instant, Key)>>,
+    expiry: Mutex<Expiry>,
     background: Background,
 }
 
@@ -147,7 +147,7 @@ impl Resumable {
                 c.stream_resume_max_bytes,
             ),
             streams: Mutex::default(),
-            expiry: OnceLock::new(),
+            expiry: Mutex::default(),
             background,
         })
     }
@@ -199,14 +199,18 @@ impl Resumable {
             self.streams().remove(&key);
             return;
         }
-        let expiry = self.expiry.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            self.background.spawn(expire(Arc::downgrade(self), rx));
-            tx
-        });
-        if expiry.send((Instant::now() + self.keep, key)).is_err() {
-            self.streams().remove(&key);
+        let start = {
+            let mut expiry = self.expiry();
+            expiry.ended.push_back((Instant::now() + self.keep, key));
+            !std::mem::replace(&mut expiry.running, true)
+        };
+        if start {
+            self.background.spawn(expire(Arc::downgrade(self)));
         }
+    }
+
+    fn expiry(&self) -> MutexGuard<'_, Expiry> {
+        self.expiry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Carries on a relay whose leader is gone while someone follows, or for the grace.
@@ -278,12 +282,49 @@ impl Resumable {
     }
 }
 
+/// The ended streams waiting for their time: a queue rather than a channel, whose blocks
+/// would be allocated and freed as streams end.
+#[derive(Default)]
+struct Expiry {
+    ended: VecDeque<(Instant, Key)>,
+    /// Whether [`expire`] is running; it stops when the queue is empty.
+    running: bool,
+}
+
 /// Removes each ended stream when its time is up (they end in order, all kept as long).
-async fn expire(owner: Weak<Resumable>, mut ended: mpsc::UnboundedReceiver<(Instant, Key)>) {
-    while let Some((at, key)) = ended.recv().await {
+async fn expire(owner: Weak<Resumable>) {
+    let mut running = Running(Some(owner.clone()));
+    loop {
+        let at = {
+            let Some(owner) = owner.upgrade() else { return };
+            let mut expiry = owner.expiry();
+            match expiry.ended.front() {
+                Some(&(at, _)) => at,
+                None => {
+                    expiry.running = false;
+                    running.0 = None;
+                    return;
+                }
+            }
+        };
         tokio::time::sleep_until(at).await;
         let Some(owner) = owner.upgrade() else { return };
-        owner.streams().remove(&key);
+        let due = owner.expiry().ended.pop_front();
+        if let Some((_, key)) = due {
+            owner.streams().remove(&key);
+        }
+    }
+}
+
+/// Lets the next ended stream start [`expire`] again if it stops before the queue is empty
+/// (its runtime shutting down).
+struct Running(Option<Weak<Resumable>>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(owner) = self.0.take().and_then(|owner| owner.upgrade()) {
+            owner.expiry().running = false;
+        }
     }
 }
 

@@ -352,6 +352,32 @@ async fn resumable(extra: &[(&'static str, &str)]) -> TestApp {
 }
 
 #[tokio::test]
+async fn an_ended_stream_is_resumable_for_stream_resume_secs_and_then_gone() {
+    let app = resumable(&[("STREAM_RESUME_SECS", "1")]).await;
+    // The second stream ends after the first has gone: the expiry starts again.
+    for _ in 0..2 {
+        let response = app.browser.chat_stream(&json!({"query": "hello"})).await;
+        let id = stream_id(&response);
+        let whole = read_stream(response).await;
+        let ended = Instant::now();
+        let again = resume(&app.browser, &id, "0").await;
+        assert_eq!(again.status(), 200);
+        assert_eq!(read_stream(again).await, whole);
+
+        eventually(
+            "the stream is forgotten",
+            Duration::from_secs(3),
+            async || resume(&app.browser, &id, "0").await.status() == 404,
+        )
+        .await;
+        assert!(
+            ended.elapsed() >= Duration::from_millis(900),
+            "kept its time"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_stream_cut_and_resumed_arrives_whole_and_dify_is_not_stopped() {
     let app = resumable(&[]).await;
     let (reply, whole) = paced(Duration::from_millis(100));
