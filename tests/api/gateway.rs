@@ -800,6 +800,19 @@ async fn nothing_the_gateway_answers_shows_the_key() {
     refused.assert_error(502, "upstream_unavailable");
 }
 
+/// A streamed gateway call's events, read to the end.
+async fn gw_events(browser: &Browser, path: &str, body: &Value) -> Vec<Value> {
+    let res = browser
+        .request(Method::POST, path)
+        .bearer_auth("bff")
+        .json(body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 200);
+    sse_events(&read_stream(res).await)
+}
+
 /// Tokens used today by this browser's identity, once they reach `at_least`.
 async fn tokens_counted(browser: &Browser, at_least: u64) -> u64 {
     eventually("the tokens are counted", SOON, async || {
@@ -812,15 +825,12 @@ async fn tokens_counted(browser: &Browser, at_least: u64) -> u64 {
 #[tokio::test]
 async fn a_streamed_gateway_chat_counts_against_the_budget_and_over_it_is_refused() {
     let app = TestApp::spawn_with_env(vars(&[("TOKEN_BUDGET_PER_DAY", "1")])).await;
-    let res = app
-        .browser
-        .request(Method::POST, "/v1/chat-messages")
-        .bearer_auth("bff")
-        .json(&json!({"inputs": {}, "query": "spend", "response_mode": "streaming"}))
-        .send()
-        .await
-        .unwrap();
-    let events = sse_events(&read_stream(res).await);
+    let events = gw_events(
+        &app.browser,
+        "/v1/chat-messages",
+        &json!({"inputs": {}, "query": "spend", "response_mode": "streaming"}),
+    )
+    .await;
     let spent = events
         .iter()
         .find(|e| e["event"] == "message_end")
@@ -883,15 +893,12 @@ async fn a_blocking_workflow_run_counts_its_total_tokens() {
 #[tokio::test]
 async fn a_streamed_workflow_run_counts_workflow_finished_total_tokens_once() {
     let app = TestApp::spawn_with_env(vars(&[("TOKEN_BUDGET_PER_DAY", "1000000")])).await;
-    let res = app
-        .browser
-        .request(Method::POST, "/v1/workflows/run")
-        .bearer_auth("bff")
-        .json(&json!({"inputs": {}, "response_mode": "streaming"}))
-        .send()
-        .await
-        .unwrap();
-    let events = sse_events(&read_stream(res).await);
+    let events = gw_events(
+        &app.browser,
+        "/v1/workflows/run",
+        &json!({"inputs": {}, "response_mode": "streaming"}),
+    )
+    .await;
     let spent = events.last().unwrap()["data"]["total_tokens"]
         .as_u64()
         .unwrap();
