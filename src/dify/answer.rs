@@ -27,7 +27,7 @@ pub struct Answer {
     tokens: Option<TokenSink>,
 }
 
-/// Told a blocking answer's tokens ([`Counted`]) once the body has gone through.
+/// Told a blocking answer's tokens ([`tokens_spent`]) once the body has gone through.
 pub type TokenSink = Box<dyn FnOnce(u64) + Send + Sync>;
 
 /// A blocking answer's body is copied aside for counting its tokens only up to this size;
@@ -54,7 +54,7 @@ impl Answer {
         }
     }
 
-    /// Reports the answer's tokens ([`Counted`]) to `sink` once the body has been relayed
+    /// Reports the answer's tokens ([`tokens_spent`]) to `sink` once the body has been relayed
     /// whole (bodies over [`TOKEN_SCAN_CAP`] are not counted).
     pub fn count_tokens(mut self, sink: TokenSink) -> Self {
         if self.response.status().is_success() {
@@ -215,17 +215,10 @@ struct TokenScan {
     sink: TokenSink,
 }
 
-/// A blocking answer's tokens: a chat or completion's `metadata.usage.total_tokens`, or a
-/// workflow run's `data.total_tokens`.
+/// A chat or completion answer's tokens: `metadata.usage.total_tokens`.
 #[derive(serde::Deserialize)]
-struct Counted {
-    metadata: Option<CountedMetadata>,
-    data: Option<CountedRun>,
-}
-
-#[derive(serde::Deserialize)]
-struct CountedRun {
-    total_tokens: Option<u64>,
+struct CountedAnswer {
+    metadata: CountedMetadata,
 }
 
 #[derive(serde::Deserialize)]
@@ -236,6 +229,20 @@ struct CountedMetadata {
 #[derive(serde::Deserialize)]
 struct CountedUsage {
     total_tokens: u64,
+}
+
+/// A blocking workflow run's tokens: `data.total_tokens`.
+#[derive(serde::Deserialize)]
+struct CountedRun {
+    data: CountedUsage,
+}
+
+/// What a blocking answer spent, read as [`CountedAnswer`] or else as [`CountedRun`].
+fn tokens_spent(body: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<CountedAnswer>(body)
+        .map(|answer| answer.metadata.usage.total_tokens)
+        .or_else(|_| serde_json::from_slice::<CountedRun>(body).map(|run| run.data.total_tokens))
+        .ok()
 }
 
 impl UntilDeadline {
@@ -256,11 +263,7 @@ impl UntilDeadline {
 
     fn report(&mut self) {
         if let Some(scan) = self.tokens.take()
-            && let Ok(counted) = serde_json::from_slice::<Counted>(&scan.body)
-            && let Some(tokens) = counted
-                .metadata
-                .map(|m| m.usage.total_tokens)
-                .or(counted.data.and_then(|run| run.total_tokens))
+            && let Some(tokens) = tokens_spent(&scan.body)
         {
             (scan.sink)(tokens);
         }
@@ -314,5 +317,28 @@ impl http_body::Body for UntilDeadline {
 
     fn size_hint(&self) -> http_body::SizeHint {
         http_body::Body::size_hint(&self.inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tokens_spent;
+
+    #[test]
+    fn a_chat_answer_spends_its_usage_total() {
+        let body = br#"{"event": "message", "answer": "hi", "metadata": {"usage": {"prompt_tokens": 3, "total_tokens": 9}}, "data": ["not a run"]}"#;
+        assert_eq!(tokens_spent(body), Some(9));
+    }
+
+    #[test]
+    fn a_workflow_run_spends_its_data_total() {
+        let body = br#"{"task_id": "t", "workflow_run_id": "r", "data": {"status": "succeeded", "total_tokens": 21, "total_steps": 3}}"#;
+        assert_eq!(tokens_spent(body), Some(21));
+    }
+
+    #[test]
+    fn an_answer_without_a_count_spends_nothing_known() {
+        assert_eq!(tokens_spent(br#"{"result": "success"}"#), None);
+        assert_eq!(tokens_spent(b"not json"), None);
     }
 }
