@@ -133,7 +133,6 @@ pub(crate) fn sse_response(body: Body) -> Response {
     response
 }
 
-/// The relay, unchanged, counting the answer's tokens when it ends (however it ends).
 async fn stop(
     app: App,
     caller: Caller,

@@ -11,6 +11,7 @@ use futures_util::stream::Stream;
 use crate::dify::relay::RelayStream;
 use crate::state::shared::{Shared, count_usage};
 
+/// The relay, unchanged, counting the answer's tokens when it ends (however it ends).
 pub(crate) struct Metered {
     relay: RelayStream,
     /// Where the tokens are counted, and for whom.

@@ -301,6 +301,8 @@ async fn expire(owner: Weak<Resumable>) {
             match expiry.ended.front() {
                 Some(&(at, _)) => at,
                 None => {
+                    // A burst of ended streams leaves no room behind it.
+                    expiry.ended.shrink_to_fit();
                     expiry.running = false;
                     running.0 = None;
                     return;
