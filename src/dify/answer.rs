@@ -245,28 +245,80 @@ fn tokens_spent(body: &[u8]) -> Option<u64> {
         .ok()
 }
 
+impl TokenScan {
+    /// Adds `chunk`; false once the body is over [`TOKEN_SCAN_CAP`] (it goes uncounted).
+    fn add(&mut self, chunk: &[u8]) -> bool {
+        if self.body.len() + chunk.len() > TOKEN_SCAN_CAP {
+            tracing::debug!("blocking answer too large to count its tokens");
+            return false;
+        }
+        self.body.extend_from_slice(chunk);
+        true
+    }
+
+    /// Whether the whole body (by its `Content-Length`) has been added.
+    fn whole(&self) -> bool {
+        self.length == Some(self.body.len() as u64)
+    }
+
+    fn report(self) {
+        if let Some(tokens) = tokens_spent(&self.body) {
+            (self.sink)(tokens);
+        }
+    }
+
+    /// Reads the rest of a body no one receives any more, and reports it: the generation went
+    /// on to its end at Dify, and the identity's budget pays for it.
+    async fn finish_unread(
+        mut self,
+        mut body: UpstreamBody,
+        deadline: Instant,
+        _guard: Option<Guard>,
+    ) {
+        while !self.whole() {
+            match tokio::time::timeout_at(deadline, body.chunk()).await {
+                Ok(Ok(Some(chunk))) if self.add(&chunk) => {}
+                Ok(Ok(None)) => break,
+                _ => return,
+            }
+        }
+        self.report();
+    }
+}
+
 impl UntilDeadline {
     fn scan(&mut self, chunk: &[u8]) {
         let Some(scan) = self.tokens.as_mut() else {
             return;
         };
-        if scan.body.len() + chunk.len() > TOKEN_SCAN_CAP {
-            tracing::debug!("blocking answer too large to count its tokens");
+        if !scan.add(chunk) {
             self.tokens = None;
-        } else {
-            scan.body.extend_from_slice(chunk);
-            if scan.length == Some(scan.body.len() as u64) {
-                self.report();
-            }
+        } else if scan.whole() {
+            self.report();
         }
     }
 
     fn report(&mut self) {
-        if let Some(scan) = self.tokens.take()
-            && let Some(tokens) = tokens_spent(&scan.body)
-        {
-            (scan.sink)(tokens);
+        if let Some(scan) = self.tokens.take() {
+            scan.report();
         }
+    }
+}
+
+/// A counted answer dropped before its end (the client left) is read to its end elsewhere.
+impl Drop for UntilDeadline {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Some(scan) = self.tokens.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let body = std::mem::replace(&mut self.inner, UpstreamBody::empty());
+        runtime.spawn(scan.finish_unread(body, self.deadline, self._guard.take()));
     }
 }
 

@@ -48,17 +48,18 @@ async fn chat(
         let usage = usage_sink(&state.shared, Arc::clone(&caller.user));
         // Dify answers a blocking chat only when the whole generation is done, and nothing can
         // stop it before (its task id comes with the answer): the call runs to its end, slot
-        // held, even when the browser leaves.
+        // held, and its tokens are counted, even when the browser leaves.
         let dify = Arc::clone(&app.dify);
         let request = request.into_owned();
         let call = tokio::spawn(async move {
-            dify.chat_blocking(&caller, &request.to_upstream(), slot)
-                .await
+            let answer = dify
+                .chat_blocking(&caller, &request.to_upstream(), slot)
+                .await?;
+            Ok::<_, ApiError>(answer.count_tokens(usage).into_response())
         });
-        let answer = call
+        return call
             .await
-            .map_err(|e| ApiError::Internal(format!("blocking chat task: {e}")))??;
-        return Ok(answer.count_tokens(usage).into_response());
+            .map_err(|e| ApiError::Internal(format!("blocking chat task: {e}")))?;
     }
     let message = request.to_upstream();
     let identity = Arc::clone(&caller.user);

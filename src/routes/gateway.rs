@@ -223,24 +223,31 @@ async fn gateway(
             })
         }
     };
-    let generation = matches!(endpoint.limits, Limits::Generation(_));
-    let identity = Arc::clone(&caller.user);
-    let passed = client
-        .pass_through(caller, endpoint.method, &endpoint.path, outgoing, stream)
-        .await?;
-    if !generation {
+    if !matches!(endpoint.limits, Limits::Generation(_)) {
+        let passed = client
+            .pass_through(caller, endpoint.method, &endpoint.path, outgoing, stream)
+            .await?;
         return Ok(respond(passed));
     }
-    Ok(match passed {
-        Passed::Stream(relay) => sse_response(Body::from_stream(Metered::new(
-            relay,
-            &state.shared,
-            identity,
-        ))),
-        Passed::Answer(answer) => respond(Passed::Answer(
-            answer.count_tokens(usage_sink(&state.shared, identity)),
-        )),
-    })
+    // A generation goes on at Dify when its client leaves (a blocking one cannot be stopped), so
+    // the call runs to Dify's answer in a task of its own, and what it spent is counted.
+    let shared = Arc::clone(&state.shared);
+    let call = tokio::spawn(async move {
+        let identity = Arc::clone(&caller.user);
+        let passed = client
+            .pass_through(caller, endpoint.method, &endpoint.path, outgoing, stream)
+            .await?;
+        Ok::<_, ApiError>(match passed {
+            Passed::Stream(relay) => {
+                sse_response(Body::from_stream(Metered::new(relay, &shared, identity)))
+            }
+            Passed::Answer(answer) => respond(Passed::Answer(
+                answer.count_tokens(usage_sink(&shared, identity)),
+            )),
+        })
+    });
+    call.await
+        .map_err(|e| ApiError::Internal(format!("gateway generation task: {e}")))?
 }
 
 /// Python's truthiness of `auto_generate`, as Dify reads it: a name Dify makes up costs tokens.

@@ -877,6 +877,33 @@ async fn a_blocking_gateway_completion_counts_against_the_budget_once() {
 }
 
 #[tokio::test]
+async fn a_blocking_gateway_chat_counts_against_the_budget_when_its_client_leaves_before_the_answer()
+ {
+    let app = TestApp::spawn_with(
+        vars(&[("TOKEN_BUDGET_PER_DAY", "1000000")]),
+        EmulatorOptions {
+            slow_interval: Duration::from_millis(20),
+            ..EmulatorOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(usage(&app.browser).await["tokens_used"], 0);
+    let left = app
+        .browser
+        .request(Method::POST, "/v1/chat-messages")
+        .bearer_auth("bff")
+        .json(&json!({"inputs": {}, "query": "SLOW", "response_mode": "blocking"}))
+        .timeout(Duration::from_millis(150))
+        .send()
+        .await;
+    assert!(
+        left.is_err_and(|e| e.is_timeout()),
+        "the client left before the answer"
+    );
+    tokens_counted(&app.browser, 1).await;
+}
+
+#[tokio::test]
 async fn a_blocking_workflow_run_counts_its_total_tokens() {
     let app = TestApp::spawn_with_env(vars(&[("TOKEN_BUDGET_PER_DAY", "1000000")])).await;
     let answer = gw_post(

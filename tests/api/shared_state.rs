@@ -571,6 +571,38 @@ async fn blocking_answers_count_against_the_budget_once() {
     assert_eq!(usage(&app.browser).await["tokens_used"], spent, "once");
 }
 
+/// An emulator whose slow answers (`SLOW` in the query) take 30 × 20 ms.
+fn slow_answers() -> EmulatorOptions {
+    EmulatorOptions {
+        slow_interval: Duration::from_millis(20),
+        ..EmulatorOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_blocking_chat_counts_against_the_budget_when_the_browser_leaves_before_the_answer() {
+    let app =
+        TestApp::spawn_with(vars(&[("TOKEN_BUDGET_PER_DAY", "1000000")]), slow_answers()).await;
+    assert_eq!(usage(&app.browser).await["tokens_used"], 0);
+    let left = app
+        .browser
+        .request(Method::POST, "/chat")
+        .json(&blocking("SLOW please"))
+        .timeout(Duration::from_millis(150))
+        .send()
+        .await;
+    assert!(
+        left.is_err_and(|e| e.is_timeout()),
+        "the browser left before the answer"
+    );
+    eventually(
+        "the answer Dify went on to generate is counted",
+        Duration::from_secs(5),
+        async || usage(&app.browser).await["tokens_used"].as_u64() > Some(0),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn an_unreachable_redis_is_logged_without_its_password_and_refuses_no_one() {
     let _serial = SERIAL.lock().await;

@@ -67,6 +67,11 @@ impl Stream for UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// A body with nothing in it, to stand in for one taken away.
+    pub fn empty() -> UpstreamBody {
+        UpstreamBody::Reqwest(reqwest::Body::from(Bytes::new()))
+    }
+
     /// The next chunk of data, `None` at the end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, TransportError> {
         futures_util::StreamExt::next(self).await.transpose()
