@@ -937,51 +937,65 @@ async fn a_streamed_workflow_run_counts_workflow_finished_total_tokens_once() {
 // ---------------------------------------------------------------------------------------------
 // Dify's official Node SDK
 
-/// Drives `dify-client` (npm, installed into `tests/clients/node_modules` by `.ci/run` with
-/// `npm ci --prefix tests/clients`) with only its base URL changed and a placeholder key:
-/// parameters, blocking and streaming chat, history, rename, feedback, upload, delete. Without
-/// node or the package the test says so loudly and skips, except under `CI=true`, where it fails.
-#[tokio::test]
-async fn the_official_node_sdk_works_with_only_its_base_url_changed() {
+/// Runs `node tests/clients/{script} {base}` (packages installed into `tests/clients/node_modules`
+/// by `.ci/run` with `npm ci --prefix tests/clients`) and checks that it printed `"ok":true` and no
+/// secret. Without node or `packages` it says so loudly and gives `None`, except under `CI=true`,
+/// where it fails.
+async fn run_client(script: &str, packages: &[&str], base: &str) -> Option<String> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
     let node = std::process::Command::new("node")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    let installed = dir.join("node_modules/dify-client/package.json").exists();
-    if !(node && installed) {
-        let why = if node {
-            "the dify-client package is not installed (run `npm ci --prefix tests/clients`)"
-        } else {
-            "node is not on PATH"
+    let missing = packages
+        .iter()
+        .find(|p| !dir.join(format!("node_modules/{p}/package.json")).exists());
+    if !node || missing.is_some() {
+        let why = match missing {
+            Some(package) if node => format!(
+                "the {package} package is not installed (run `npm ci --prefix tests/clients`)"
+            ),
+            _ => "node is not on PATH".to_owned(),
         };
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: the Node SDK test cannot run: {why}"
+            "CI=true: {script} cannot run: {why}"
         );
-        eprintln!(
-            "\n*** SKIPPING the_official_node_sdk_works_with_only_its_base_url_changed: {why} ***\n"
-        );
-        return;
+        eprintln!("\n*** SKIPPING the {script} client test: {why} ***\n");
+        return None;
     }
-    let app = TestApp::spawn().await;
     let run = tokio::process::Command::new("node")
-        .arg(dir.join("dify-client.mjs"))
-        .arg(format!("{}/v1", app.base))
+        .arg(dir.join(script))
+        .arg(base)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(60), run)
         .await
-        .expect("the SDK script finishes within 60 s")
+        .expect("the client script finishes within 60 s")
         .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "SDK script failed:\n{stdout}\n{stderr}"
+        "{script} failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("\"ok\":true"), "{stdout}");
-    assert_no_secret("the SDK's output", &output.stdout);
+    assert_no_secret("the client's output", &output.stdout);
+    assert_no_secret("the client's errors", &output.stderr);
+    Some(stdout)
+}
 
+/// Drives `dify-client` with only its base URL changed and a placeholder key: parameters,
+/// blocking and streaming chat, history, rename, feedback, upload, delete.
+#[tokio::test]
+async fn the_official_node_sdk_works_with_only_its_base_url_changed() {
+    let app = TestApp::spawn().await;
+    let base = format!("{}/v1", app.base);
+    if run_client("dify-client.mjs", &["dify-client"], &base)
+        .await
+        .is_none()
+    {
+        return;
+    }
     let received = app.emulator.requests();
     assert!(received.len() >= 9, "every SDK call reached Dify");
     let first = received[0].user().expect("a user");
@@ -1003,6 +1017,41 @@ async fn the_official_node_sdk_works_with_only_its_base_url_changed() {
         !first.contains("sdk-user"),
         "the SDK's own user never reaches Dify"
     );
+}
+
+/// The Vercel AI SDK with the community `dify-ai-provider`, server-side as it runs, in header
+/// mode: a blocking answer, the conversation continued streamed, and another user refused it.
+#[tokio::test]
+async fn the_vercel_ai_sdk_provider_works_in_header_mode_with_only_its_base_url_changed() {
+    let app = TestApp::spawn_with_env(vars(&[
+        ("USER_HEADER", "X-Forwarded-User"),
+        ("TRUSTED_PROXIES", "127.0.0.1/32,::1/128"),
+    ]))
+    .await;
+    let base = format!("{}/v1", app.base);
+    if run_client("vercel-ai.mjs", &["ai", "dify-ai-provider"], &base)
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let sent = app.upstream_requests("/v1/chat-messages");
+    let users: Vec<_> = sent.iter().map(|r| r.user()).collect();
+    assert_eq!(
+        users,
+        [
+            Some("alice@example.com".to_owned()),
+            Some("alice@example.com".to_owned()),
+            Some("bob@example.com".to_owned())
+        ],
+        "the header's user, never the provider's own"
+    );
+    for r in &sent {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {API_KEY}").as_str())
+        );
+    }
 }
 
 #[tokio::test]
