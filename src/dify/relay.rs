@@ -1,6 +1,7 @@
 //! The stream relay: Dify's SSE bytes go out unchanged, chunk for chunk, while the watcher
 //! learns the `task_id` and whether a terminal event came. An upstream that breaks, goes idle
-//! or ends early gets one appended error event; a client that leaves triggers Dify's stop.
+//! or ends early gets one appended error event; a client that leaves triggers Dify's stop (and,
+//! for a generation that counts against a budget, the rest of the answer is read to count it).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,15 +11,19 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::Stream;
+use futures_util::stream::{Stream, StreamExt};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use self::drain::Rest;
+use super::answer::TokenSink;
 use super::client::{Caller, DifyClient, StopKind};
 use super::transport;
 use super::watcher::SseWatcher;
 use crate::telemetry::metrics;
+
+mod drain;
 
 /// Why the proxy ended a stream itself; each becomes one SSE error event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,13 +116,15 @@ trait Upstream: Send {
     ) -> Option<Poll<Option<Result<Bytes, ()>>>>;
     /// Dropping the upstream body closes that connection at once.
     fn close(self: Pin<&mut Self>);
+    /// Takes the upstream body, and the watcher with what it has seen, to read elsewhere.
+    fn take_rest(self: Pin<&mut Self>) -> Option<Rest>;
     fn idle_timer(self: Pin<&mut Self>) -> Pin<&mut Sleep>;
     fn watcher(&self) -> &SseWatcher;
 }
 
 impl<S, E, F> Upstream for Parts<S, F>
 where
-    S: Stream<Item = Result<Bytes, E>> + Send,
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     F: Future<Output = ()> + Send,
 {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -146,6 +153,15 @@ where
 
     fn close(self: Pin<&mut Self>) {
         self.project().upstream.set(None);
+    }
+
+    fn take_rest(self: Pin<&mut Self>) -> Option<Rest> {
+        let this = self.project();
+        let body = this.upstream.get_mut().take()?;
+        Some(Rest {
+            body: Box::pin(body.map(|r| r.map_err(drop))),
+            watcher: std::mem::take(this.watcher),
+        })
     }
 
     fn idle_timer(self: Pin<&mut Self>) -> Pin<&mut Sleep> {
@@ -177,7 +193,7 @@ impl RelayStream {
         guard: Option<StreamGuard>,
     ) -> RelayStream
     where
-        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
         E: 'static,
     {
         let now = Instant::now();
@@ -200,6 +216,28 @@ impl RelayStream {
     /// The tokens the answer spent, once Dify has said (see [`SseWatcher::total_tokens`]).
     pub fn total_tokens(&self) -> Option<u64> {
         self.parts.watcher().total_tokens()
+    }
+
+    /// For a stream left before its end: instead of closing Dify's connection when dropped,
+    /// reads the rest of the answer in a task while Dify is asked to stop, and tells `tokens`
+    /// what it spent ([`drain`]). Nothing for a stream that has ended.
+    pub fn count_after_abandon(&mut self, tokens: TokenSink) {
+        if self.finished || self.parts.watcher().terminal().is_some() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(rest) = self.parts.as_mut().take_rest() else {
+            return;
+        };
+        self.finished = true;
+        let stop = self
+            .stop
+            .take()
+            .zip(rest.watcher.task_id())
+            .and_then(|(stop, task_id)| stop_call(stop, task_id));
+        runtime.spawn(drain::count_rest(rest, stop, self._guard.take(), tokens));
     }
 
     #[cold]
@@ -311,24 +349,32 @@ impl Drop for RelayStream {
         let (Some(stop), Some(task_id)) = (self.stop.take(), self.parts.watcher().task_id()) else {
             return;
         };
-        let task_id = task_id.to_owned();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let Ok(permit) = stop.stops.clone().try_acquire_owned() else {
-            tracing::warn!(%task_id, "too many pending stop calls; not stopping this task");
-            return;
-        };
-        tracing::info!(%task_id, "stream abandoned before its end; asking Dify to stop the task");
-        metrics::stop_on_disconnect();
-        runtime.spawn(async move {
-            let _permit = permit;
-            let call = stop.client.stop_task(&stop.caller, stop.kind, &task_id);
-            match tokio::time::timeout(Duration::from_secs(10), call).await {
-                Ok(Ok(_)) => tracing::debug!(%task_id, "Dify stopped the task"),
-                Ok(Err(e)) => tracing::warn!(%task_id, error = %e, "stop call failed"),
-                Err(_) => tracing::warn!(%task_id, "stop call timed out"),
-            }
-        });
+        if let Some(call) = stop_call(stop, task_id) {
+            runtime.spawn(call);
+        }
     }
+}
+
+/// Dify's stop for a stream left before its end, to run on a task; `None` when too many stop
+/// calls are pending already.
+fn stop_call(stop: StopOnAbandon, task_id: &str) -> Option<impl Future<Output = ()> + use<>> {
+    let task_id = task_id.to_owned();
+    let Ok(permit) = stop.stops.clone().try_acquire_owned() else {
+        tracing::warn!(%task_id, "too many pending stop calls; not stopping this task");
+        return None;
+    };
+    tracing::info!(%task_id, "stream abandoned before its end; asking Dify to stop the task");
+    metrics::stop_on_disconnect();
+    Some(async move {
+        let _permit = permit;
+        let call = stop.client.stop_task(&stop.caller, stop.kind, &task_id);
+        match tokio::time::timeout(Duration::from_secs(10), call).await {
+            Ok(Ok(_)) => tracing::debug!(%task_id, "Dify stopped the task"),
+            Ok(Err(e)) => tracing::warn!(%task_id, error = %e, "stop call failed"),
+            Err(_) => tracing::warn!(%task_id, "stop call timed out"),
+        }
+    })
 }

@@ -35,12 +35,18 @@ impl Stream for Metered {
     }
 }
 
+/// Counts the tokens now, or, for an answer left before its end, once the relay has read the
+/// rest (Dify still spends them).
 impl Drop for Metered {
     fn drop(&mut self) {
-        if let (Some(tokens), Some((shared, identity))) =
-            (self.relay.total_tokens(), self.usage.take())
-        {
-            count_usage(shared, identity, tokens);
+        let Some((shared, identity)) = self.usage.take() else {
+            return;
+        };
+        match self.relay.total_tokens() {
+            Some(tokens) => count_usage(shared, identity, tokens),
+            None => self.relay.count_after_abandon(Box::new(move |tokens| {
+                count_usage(shared, identity, tokens)
+            })),
         }
     }
 }

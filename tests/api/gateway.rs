@@ -904,6 +904,39 @@ async fn a_blocking_gateway_chat_counts_against_the_budget_when_its_client_leave
 }
 
 #[tokio::test]
+async fn a_streamed_gateway_chat_left_before_its_end_counts_what_dify_spent_until_it_stopped() {
+    let app = TestApp::spawn_with(
+        vars(&[("TOKEN_BUDGET_PER_DAY", "1000000")]),
+        EmulatorOptions {
+            slow_interval: Duration::from_millis(20),
+            ..EmulatorOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(usage(&app.browser).await["tokens_used"], 0);
+    let mut response = app
+        .browser
+        .request(Method::POST, "/v1/chat-messages")
+        .bearer_auth("bff")
+        .json(&json!({"inputs": {}, "query": "SLOW", "response_mode": "streaming"}))
+        .send()
+        .await
+        .expect("sent");
+    let first = tokio::time::timeout(SOON, response.chunk()).await;
+    assert!(
+        first.is_ok_and(|c| c.is_ok_and(|c| c.is_some())),
+        "the answer had begun"
+    );
+    drop(response);
+    let stop = app
+        .emulator
+        .wait_for_request(|r| r.path.ends_with("/stop"), SOON)
+        .await;
+    assert!(stop.is_some(), "Dify is asked to stop");
+    tokens_counted(&app.browser, 1).await;
+}
+
+#[tokio::test]
 async fn a_blocking_workflow_run_counts_its_total_tokens() {
     let app = TestApp::spawn_with_env(vars(&[("TOKEN_BUDGET_PER_DAY", "1000000")])).await;
     let answer = gw_post(

@@ -604,6 +604,37 @@ async fn a_blocking_chat_counts_against_the_budget_when_the_browser_leaves_befor
 }
 
 #[tokio::test]
+async fn a_streamed_chat_left_before_its_end_counts_what_dify_spent_until_it_stopped() {
+    let app = TestApp::spawn_with(
+        vars(&[
+            ("TOKEN_BUDGET_PER_DAY", "1000000"),
+            ("STREAM_RESUME_GRACE_SECS", "0"),
+        ]),
+        slow_answers(),
+    )
+    .await;
+    assert_eq!(usage(&app.browser).await["tokens_used"], 0);
+    let response = app
+        .browser
+        .chat_stream(&json!({"query": "SLOW please"}))
+        .await;
+    let (head, response) = read_at_least(response, 1).await;
+    assert!(!sse_events(&head).is_empty(), "the answer had begun");
+    drop(response);
+    let stop = app
+        .emulator
+        .wait_for_request(|r| r.path.ends_with("/stop"), Duration::from_secs(3))
+        .await;
+    assert!(stop.is_some(), "Dify is asked to stop");
+    eventually(
+        "the stopped answer's tokens are counted",
+        Duration::from_secs(5),
+        async || usage(&app.browser).await["tokens_used"].as_u64() > Some(0),
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn an_unreachable_redis_is_logged_without_its_password_and_refuses_no_one() {
     let _serial = SERIAL.lock().await;
     let password = "hunter2-redis-password";
