@@ -7,9 +7,16 @@ use serde_json::Value;
 use crate::error::ApiError;
 
 /// Turns a non-success upstream answer to a keyed call into the error the browser gets.
-/// Dify refusing our key (401/403) is not the browser's fault: 502, logged loudly.
+/// Dify refusing our key (401, or 403 `forbidden`) is not the browser's fault: 502, logged
+/// loudly. A 403 about the request itself (`file_access_denied`) is relayed as any error.
 pub fn from_upstream(status: StatusCode, content_type: Option<&str>, body: &[u8]) -> ApiError {
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+    let refused = status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::FORBIDDEN
+            && !matches!(
+                normalise(status, content_type, body),
+                ApiError::Upstream { ref code, .. } if code != "forbidden" && code != "invalid_param"
+            );
+    if refused {
         tracing::error!(
             upstream_status = status.as_u16(),
             "Dify refused our API key: check DIFY_API_KEY and that the app's API access is enabled"
@@ -48,6 +55,11 @@ fn normalise(status: StatusCode, content_type: Option<&str>, body: &[u8]) -> Api
         None
     };
     let Some(Value::Object(obj)) = parsed else {
+        if status == StatusCode::NOT_FOUND && is_werkzeug_404(body) {
+            return ApiError::NotFound(
+                "This Dify version has no such endpoint (it may need a newer Dify).".into(),
+            );
+        }
         return ApiError::UpstreamUnavailable(format!(
             "Dify answered {status} with a non-JSON body ({} bytes)",
             body.len()
@@ -90,6 +102,11 @@ fn normalise(status: StatusCode, content_type: Option<&str>, body: &[u8]) -> Api
         code,
         message,
     }
+}
+
+/// Dify's own page for a route it does not have (an older version): Werkzeug's, not a proxy's.
+fn is_werkzeug_404(body: &[u8]) -> bool {
+    memchr::memmem::find(body, b"The requested URL was not found on the server.").is_some()
 }
 
 #[cfg(test)]
@@ -167,6 +184,45 @@ mod tests {
             (e.status().as_u16(), e.code()),
             (502, "upstream_unavailable")
         );
+    }
+
+    #[test]
+    fn difys_own_html_404_for_a_route_it_lacks_is_not_found() {
+        let page = b"<!doctype html>\n<html lang=en>\n<title>404 Not Found</title>\n<h1>Not Found</h1>\n<p>The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.</p>\n";
+        let e = from_upstream(
+            StatusCode::NOT_FOUND,
+            Some("text/html; charset=utf-8"),
+            page,
+        );
+        assert_eq!((e.status().as_u16(), e.code()), (404, "not_found"));
+    }
+
+    #[test]
+    fn a_proxys_html_404_is_still_502() {
+        let page = b"<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+        let e = from_upstream(StatusCode::NOT_FOUND, Some("text/html"), page);
+        assert_eq!(
+            (e.status().as_u16(), e.code()),
+            (502, "upstream_unavailable")
+        );
+    }
+
+    #[test]
+    fn a_403_about_the_request_is_relayed() {
+        let got = norm(
+            403,
+            r#"{"code": "file_access_denied", "message": "File access denied", "status": 403}"#,
+        );
+        assert_eq!((got.0, got.1.as_str()), (403, "file_access_denied"));
+    }
+
+    #[test]
+    fn a_403_forbidden_is_a_refused_key() {
+        let got = norm(
+            403,
+            r#"{"code": "forbidden", "message": "The app's API service has been disabled.", "status": 403}"#,
+        );
+        assert_eq!((got.0, got.1.as_str()), (502, "upstream_unavailable"));
     }
 
     #[test]

@@ -210,6 +210,16 @@ async fn site_on_dify_before_1_4_is_404_not_found() {
         .assert_error(404, "not_found");
 }
 
+#[tokio::test]
+async fn site_on_dify_0_15_whose_404_is_werkzeugs_html_page_is_404_not_found() {
+    // No script: the emulator answers /v1/site as Dify 0.15.3 does, with its HTML 404 page.
+    let app = TestApp::spawn().await;
+    app.browser
+        .get("/site")
+        .await
+        .assert_error(404, "not_found");
+}
+
 // ---- voice -----------------------------------------------------------------------------------
 
 #[tokio::test]

@@ -1088,6 +1088,38 @@ async fn the_vercel_ai_sdk_provider_works_in_header_mode_with_only_its_base_url_
 }
 
 #[tokio::test]
+async fn an_endpoint_the_dify_version_lacks_is_difys_404_not_a_502() {
+    let app = TestApp::spawn().await;
+    let dify = reqwest::Client::new()
+        .get(format!("{}/site?user=someone", app.emulator.base_url()))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dify.status(), 404, "Dify 0.15 itself has no /site");
+    gw_get(&app.browser, "/v1/site")
+        .await
+        .assert_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn a_403_about_the_request_is_relayed_not_turned_into_a_502() {
+    let app = TestApp::spawn().await;
+    let path = format!("/v1/files/{UNKNOWN_ID}/preview");
+    app.emulator.script(
+        "GET",
+        &path,
+        Reply::json(
+            403,
+            &json!({"code": "file_access_denied", "message": "File access denied: not owned by requesting app", "status": 403}),
+        ),
+    );
+    gw_get(&app.browser, &path)
+        .await
+        .assert_error(403, "file_access_denied");
+}
+
+#[tokio::test]
 async fn a_previewed_html_file_cannot_script_our_origin() {
     let app = TestApp::spawn().await;
     let page = reqwest::multipart::Part::bytes(b"<script>steal()</script>".to_vec())
