@@ -232,12 +232,12 @@ impl RelayStream {
             return;
         };
         self.finished = true;
-        let stop = self
-            .stop
-            .take()
-            .zip(rest.watcher.task_id())
-            .and_then(|(stop, task_id)| stop_call(stop, task_id));
-        runtime.spawn(drain::count_rest(rest, stop, self._guard.take(), tokens));
+        runtime.spawn(drain::count_rest(
+            rest,
+            self.stop.take(),
+            self._guard.take(),
+            tokens,
+        ));
     }
 
     #[cold]

@@ -61,14 +61,26 @@ async fn chat(
             .await
             .map_err(|e| ApiError::Internal(format!("blocking chat task: {e}")))?;
     }
-    let message = request.to_upstream();
+    // Dify goes on generating when its client leaves, even before its first event: the call
+    // runs to Dify's answer in a task of its own, whose relay, dropped unread, stops the task
+    // and counts what it spent.
     let identity = Arc::clone(&caller.user);
     let shutdown = state.streams_cancel.clone().cancelled_owned();
-    let relay = app
-        .dify
-        .chat_stream(caller, &message, slot, shutdown)
-        .await?;
-    let relay = Metered::new(relay, &state.shared, Arc::clone(&identity));
+    let (dify, shared, request) = (
+        Arc::clone(&app.dify),
+        Arc::clone(&state.shared),
+        request.into_owned(),
+    );
+    let call = tokio::spawn(async move {
+        let identity = Arc::clone(&caller.user);
+        let relay = dify
+            .chat_stream(caller, &request.to_upstream(), slot, shutdown)
+            .await?;
+        Ok::<_, ApiError>(Metered::new(relay, &shared, identity))
+    });
+    let relay = call
+        .await
+        .map_err(|e| ApiError::Internal(format!("chat stream task: {e}")))??;
     if !state.resumable.enabled() {
         return Ok(sse_response(Body::from_stream(relay)));
     }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::support::raw::raw;
 use crate::support::{
     API_KEY, Browser, TestApp, TestResponse, assert_no_secret, assert_nothing_reached_dify,
-    eventually, read_stream, sse_events, usage, vars,
+    eventually, late_answer, read_stream, sse_events, usage, vars,
 };
 
 const SOON: Duration = Duration::from_secs(3);
@@ -934,6 +934,30 @@ async fn a_streamed_gateway_chat_left_before_its_end_counts_what_dify_spent_unti
         .await;
     assert!(stop.is_some(), "Dify is asked to stop");
     tokens_counted(&app.browser, 1).await;
+}
+
+#[tokio::test]
+async fn a_streamed_gateway_chat_left_before_difys_first_byte_still_counts_what_dify_spent() {
+    let app = TestApp::spawn_with_env(vars(&[("TOKEN_BUDGET_PER_DAY", "1000000")])).await;
+    assert_eq!(usage(&app.browser).await["tokens_used"], 0);
+    app.emulator.script(
+        "POST",
+        "/chat-messages",
+        late_answer(Duration::from_millis(600), 1234),
+    );
+    let left = app
+        .browser
+        .request(Method::POST, "/v1/chat-messages")
+        .bearer_auth("bff")
+        .json(&json!({"inputs": {}, "query": "write me a novel", "response_mode": "streaming"}))
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(
+        left.is_err_and(|e| e.is_timeout()),
+        "the client left before Dify's first byte"
+    );
+    assert_eq!(tokens_counted(&app.browser, 1234).await, 1234);
 }
 
 #[tokio::test]

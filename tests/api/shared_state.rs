@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use crate::support::redis::RedisServer;
 use crate::support::{
-    Browser, TestApp, TestResponse, blocking, eventually, fixture, fixture_body, logs, read_stream,
-    sse_events, usage, vars,
+    Browser, TestApp, TestResponse, blocking, eventually, fixture, fixture_body, late_answer, logs,
+    read_stream, sse_events, usage, vars,
 };
 
 /// The Redis tests share the process-wide `/metrics` gauge; they run one at a time.
@@ -632,6 +632,60 @@ async fn a_streamed_chat_left_before_its_end_counts_what_dify_spent_until_it_sto
         async || usage(&app.browser).await["tokens_used"].as_u64() > Some(0),
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_streamed_chat_left_before_difys_first_byte_still_counts_what_dify_spent() {
+    let app = TestApp::spawn_with_env(vars(&[("TOKEN_BUDGET_PER_DAY", "1000000")])).await;
+    assert_eq!(usage(&app.browser).await["tokens_used"], 0);
+    app.emulator.script(
+        "POST",
+        "/chat-messages",
+        late_answer(Duration::from_millis(600), 1234),
+    );
+    let left = app
+        .browser
+        .request(Method::POST, "/chat")
+        .json(&json!({"query": "write me a novel"}))
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(
+        left.is_err_and(|e| e.is_timeout()),
+        "the browser left before Dify's first byte"
+    );
+    eventually(
+        "the answer Dify went on with is counted",
+        Duration::from_secs(3),
+        async || usage(&app.browser).await["tokens_used"] == 1234,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_long_chat_left_before_difys_first_byte_is_stopped_at_its_first_event() {
+    let app = TestApp::spawn().await;
+    // The answer's headers and first event after 600 ms, its end 30 s later.
+    let mut reply = late_answer(Duration::from_millis(600), 1234);
+    reply.steps.insert(2, Step::Pause(Duration::from_secs(30)));
+    app.emulator.script("POST", "/chat-messages", reply);
+    let left = app
+        .browser
+        .request(Method::POST, "/chat")
+        .json(&json!({"query": "write me a novel"}))
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(
+        left.is_err_and(|e| e.is_timeout()),
+        "the browser left before Dify's first byte"
+    );
+    let stop = app
+        .emulator
+        .wait_for_request(|r| r.path.ends_with("/stop"), Duration::from_secs(3))
+        .await
+        .expect("the answer is stopped once its first event names its task");
+    assert!(stop.path.contains("7f1c2a3b-0000-4000-8000-00000000a001"));
 }
 
 #[tokio::test]

@@ -362,6 +362,27 @@ pub fn blocking(query: &str) -> Value {
     json!({"query": query, "response_mode": "blocking"})
 }
 
+/// Dify's chat stream of one piece and a `message_end` that spent `spent` tokens, its headers
+/// and first event sent only after `first_byte_after` (as Dify sends them: at the first token).
+pub fn late_answer(first_byte_after: Duration, spent: u64) -> dify_emulator::Reply {
+    let envelope = |name: &str| {
+        json!({"event": name, "conversation_id": "7f1c2a3b-0000-4000-8000-00000000c001",
+               "message_id": "7f1c2a3b-0000-4000-8000-00000000d001", "created_at": 1_700_000_000,
+               "task_id": "7f1c2a3b-0000-4000-8000-00000000a001",
+               "id": "7f1c2a3b-0000-4000-8000-00000000d001"})
+    };
+    let mut piece = envelope("message");
+    piece["answer"] = json!("A long and expensive answer.");
+    let mut end = envelope("message_end");
+    end["metadata"] = json!({"usage": {"prompt_tokens": 34, "completion_tokens": spent - 34, "total_tokens": spent}});
+    let event = |v: &Value| bytes::Bytes::from(format!("data: {v}\n\n"));
+    let mut reply = dify_emulator::Reply::sse(vec![event(&piece), event(&end)]);
+    reply
+        .steps
+        .insert(0, dify_emulator::Step::Pause(first_byte_after));
+    reply
+}
+
 /// Fails the test if the emulator received any request.
 pub fn assert_nothing_reached_dify(app: &TestApp) {
     let received = app.emulator.requests();
