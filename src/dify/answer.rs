@@ -34,6 +34,10 @@ pub type TokenSink = Box<dyn FnOnce(u64) + Send + Sync>;
 /// larger ones go through uncounted (a chat answer's JSON is far smaller in practice).
 const TOKEN_SCAN_CAP: usize = 256 * 1024;
 
+/// How long the rest of a counted answer no one receives is read: Dify sends a blocking
+/// answer's body with its head, whenever that comes (after the request deadline too).
+const UNREAD_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Why a capped read stopped.
 pub(super) enum ReadError {
     TooLarge,
@@ -267,14 +271,11 @@ impl TokenScan {
         }
     }
 
-    /// Reads the rest of a body no one receives any more, and reports it: the generation went
-    /// on to its end at Dify, and the identity's budget pays for it.
-    async fn finish_unread(
-        mut self,
-        mut body: UpstreamBody,
-        deadline: Instant,
-        _guard: Option<Guard>,
-    ) {
+    /// Reads the rest of a body no one receives any more (for at most [`UNREAD_LIMIT`]), and
+    /// reports it: the generation went on to its end at Dify, and the identity's budget pays
+    /// for it.
+    async fn finish_unread(mut self, mut body: UpstreamBody, _guard: Option<Guard>) {
+        let deadline = Instant::now() + UNREAD_LIMIT;
         while !self.whole() {
             match tokio::time::timeout_at(deadline, body.chunk()).await {
                 Ok(Ok(Some(chunk))) if self.add(&chunk) => {}
@@ -318,7 +319,7 @@ impl Drop for UntilDeadline {
             return;
         };
         let body = std::mem::replace(&mut self.inner, UpstreamBody::empty());
-        runtime.spawn(scan.finish_unread(body, self.deadline, self._guard.take()));
+        runtime.spawn(scan.finish_unread(body, self._guard.take()));
     }
 }
 

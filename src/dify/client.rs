@@ -35,6 +35,10 @@ pub(super) const CHAT_MESSAGES: &str = "chat-messages";
 pub const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Stop calls made for abandoned streams that may be in flight at once.
 const MAX_PENDING_STOPS: usize = 1024;
+/// How long a generation's answer is awaited, beyond the request deadline at which its caller
+/// gets 504: Dify goes on generating regardless, up to its own `APP_MAX_EXECUTION_TIME`
+/// (1,200 s by default), and what it spends is counted when it is done.
+pub const GENERATION_LIMIT: Duration = Duration::from_secs(1_260);
 
 /// Who a call is made for: the Dify `user` and the request id sent as `X-Trace-Id` (the
 /// header value of the request's id, shared rather than copied).
@@ -248,11 +252,28 @@ impl DifyClient {
         payload: Payload<'_, B>,
         guard: Option<Guard>,
     ) -> Result<Answer, ApiError> {
+        self.call_within(method, path, caller, payload, guard, self.timeout)
+            .await
+    }
+
+    /// [`DifyClient::call`] whose answer's head is awaited for `head`: a generation's is awaited
+    /// for [`GENERATION_LIMIT`], so that a caller that gave up at the request deadline leaves it
+    /// to be counted when Dify is done. The body has the request deadline.
+    async fn call_within<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        caller: &Caller,
+        payload: Payload<'_, B>,
+        guard: Option<Guard>,
+        head: Duration,
+    ) -> Result<Answer, ApiError> {
         let slot = self.call_slot()?;
-        let deadline = Instant::now() + self.timeout;
+        let started = Instant::now();
+        let deadline = started + self.timeout;
         let call = self.prepare(method, path, caller, payload)?;
         let response = self
-            .exchange(call, deadline, Source::Keyed)
+            .exchange(call, started + head, Source::Keyed)
             .await
             .map_err(|f| f.error)?;
         Ok(Answer::new(

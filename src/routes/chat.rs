@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::chat_request::{ChatRequest, ResponseMode};
+use super::generation::answered_in_time;
 use super::metered::Metered;
 use super::path::{IdParam, TaskIdParam};
 use super::validate;
@@ -48,7 +49,7 @@ async fn chat(
         let usage = usage_sink(&state.shared, Arc::clone(&caller.user));
         // Dify answers a blocking chat only when the whole generation is done, and nothing can
         // stop it before (its task id comes with the answer): the call runs to its end, slot
-        // held, and its tokens are counted, even when the browser leaves.
+        // held, and its tokens are counted, even when the browser leaves or gets its 504.
         let dify = Arc::clone(&app.dify);
         let request = request.into_owned();
         let call = tokio::spawn(async move {
@@ -57,9 +58,7 @@ async fn chat(
                 .await?;
             Ok::<_, ApiError>(answer.count_tokens(usage).into_response())
         });
-        return call
-            .await
-            .map_err(|e| ApiError::Internal(format!("blocking chat task: {e}")))?;
+        return answered_in_time(app.dify.timeout(), call).await?;
     }
     // Dify goes on generating when its client leaves, even before its first event: the call
     // runs to Dify's answer in a task of its own, whose relay, dropped unread, stops the task
@@ -78,9 +77,7 @@ async fn chat(
             .await?;
         Ok::<_, ApiError>(Metered::new(relay, &shared, identity))
     });
-    let relay = call
-        .await
-        .map_err(|e| ApiError::Internal(format!("chat stream task: {e}")))??;
+    let relay = answered_in_time(app.dify.timeout(), call).await??;
     if !state.resumable.enabled() {
         return Ok(sse_response(Body::from_stream(relay)));
     }

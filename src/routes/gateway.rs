@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::chat::sse_response;
 use super::files::{ACTIVE_FILE_CSP, can_run_script};
+use super::generation::answered_in_time;
 use super::metered::Metered;
 use super::validate;
 use crate::apps::App;
@@ -229,9 +230,9 @@ async fn gateway(
             .await?;
         return Ok(respond(passed));
     }
-    // A generation goes on at Dify when its client leaves (a blocking one cannot be stopped), so
-    // the call runs to Dify's answer in a task of its own, and what it spent is counted.
+    // A generation goes on at Dify when its client leaves (a blocking one cannot be stopped).
     let shared = Arc::clone(&state.shared);
+    let timeout = client.timeout();
     let call = tokio::spawn(async move {
         let identity = Arc::clone(&caller.user);
         let passed = client
@@ -246,8 +247,7 @@ async fn gateway(
             )),
         })
     });
-    call.await
-        .map_err(|e| ApiError::Internal(format!("gateway generation task: {e}")))?
+    answered_in_time(timeout, call).await?
 }
 
 /// Python's truthiness of `auto_generate`, as Dify reads it: a name Dify makes up costs tokens.

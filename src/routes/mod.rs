@@ -8,6 +8,7 @@ pub mod chat_request;
 pub mod conversations;
 pub mod files;
 pub mod gateway;
+mod generation;
 pub mod health;
 pub mod messages;
 mod metered;

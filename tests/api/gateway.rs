@@ -975,6 +975,32 @@ async fn a_blocking_workflow_run_counts_its_total_tokens() {
 }
 
 #[tokio::test]
+async fn a_blocking_workflow_run_slower_than_the_request_deadline_is_504_and_still_counted() {
+    let app = TestApp::spawn_with_env(vars(&[
+        ("TOKEN_BUDGET_PER_DAY", "1000000"),
+        ("UPSTREAM_TIMEOUT_SECS", "1"),
+    ]))
+    .await;
+    let mut reply = Reply::json(
+        200,
+        &json!({"task_id": "t", "workflow_run_id": "r",
+                "data": {"id": "r", "status": "succeeded", "outputs": {}, "total_tokens": 4321, "total_steps": 3}}),
+    );
+    reply
+        .steps
+        .insert(0, dify_emulator::Step::Pause(Duration::from_millis(1500)));
+    app.emulator.script("POST", "/workflows/run", reply);
+    gw_post(
+        &app.browser,
+        "/v1/workflows/run",
+        &json!({"inputs": {}, "response_mode": "blocking"}),
+    )
+    .await
+    .assert_error(504, "upstream_timeout");
+    assert_eq!(tokens_counted(&app.browser, 4321).await, 4321);
+}
+
+#[tokio::test]
 async fn a_streamed_workflow_run_counts_workflow_finished_total_tokens_once() {
     let app = TestApp::spawn_with_env(vars(&[("TOKEN_BUDGET_PER_DAY", "1000000")])).await;
     let events = gw_events(

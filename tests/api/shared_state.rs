@@ -689,6 +689,64 @@ async fn a_long_chat_left_before_difys_first_byte_is_stopped_at_its_first_event(
 }
 
 #[tokio::test]
+async fn a_blocking_chat_slower_than_the_request_deadline_is_504_and_still_counted() {
+    let app = TestApp::spawn_with_env(vars(&[
+        ("TOKEN_BUDGET_PER_DAY", "1000000"),
+        ("UPSTREAM_TIMEOUT_SECS", "1"),
+    ]))
+    .await;
+    // Dify answers a blocking chat when the whole generation is done: here after 1.5 s.
+    let mut reply = Reply::json(
+        200,
+        &json!({"event": "message", "task_id": "7f1c2a3b-0000-4000-8000-00000000a001",
+                "id": "7f1c2a3b-0000-4000-8000-00000000d001",
+                "message_id": "7f1c2a3b-0000-4000-8000-00000000d001",
+                "conversation_id": "7f1c2a3b-0000-4000-8000-00000000c001", "mode": "chat",
+                "answer": "A long answer.",
+                "metadata": {"usage": {"prompt_tokens": 34, "completion_tokens": 1200, "total_tokens": 1234}},
+                "created_at": 1_700_000_000}),
+    );
+    reply
+        .steps
+        .insert(0, Step::Pause(Duration::from_millis(1500)));
+    app.emulator.script("POST", "/chat-messages", reply);
+    app.browser
+        .chat(&blocking("write me a novel"))
+        .await
+        .assert_error(504, "upstream_timeout");
+    eventually(
+        "the answer Dify went on to finish is counted",
+        Duration::from_secs(3),
+        async || usage(&app.browser).await["tokens_used"] == 1234,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_whose_first_event_comes_after_the_request_deadline_is_504_and_still_counted() {
+    let app = TestApp::spawn_with_env(vars(&[
+        ("TOKEN_BUDGET_PER_DAY", "1000000"),
+        ("UPSTREAM_TIMEOUT_SECS", "1"),
+    ]))
+    .await;
+    app.emulator.script(
+        "POST",
+        "/chat-messages",
+        late_answer(Duration::from_millis(1500), 1234),
+    );
+    app.browser
+        .chat(&json!({"query": "think long"}))
+        .await
+        .assert_error(504, "upstream_timeout");
+    eventually(
+        "the answer Dify went on with is counted",
+        Duration::from_secs(3),
+        async || usage(&app.browser).await["tokens_used"] == 1234,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn an_unreachable_redis_is_logged_without_its_password_and_refuses_no_one() {
     let _serial = SERIAL.lock().await;
     let password = "hunter2-redis-password";

@@ -8,7 +8,7 @@ use reqwest::multipart::Part;
 use tokio::time::Instant;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::{CHAT_MESSAGES, Caller, DifyClient, Payload, Source, StopKind};
+use super::{CHAT_MESSAGES, Caller, DifyClient, GENERATION_LIMIT, Payload, Source, StopKind};
 use crate::dify::answer::{Answer, Guard};
 use crate::dify::bodies::{ChatMessage, Feedback, Rename, TextToAudio, UserOnly};
 use crate::dify::relay::{RelayStream, StopOnAbandon};
@@ -24,8 +24,16 @@ impl DifyClient {
         slot: Guard,
     ) -> Result<Answer, ApiError> {
         let payload = Payload::<()>::Chat(body);
-        self.call(Method::POST, CHAT_MESSAGES, caller, payload, Some(slot))
-            .await
+        let path = CHAT_MESSAGES;
+        self.call_within(
+            Method::POST,
+            path,
+            caller,
+            payload,
+            Some(slot),
+            GENERATION_LIMIT,
+        )
+        .await
     }
 
     /// Starts a streaming chat and returns the relay, ready to serve: it holds `slot` for as
@@ -40,7 +48,7 @@ impl DifyClient {
         shutdown: WaitForCancellationFutureOwned,
     ) -> Result<RelayStream, ApiError> {
         let started = Instant::now();
-        let deadline = started + self.timeout;
+        let deadline = started + GENERATION_LIMIT;
         let call = self.prepare(
             Method::POST,
             CHAT_MESSAGES,

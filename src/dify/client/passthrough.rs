@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::{Caller, DifyClient, Payload, Source, StopKind};
+use super::{Caller, DifyClient, GENERATION_LIMIT, Payload, Source, StopKind};
 use crate::dify::answer::{Answer, Guard};
 use crate::dify::relay::{RelayStream, StopOnAbandon};
 use crate::dify::retry;
@@ -76,6 +76,11 @@ impl DifyClient {
             Some(_) => None,
             None => Some(self.call_slot()?),
         };
+        // A generation's head is awaited beyond the deadline (see `GENERATION_LIMIT`).
+        let head = match stream.as_ref().and_then(|s| s.stop) {
+            Some(_) => started + GENERATION_LIMIT,
+            None => deadline,
+        };
         let response = match outgoing {
             Outgoing::Query(params) => {
                 let kept: Vec<(&str, &str)> = params
@@ -89,14 +94,14 @@ impl DifyClient {
             Outgoing::Json(mut body) => {
                 drop_user(&mut body);
                 let call = self.prepare(method, path, &caller, Payload::Json(&body))?;
-                self.exchange(call, deadline, Source::Keyed)
+                self.exchange(call, head, Source::Keyed)
                     .await
                     .map_err(|f| f.error)?
             }
             Outgoing::Form(fields, file) => {
                 let payload = Payload::<()>::Form(&fields, file);
                 let call = self.prepare(method, path, &caller, payload)?;
-                self.exchange(call, deadline, Source::Keyed)
+                self.exchange(call, head, Source::Keyed)
                     .await
                     .map_err(|f| f.error)?
             }
