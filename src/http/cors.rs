@@ -9,8 +9,9 @@ use crate::state::AppState;
 
 const ALLOW_METHODS: &str = "GET, POST, DELETE";
 const ALLOW_HEADERS: &str = "Content-Type, X-Request-Id";
-/// The Dify-compatible gateway also takes the (placeholder) bearer token Dify's SDKs send.
-const GATEWAY_ALLOW_HEADERS: &str = "Authorization, Content-Type, X-Request-Id";
+/// The Dify-compatible gateway also takes the (placeholder) bearer token Dify's SDKs send, and
+/// Dify's own trace id header.
+const GATEWAY_ALLOW_HEADERS: &str = "Authorization, Content-Type, X-Request-Id, X-Trace-Id";
 const EXPOSE_HEADERS: &str = "X-Request-Id, X-Stream-Id, Retry-After";
 /// Seconds browsers may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: &str = "600";

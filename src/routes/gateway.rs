@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::Response;
 use axum::routing::any;
 use serde_json::Value;
@@ -169,22 +169,32 @@ impl Endpoint {
 
 async fn gateway(
     State(state): State<AppState>,
-    caller: Caller,
+    mut caller: Caller,
     request: Request,
 ) -> Result<Response, ApiError> {
     let mut endpoint = Endpoint::parse(request.method(), request.uri().path())?;
     let client = gateway_client(&state, &request)?;
+    let query = query_params(request.uri().query());
+    let mut trace_id = clients_trace_id(request.headers(), &query);
     let outgoing = match endpoint.carries {
-        Carries::Query => Outgoing::Query(query_params(request.uri().query())),
+        Carries::Query => Outgoing::Query(query),
         Carries::Json => {
             let OptionalJsonObject(body) =
                 OptionalJsonObject::from_request(request, &state).await?;
+            trace_id = trace_id.or_else(|| {
+                body.get("trace_id")
+                    .and_then(Value::as_str)
+                    .and_then(trace_header)
+            });
             if endpoint.path.ends_with("/name") && generates_a_name(body.get("auto_generate")) {
                 endpoint.limits = Limits::Assist;
             }
             Outgoing::Json(body)
         }
         Carries::Multipart => {
+            if let Some(trace_id) = trace_id.take() {
+                caller.trace_id = Some(trace_id);
+            }
             let boundary = multipart::boundary(request.headers(), state.config.max_upload_bytes)?;
             state.assist_rate.check(&caller.user).await?;
             let (file, end) = multipart::file_part(&state, boundary, request.into_body()).await?;
@@ -200,6 +210,9 @@ async fn gateway(
             return Ok(respond(end.outcome(result)?));
         }
     };
+    if let Some(trace_id) = trace_id {
+        caller.trace_id = Some(trace_id);
+    }
     let stream = match endpoint.limits {
         Limits::None => None,
         Limits::Assist => {
@@ -249,6 +262,33 @@ async fn gateway(
     });
     answered_in_time(timeout, call).await?
 }
+
+/// The trace id a Dify client gave, where Dify looks for it (dify-protocol.md §4.1): the
+/// `X-Trace-Id` header, else `trace_id` in the query (the body's is looked at by the caller).
+/// It goes to Dify as `X-Trace-Id` in place of our request id, which would win over it.
+fn clients_trace_id(headers: &HeaderMap, query: &[(String, String)]) -> Option<HeaderValue> {
+    headers
+        .get(TRACE_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(trace_header)
+        .or_else(|| {
+            query
+                .iter()
+                .find(|(name, _)| name == "trace_id")
+                .and_then(|(_, value)| trace_header(value))
+        })
+}
+
+/// `id` as a header, when Dify would take it: 1 to 128 letters, digits, `-` or `_`.
+fn trace_header(id: &str) -> Option<HeaderValue> {
+    let valid = (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    valid.then(|| HeaderValue::from_str(id).ok()).flatten()
+}
+
+const TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
 
 /// Python's truthiness of `auto_generate`, as Dify reads it: a name Dify makes up costs tokens.
 fn generates_a_name(value: Option<&Value>) -> bool {

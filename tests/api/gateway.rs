@@ -1170,6 +1170,79 @@ async fn a_403_about_the_request_is_relayed_not_turned_into_a_502() {
 }
 
 #[tokio::test]
+async fn a_clients_trace_id_in_the_body_is_the_one_dify_records() {
+    let app = TestApp::spawn().await;
+    let res = gw_post(
+        &app.browser,
+        "/v1/chat-messages",
+        &json!({"inputs": {}, "query": "hi", "response_mode": "blocking", "trace_id": "client-trace-42"}),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let sent = app.upstream_requests("/v1/chat-messages");
+    assert_eq!(sent[0].json().unwrap()["trace_id"], "client-trace-42");
+    // Dify takes the header over the body's: ours must not hide the client's.
+    assert_eq!(sent[0].header("x-trace-id"), Some("client-trace-42"));
+}
+
+#[tokio::test]
+async fn a_clients_x_trace_id_header_goes_to_dify_and_an_invalid_one_does_not() {
+    let app = TestApp::spawn().await;
+    for (given, sent) in [("trace_1-A", "trace_1-A"), ("not valid!", "")] {
+        let res = app
+            .browser
+            .send(
+                app.browser
+                    .request(Method::GET, "/v1/parameters")
+                    .bearer_auth("bff")
+                    .header("x-trace-id", given),
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        let got = app.upstream_requests("/v1/parameters");
+        let header = got
+            .last()
+            .and_then(|r| r.header("x-trace-id"))
+            .unwrap_or_default();
+        if sent.is_empty() {
+            assert_ne!(
+                header, given,
+                "an id Dify would drop is not sent as the client's"
+            );
+        } else {
+            assert_eq!(header, sent);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_preflight_for_difys_x_trace_id_header_is_allowed() {
+    let origin = "https://app.example";
+    let app = TestApp::spawn_with_env(vars(&[("ALLOWED_ORIGINS", origin)])).await;
+    let res = app
+        .browser
+        .send(
+            app.browser
+                .request(Method::OPTIONS, "/v1/chat-messages")
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header(
+                    "access-control-request-headers",
+                    "authorization,content-type,x-trace-id",
+                ),
+        )
+        .await;
+    assert!(res.status.is_success(), "{}", res.status);
+    let allowed = res
+        .header("access-control-allow-headers")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    for wanted in ["authorization", "content-type", "x-trace-id"] {
+        assert!(allowed.contains(wanted), "{wanted} not in {allowed:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_previewed_html_file_cannot_script_our_origin() {
     let app = TestApp::spawn().await;
     let page = reqwest::multipart::Part::bytes(b"<script>steal()</script>".to_vec())
