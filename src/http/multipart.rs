@@ -11,7 +11,7 @@ use std::future::Future;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::multipart::Part;
@@ -46,6 +46,37 @@ pub fn boundary(headers: &HeaderMap, limit: u64) -> Result<String, ApiError> {
     Ok(boundary)
 }
 
+/// What an upload without its `file` part is answered: on our own routes `invalid_param`
+/// (API.md §3); through the gateway as Dify answers it (dify-protocol.md §9), a file upload
+/// `no_file_uploaded` (Dify ≥ 1.6; before, `bad_request_key_error`), a recording to
+/// transcribe Werkzeug's `bad_request_key_error`.
+#[derive(Clone, Copy)]
+pub enum Missing {
+    Ours,
+    File,
+    Audio,
+}
+
+impl Missing {
+    fn error(self) -> ApiError {
+        let (code, message) = match self {
+            Missing::Ours => {
+                return ApiError::invalid("The upload needs a part named \"file\".");
+            }
+            Missing::File => ("no_file_uploaded", "Please upload your file."),
+            Missing::Audio => (
+                "bad_request_key_error",
+                "The browser (or proxy) sent a request that this server could not understand.",
+            ),
+        };
+        ApiError::Upstream {
+            status: StatusCode::BAD_REQUEST,
+            code: code.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+}
+
 /// A multipart upload of our own routes, checked, charged to the caller's assist rate and
 /// streamed to Dify by `send`; the client's own error wins if the body broke on the way.
 pub async fn forward<Send, Sent>(
@@ -61,7 +92,7 @@ where
     let limit = state.config.max_upload_bytes;
     let boundary = boundary(request.headers(), limit)?;
     state.assist_rate.check(&caller.user).await?;
-    let (file, end) = file_part(state, boundary, request.into_body()).await?;
+    let (file, end) = file_part(state, boundary, request.into_body(), Missing::Ours).await?;
     let result = send(file.part).await;
     Ok(end.outcome(result)?.into_response())
 }
@@ -79,6 +110,7 @@ pub async fn file_part(
     state: &AppState,
     boundary: String,
     body: Body,
+    missing: Missing,
 ) -> Result<(StreamedFile, UploadEnd), ApiError> {
     let limit = state.config.max_upload_bytes;
     let body_end = Arc::new(BodyEnd::default());
@@ -125,7 +157,7 @@ pub async fn file_part(
                 fields.push((name, value));
             }
             Ok(Some(_)) => continue,
-            Ok(None) => return Err(ApiError::invalid("The upload needs a part named \"file\".")),
+            Ok(None) => return Err(missing.error()),
             Err(_) => return Err(malformed(&body_end)),
         }
     };

@@ -27,7 +27,7 @@ use crate::dify::client::{Outgoing, Passed, StopKind, StreamSetup};
 use crate::dify::{Caller, DifyClient};
 use crate::error::ApiError;
 use crate::http::body::OptionalJsonObject;
-use crate::http::multipart;
+use crate::http::multipart::{self, Missing};
 use crate::http::routed::user;
 use crate::state::AppState;
 use crate::state::shared::usage_sink;
@@ -197,7 +197,12 @@ async fn gateway(
             }
             let boundary = multipart::boundary(request.headers(), state.config.max_upload_bytes)?;
             state.assist_rate.check(&caller.user).await?;
-            let (file, end) = multipart::file_part(&state, boundary, request.into_body()).await?;
+            let missing = match endpoint.path.as_str() {
+                "audio-to-text" => Missing::Audio,
+                _ => Missing::File,
+            };
+            let (file, end) =
+                multipart::file_part(&state, boundary, request.into_body(), missing).await?;
             let result = client
                 .pass_through(
                     caller,

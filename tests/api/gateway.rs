@@ -1243,6 +1243,27 @@ async fn a_preflight_for_difys_x_trace_id_header_is_allowed() {
 }
 
 #[tokio::test]
+async fn an_upload_or_recording_without_its_file_part_gets_difys_code() {
+    let app = TestApp::spawn().await;
+    for (path, code) in [
+        ("/v1/files/upload", "no_file_uploaded"),
+        ("/v1/audio-to-text", "bad_request_key_error"),
+    ] {
+        let form = reqwest::multipart::Form::new().text("user", "x");
+        app.browser
+            .send(
+                app.browser
+                    .request(Method::POST, path)
+                    .bearer_auth("bff")
+                    .multipart(form),
+            )
+            .await
+            .assert_error(400, code);
+    }
+    assert_nothing_reached_dify(&app);
+}
+
+#[tokio::test]
 async fn a_previewed_html_file_cannot_script_our_origin() {
     let app = TestApp::spawn().await;
     let page = reqwest::multipart::Part::bytes(b"<script>steal()</script>".to_vec())
