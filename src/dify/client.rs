@@ -35,10 +35,6 @@ pub(super) const CHAT_MESSAGES: &str = "chat-messages";
 pub const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Stop calls made for abandoned streams that may be in flight at once.
 const MAX_PENDING_STOPS: usize = 1024;
-/// How long a generation's answer is awaited, beyond the request deadline at which its caller
-/// gets 504: Dify goes on generating regardless, up to its own `APP_MAX_EXECUTION_TIME`
-/// (1,200 s by default), and what it spends is counted when it is done.
-pub const GENERATION_LIMIT: Duration = Duration::from_secs(1_260);
 
 /// Who a call is made for: the Dify `user` and the request id sent as `X-Trace-Id` (the
 /// header value of the request's id, shared rather than copied).
@@ -252,13 +248,24 @@ impl DifyClient {
         payload: Payload<'_, B>,
         guard: Option<Guard>,
     ) -> Result<Answer, ApiError> {
-        self.call_within(method, path, caller, payload, guard, self.timeout)
+        self.call_within(method, path, caller, payload, guard, Some(self.timeout))
             .await
     }
 
-    /// [`DifyClient::call`] whose answer's head is awaited for `head`: a generation's is awaited
-    /// for [`GENERATION_LIMIT`], so that a caller that gave up at the request deadline leaves it
-    /// to be counted when Dify is done. The body has the request deadline.
+    /// [`DifyClient::call`] of a generation: its answer's head is awaited without a deadline,
+    /// which its caller sets (a caller that gave up at the request deadline leaves it to be
+    /// counted when Dify is done). The body has the request deadline from the head on.
+    async fn generate<B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        caller: &Caller,
+        payload: Payload<'_, B>,
+        guard: Option<Guard>,
+    ) -> Result<Answer, ApiError> {
+        self.call_within(Method::POST, path, caller, payload, guard, None)
+            .await
+    }
+
     async fn call_within<B: Serialize + ?Sized>(
         &self,
         method: Method,
@@ -266,16 +273,19 @@ impl DifyClient {
         caller: &Caller,
         payload: Payload<'_, B>,
         guard: Option<Guard>,
-        head: Duration,
+        head: Option<Duration>,
     ) -> Result<Answer, ApiError> {
         let slot = self.call_slot()?;
         let started = Instant::now();
-        let deadline = started + self.timeout;
         let call = self.prepare(method, path, caller, payload)?;
         let response = self
-            .exchange(call, started + head, Source::Keyed)
+            .exchange(call, head.map(|head| started + head), Source::Keyed)
             .await
             .map_err(|f| f.error)?;
+        let deadline = match head {
+            Some(head) => started + head,
+            None => Instant::now() + self.timeout,
+        };
         Ok(Answer::new(
             response,
             deadline,
@@ -296,7 +306,7 @@ impl DifyClient {
         let mut retries = 0;
         loop {
             let call = self.prepare(Method::GET, path, caller, query(params))?;
-            let failure = match self.exchange(call, deadline, Source::Keyed).await {
+            let failure = match self.exchange(call, Some(deadline), Source::Keyed).await {
                 Ok(response) => return Ok(Answer::new(response, deadline, Some(Box::new(slot)))),
                 Err(failure) => failure,
             };
@@ -319,14 +329,20 @@ impl DifyClient {
     }
 
     /// Sends and waits for the response head by `deadline`; a non-2xx answer becomes the
-    /// error the browser gets, from at most [`MAX_ERROR_BODY`] bytes of its body.
+    /// error the browser gets, from at most [`MAX_ERROR_BODY`] bytes of its body. A
+    /// generation's head has no deadline here: its caller bounds the wait (see
+    /// `routes::generation`).
     async fn exchange(
         &self,
         call: Outbound,
-        deadline: Instant,
+        deadline: Option<Instant>,
         source: Source,
     ) -> Result<transport::Response, Failure> {
-        let sent = tokio::time::timeout_at(deadline, self.transport.send(call)).await;
+        let sent = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, self.transport.send(call)).await,
+            None => Ok(self.transport.send(call).await),
+        };
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + self.timeout);
         self.counters.upstream_call(
             &self.app,
             sent.as_ref()

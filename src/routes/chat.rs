@@ -52,12 +52,12 @@ async fn chat(
         // held, and its tokens are counted, even when the browser leaves or gets its 504.
         let dify = Arc::clone(&app.dify);
         let request = request.into_owned();
-        let call = tokio::spawn(async move {
+        let call = async move {
             let answer = dify
                 .chat_blocking(&caller, &request.to_upstream(), slot)
                 .await?;
             Ok::<_, ApiError>(answer.count_tokens(usage).into_response())
-        });
+        };
         return answered_in_time(app.dify.timeout(), call).await?;
     }
     // Dify goes on generating when its client leaves, even before its first event: the call
@@ -70,13 +70,13 @@ async fn chat(
         Arc::clone(&state.shared),
         request.into_owned(),
     );
-    let call = tokio::spawn(async move {
+    let call = async move {
         let identity = Arc::clone(&caller.user);
         let relay = dify
             .chat_stream(caller, &request.to_upstream(), slot, shutdown)
             .await?;
         Ok::<_, ApiError>(Metered::new(relay, &shared, identity))
-    });
+    };
     let relay = answered_in_time(app.dify.timeout(), call).await??;
     if !state.resumable.enabled() {
         return Ok(sse_response(Body::from_stream(relay)));

@@ -251,7 +251,7 @@ async fn gateway(
     // A generation goes on at Dify when its client leaves (a blocking one cannot be stopped).
     let shared = Arc::clone(&state.shared);
     let timeout = client.timeout();
-    let call = tokio::spawn(async move {
+    let call = async move {
         let identity = Arc::clone(&caller.user);
         let passed = client
             .pass_through(caller, endpoint.method, &endpoint.path, outgoing, stream)
@@ -264,7 +264,7 @@ async fn gateway(
                 answer.count_tokens(usage_sink(&shared, identity)),
             )),
         })
-    });
+    };
     answered_in_time(timeout, call).await?
 }
 

@@ -8,7 +8,7 @@ use reqwest::multipart::Part;
 use tokio::time::Instant;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::{CHAT_MESSAGES, Caller, DifyClient, GENERATION_LIMIT, Payload, Source, StopKind};
+use super::{CHAT_MESSAGES, Caller, DifyClient, Payload, Source, StopKind};
 use crate::dify::answer::{Answer, Guard};
 use crate::dify::bodies::{ChatMessage, Feedback, Rename, TextToAudio, UserOnly};
 use crate::dify::relay::{RelayStream, StopOnAbandon};
@@ -24,22 +24,14 @@ impl DifyClient {
         slot: Guard,
     ) -> Result<Answer, ApiError> {
         let payload = Payload::<()>::Chat(body);
-        let path = CHAT_MESSAGES;
-        self.call_within(
-            Method::POST,
-            path,
-            caller,
-            payload,
-            Some(slot),
-            GENERATION_LIMIT,
-        )
-        .await
+        self.generate(CHAT_MESSAGES, caller, payload, Some(slot))
+            .await
     }
 
     /// Starts a streaming chat and returns the relay, ready to serve: it holds `slot` for as
-    /// long as it lives and asks Dify to stop the task if the browser leaves early. Only the
-    /// wait for Dify's response headers is bounded by the request timeout; the relay has its
-    /// own idle timeout.
+    /// long as it lives and asks Dify to stop the task if the browser leaves early. The wait
+    /// for Dify's response headers is bounded by the caller (see `routes::generation`); the
+    /// relay has its own idle timeout.
     pub async fn chat_stream(
         self: &Arc<Self>,
         caller: Caller,
@@ -48,7 +40,6 @@ impl DifyClient {
         shutdown: WaitForCancellationFutureOwned,
     ) -> Result<RelayStream, ApiError> {
         let started = Instant::now();
-        let deadline = started + GENERATION_LIMIT;
         let call = self.prepare(
             Method::POST,
             CHAT_MESSAGES,
@@ -56,7 +47,7 @@ impl DifyClient {
             Payload::<()>::Chat(body),
         )?;
         let response = self
-            .exchange(call, deadline, Source::Keyed)
+            .exchange(call, None, Source::Keyed)
             .await
             .map_err(|f| f.error)?;
         metrics::time_to_first_byte(started.elapsed());
@@ -194,7 +185,7 @@ impl DifyClient {
             call.headers.insert(name, value);
         }
         let deadline = Instant::now() + self.timeout;
-        self.exchange(call, deadline, Source::File)
+        self.exchange(call, Some(deadline), Source::File)
             .await
             .map_err(|f| f.error)
     }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::{Caller, DifyClient, GENERATION_LIMIT, Payload, Source, StopKind};
+use super::{Caller, DifyClient, Payload, Source, StopKind};
 use crate::dify::answer::{Answer, Guard};
 use crate::dify::relay::{RelayStream, StopOnAbandon};
 use crate::dify::retry;
@@ -76,10 +76,10 @@ impl DifyClient {
             Some(_) => None,
             None => Some(self.call_slot()?),
         };
-        // A generation's head is awaited beyond the deadline (see `GENERATION_LIMIT`).
+        // A generation's head is awaited for as long as its caller waits (`routes::generation`).
         let head = match stream.as_ref().and_then(|s| s.stop) {
-            Some(_) => started + GENERATION_LIMIT,
-            None => deadline,
+            Some(_) => None,
+            None => Some(deadline),
         };
         let response = match outgoing {
             Outgoing::Query(params) => {
@@ -131,7 +131,7 @@ impl DifyClient {
             }
             Some(setup) => Ok(Passed::Answer(Answer::new(
                 response,
-                deadline,
+                head.unwrap_or_else(|| Instant::now() + self.timeout),
                 Some(setup.slot),
             ))),
             None => Ok(Passed::Answer(Answer::new(
@@ -157,7 +157,7 @@ impl DifyClient {
         loop {
             let payload = Payload::<()>::Query(params);
             let call = self.prepare(method.clone(), path, caller, payload)?;
-            let failure = match self.exchange(call, deadline, Source::Keyed).await {
+            let failure = match self.exchange(call, Some(deadline), Source::Keyed).await {
                 Ok(response) => return Ok(response),
                 Err(failure) => failure,
             };
