@@ -13,9 +13,12 @@ use futures_util::stream::StreamExt;
 use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 
+use self::tokens::TokenCounter;
 use super::client::map_transport;
 use super::transport::{self, UpstreamBody};
 use crate::error::ApiError;
+
+mod tokens;
 
 /// Anything that must live exactly as long as the answer is being relayed (permits).
 pub type Guard = Box<dyn Send + Sync>;
@@ -27,12 +30,8 @@ pub struct Answer {
     tokens: Option<TokenSink>,
 }
 
-/// Told a blocking answer's tokens ([`tokens_spent`]) once the body has gone through.
+/// Told a blocking answer's tokens ([`TokenCounter`]) once the body has gone through.
 pub type TokenSink = Box<dyn FnOnce(u64) + Send + Sync>;
-
-/// A blocking answer's body is copied aside for counting its tokens only up to this size;
-/// larger ones go through uncounted (a chat answer's JSON is far smaller in practice).
-const TOKEN_SCAN_CAP: usize = 256 * 1024;
 
 /// How long the rest of a counted answer no one receives is read: Dify sends a blocking
 /// answer's body with its head, whenever that comes (after the request deadline too).
@@ -58,8 +57,8 @@ impl Answer {
         }
     }
 
-    /// Reports the answer's tokens ([`tokens_spent`]) to `sink` once the body has been relayed
-    /// whole (bodies over [`TOKEN_SCAN_CAP`] are not counted).
+    /// Reports the answer's tokens ([`TokenCounter`]) to `sink` once the body has been relayed
+    /// whole.
     pub fn count_tokens(mut self, sink: TokenSink) -> Self {
         if self.response.status().is_success() {
             self.tokens = Some(sink);
@@ -192,7 +191,8 @@ impl Answer {
             _guard: self.guard,
             done: false,
             tokens: self.tokens.map(|sink| TokenScan {
-                body: BytesMut::new(),
+                counter: TokenCounter::default(),
+                seen: 0,
                 length,
                 sink,
             }),
@@ -211,62 +211,28 @@ struct UntilDeadline {
     tokens: Option<TokenScan>,
 }
 
-/// The body so far, for reading its token count at the end.
+/// The body so far, read for its token count.
 struct TokenScan {
-    body: BytesMut,
+    counter: TokenCounter,
+    seen: u64,
     /// `Content-Length`: the server stops polling once that much has gone out.
     length: Option<u64>,
     sink: TokenSink,
 }
 
-/// A chat or completion answer's tokens: `metadata.usage.total_tokens`.
-#[derive(serde::Deserialize)]
-struct CountedAnswer {
-    metadata: CountedMetadata,
-}
-
-#[derive(serde::Deserialize)]
-struct CountedMetadata {
-    usage: CountedUsage,
-}
-
-#[derive(serde::Deserialize)]
-struct CountedUsage {
-    total_tokens: u64,
-}
-
-/// A blocking workflow run's tokens: `data.total_tokens`.
-#[derive(serde::Deserialize)]
-struct CountedRun {
-    data: CountedUsage,
-}
-
-/// What a blocking answer spent, read as [`CountedAnswer`] or else as [`CountedRun`].
-fn tokens_spent(body: &[u8]) -> Option<u64> {
-    serde_json::from_slice::<CountedAnswer>(body)
-        .map(|answer| answer.metadata.usage.total_tokens)
-        .or_else(|_| serde_json::from_slice::<CountedRun>(body).map(|run| run.data.total_tokens))
-        .ok()
-}
-
 impl TokenScan {
-    /// Adds `chunk`; false once the body is over [`TOKEN_SCAN_CAP`] (it goes uncounted).
-    fn add(&mut self, chunk: &[u8]) -> bool {
-        if self.body.len() + chunk.len() > TOKEN_SCAN_CAP {
-            tracing::debug!("blocking answer too large to count its tokens");
-            return false;
-        }
-        self.body.extend_from_slice(chunk);
-        true
+    fn add(&mut self, chunk: &[u8]) {
+        self.counter.feed(chunk);
+        self.seen += chunk.len() as u64;
     }
 
     /// Whether the whole body (by its `Content-Length`) has been added.
     fn whole(&self) -> bool {
-        self.length == Some(self.body.len() as u64)
+        self.length == Some(self.seen)
     }
 
     fn report(self) {
-        if let Some(tokens) = tokens_spent(&self.body) {
+        if let Some(tokens) = self.counter.spent() {
             (self.sink)(tokens);
         }
     }
@@ -278,7 +244,7 @@ impl TokenScan {
         let deadline = Instant::now() + UNREAD_LIMIT;
         while !self.whole() {
             match tokio::time::timeout_at(deadline, body.chunk()).await {
-                Ok(Ok(Some(chunk))) if self.add(&chunk) => {}
+                Ok(Ok(Some(chunk))) => self.add(&chunk),
                 Ok(Ok(None)) => break,
                 _ => return,
             }
@@ -292,9 +258,8 @@ impl UntilDeadline {
         let Some(scan) = self.tokens.as_mut() else {
             return;
         };
-        if !scan.add(chunk) {
-            self.tokens = None;
-        } else if scan.whole() {
+        scan.add(chunk);
+        if scan.whole() {
             self.report();
         }
     }
@@ -370,28 +335,5 @@ impl http_body::Body for UntilDeadline {
 
     fn size_hint(&self) -> http_body::SizeHint {
         http_body::Body::size_hint(&self.inner)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tokens_spent;
-
-    #[test]
-    fn a_chat_answer_spends_its_usage_total() {
-        let body = br#"{"event": "message", "answer": "hi", "metadata": {"usage": {"prompt_tokens": 3, "total_tokens": 9}}, "data": ["not a run"]}"#;
-        assert_eq!(tokens_spent(body), Some(9));
-    }
-
-    #[test]
-    fn a_workflow_run_spends_its_data_total() {
-        let body = br#"{"task_id": "t", "workflow_run_id": "r", "data": {"status": "succeeded", "total_tokens": 21, "total_steps": 3}}"#;
-        assert_eq!(tokens_spent(body), Some(21));
-    }
-
-    #[test]
-    fn an_answer_without_a_count_spends_nothing_known() {
-        assert_eq!(tokens_spent(br#"{"result": "success"}"#), None);
-        assert_eq!(tokens_spent(b"not json"), None);
     }
 }

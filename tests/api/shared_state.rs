@@ -747,6 +747,36 @@ async fn a_stream_whose_first_event_comes_after_the_request_deadline_is_504_and_
 }
 
 #[tokio::test]
+async fn a_blocking_answer_of_any_size_counts_its_tokens() {
+    let app = TestApp::spawn_with_env(vars(&[("TOKEN_BUDGET_PER_DAY", "1000000")])).await;
+    // ~300 KB: 25,000 emoji, 12 bytes each as Dify's json.dumps writes them.
+    let long = "\u{1F600}".repeat(25_000);
+    app.emulator.script(
+        "POST",
+        "/chat-messages",
+        Reply::json(
+            200,
+            &json!({"event": "message", "task_id": "7f1c2a3b-0000-4000-8000-00000000a001",
+                    "id": "7f1c2a3b-0000-4000-8000-00000000d001",
+                    "message_id": "7f1c2a3b-0000-4000-8000-00000000d001",
+                    "conversation_id": "7f1c2a3b-0000-4000-8000-00000000c001", "mode": "chat",
+                    "answer": long,
+                    "metadata": {"usage": {"prompt_tokens": 34, "completion_tokens": 50_000, "total_tokens": 50_034}},
+                    "created_at": 1_700_000_000}),
+        ),
+    );
+    let res = app.browser.chat(&blocking("25,000 emoji, please")).await;
+    assert_eq!(res.status, 200);
+    assert!(res.body.len() > 256 * 1024, "{}", res.body.len());
+    eventually(
+        "the answer's tokens are counted",
+        Duration::from_secs(3),
+        async || usage(&app.browser).await["tokens_used"] == 50_034,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn an_unreachable_redis_is_logged_without_its_password_and_refuses_no_one() {
     let _serial = SERIAL.lock().await;
     let password = "hunter2-redis-password";
