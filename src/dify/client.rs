@@ -254,7 +254,8 @@ impl DifyClient {
 
     /// [`DifyClient::call`] of a generation: its answer's head is awaited without a deadline,
     /// which its caller sets (a caller that gave up at the request deadline leaves it to be
-    /// counted when Dify is done). The body has the request deadline from the head on.
+    /// counted when Dify is done). The body has the request deadline from the head on. It takes
+    /// no call slot: the stream slot in `guard` bounds it, however long Dify takes.
     async fn generate<B: Serialize + ?Sized>(
         &self,
         path: &str,
@@ -275,7 +276,10 @@ impl DifyClient {
         guard: Option<Guard>,
         head: Option<Duration>,
     ) -> Result<Answer, ApiError> {
-        let slot = self.call_slot()?;
+        let slot = match head {
+            Some(_) => Some(self.call_slot()?),
+            None => None,
+        };
         let started = Instant::now();
         let call = self.prepare(method, path, caller, payload)?;
         let response = self

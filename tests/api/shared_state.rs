@@ -723,6 +723,24 @@ async fn a_blocking_chat_slower_than_the_request_deadline_is_504_and_still_count
 }
 
 #[tokio::test]
+async fn a_generation_awaited_after_its_504_holds_no_call_slot() {
+    let app = TestApp::spawn_with_env(vars(&[
+        ("MAX_CONCURRENT_UPSTREAM_CALLS", "1"),
+        ("UPSTREAM_TIMEOUT_SECS", "1"),
+    ]))
+    .await;
+    let mut reply = Reply::json(200, &json!({"answer": "late"}));
+    reply.steps.insert(0, Step::Pause(Duration::from_secs(5)));
+    app.emulator.script("POST", "/chat-messages", reply);
+    app.browser
+        .chat(&blocking("write me a novel"))
+        .await
+        .assert_error(504, "upstream_timeout");
+    // Dify is still at it, and other calls go on meanwhile.
+    assert_eq!(app.browser.get("/conversations").await.status, 200);
+}
+
+#[tokio::test]
 async fn a_stream_whose_first_event_comes_after_the_request_deadline_is_504_and_still_counted() {
     let app = TestApp::spawn_with_env(vars(&[
         ("TOKEN_BUDGET_PER_DAY", "1000000"),
