@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::support::raw::raw;
 use crate::support::{
     API_KEY, Browser, TestApp, TestResponse, assert_no_secret, assert_nothing_reached_dify,
-    eventually, late_answer, read_stream, sse_events, usage, vars,
+    late_answer, leave_early, read_stream, sse_events, tokens_counted, usage, vars,
 };
 
 const SOON: Duration = Duration::from_secs(3);
@@ -813,15 +813,6 @@ async fn gw_events(browser: &Browser, path: &str, body: &Value) -> Vec<Value> {
     sse_events(&read_stream(res).await)
 }
 
-/// Tokens used today by this browser's identity, once they reach `at_least`.
-async fn tokens_counted(browser: &Browser, at_least: u64) -> u64 {
-    eventually("the tokens are counted", SOON, async || {
-        usage(browser).await["tokens_used"].as_u64() >= Some(at_least)
-    })
-    .await;
-    usage(browser).await["tokens_used"].as_u64().unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_streamed_gateway_chat_counts_against_the_budget_and_over_it_is_refused() {
     let app = TestApp::spawn_with_env(vars(&[("TOKEN_BUDGET_PER_DAY", "1")])).await;
@@ -888,18 +879,13 @@ async fn a_blocking_gateway_chat_counts_against_the_budget_when_its_client_leave
     )
     .await;
     assert_eq!(usage(&app.browser).await["tokens_used"], 0);
-    let left = app
-        .browser
-        .request(Method::POST, "/v1/chat-messages")
-        .bearer_auth("bff")
-        .json(&json!({"inputs": {}, "query": "SLOW", "response_mode": "blocking"}))
-        .timeout(Duration::from_millis(150))
-        .send()
-        .await;
-    assert!(
-        left.is_err_and(|e| e.is_timeout()),
-        "the client left before the answer"
-    );
+    leave_early(
+        &app.browser,
+        "/v1/chat-messages",
+        &json!({"inputs": {}, "query": "SLOW", "response_mode": "blocking"}),
+        Duration::from_millis(150),
+    )
+    .await;
     tokens_counted(&app.browser, 1).await;
 }
 
@@ -945,18 +931,13 @@ async fn a_streamed_gateway_chat_left_before_difys_first_byte_still_counts_what_
         "/chat-messages",
         late_answer(Duration::from_millis(600), 1234),
     );
-    let left = app
-        .browser
-        .request(Method::POST, "/v1/chat-messages")
-        .bearer_auth("bff")
-        .json(&json!({"inputs": {}, "query": "write me a novel", "response_mode": "streaming"}))
-        .timeout(Duration::from_millis(200))
-        .send()
-        .await;
-    assert!(
-        left.is_err_and(|e| e.is_timeout()),
-        "the client left before Dify's first byte"
-    );
+    leave_early(
+        &app.browser,
+        "/v1/chat-messages",
+        &json!({"inputs": {}, "query": "write me a novel", "response_mode": "streaming"}),
+        Duration::from_millis(200),
+    )
+    .await;
     assert_eq!(tokens_counted(&app.browser, 1234).await, 1234);
 }
 

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use crate::support::redis::RedisServer;
 use crate::support::{
-    Browser, TestApp, TestResponse, blocking, eventually, fixture, fixture_body, late_answer, logs,
-    read_stream, sse_events, usage, vars,
+    Browser, TestApp, TestResponse, blocking, eventually, fixture, fixture_body, late_answer,
+    leave_early, logs, read_stream, sse_events, tokens_counted, usage, vars,
 };
 
 /// The Redis tests share the process-wide `/metrics` gauge; they run one at a time.
@@ -584,23 +584,14 @@ async fn a_blocking_chat_counts_against_the_budget_when_the_browser_leaves_befor
     let app =
         TestApp::spawn_with(vars(&[("TOKEN_BUDGET_PER_DAY", "1000000")]), slow_answers()).await;
     assert_eq!(usage(&app.browser).await["tokens_used"], 0);
-    let left = app
-        .browser
-        .request(Method::POST, "/chat")
-        .json(&blocking("SLOW please"))
-        .timeout(Duration::from_millis(150))
-        .send()
-        .await;
-    assert!(
-        left.is_err_and(|e| e.is_timeout()),
-        "the browser left before the answer"
-    );
-    eventually(
-        "the answer Dify went on to generate is counted",
-        Duration::from_secs(5),
-        async || usage(&app.browser).await["tokens_used"].as_u64() > Some(0),
+    leave_early(
+        &app.browser,
+        "/chat",
+        &blocking("SLOW please"),
+        Duration::from_millis(150),
     )
     .await;
+    tokens_counted(&app.browser, 1).await;
 }
 
 #[tokio::test]
@@ -626,12 +617,7 @@ async fn a_streamed_chat_left_before_its_end_counts_what_dify_spent_until_it_sto
         .wait_for_request(|r| r.path.ends_with("/stop"), Duration::from_secs(3))
         .await;
     assert!(stop.is_some(), "Dify is asked to stop");
-    eventually(
-        "the stopped answer's tokens are counted",
-        Duration::from_secs(5),
-        async || usage(&app.browser).await["tokens_used"].as_u64() > Some(0),
-    )
-    .await;
+    tokens_counted(&app.browser, 1).await;
 }
 
 #[tokio::test]
@@ -643,23 +629,14 @@ async fn a_streamed_chat_left_before_difys_first_byte_still_counts_what_dify_spe
         "/chat-messages",
         late_answer(Duration::from_millis(600), 1234),
     );
-    let left = app
-        .browser
-        .request(Method::POST, "/chat")
-        .json(&json!({"query": "write me a novel"}))
-        .timeout(Duration::from_millis(200))
-        .send()
-        .await;
-    assert!(
-        left.is_err_and(|e| e.is_timeout()),
-        "the browser left before Dify's first byte"
-    );
-    eventually(
-        "the answer Dify went on with is counted",
-        Duration::from_secs(3),
-        async || usage(&app.browser).await["tokens_used"] == 1234,
+    leave_early(
+        &app.browser,
+        "/chat",
+        &json!({"query": "write me a novel"}),
+        Duration::from_millis(200),
     )
     .await;
+    assert_eq!(tokens_counted(&app.browser, 1234).await, 1234);
 }
 
 #[tokio::test]
@@ -669,17 +646,13 @@ async fn a_long_chat_left_before_difys_first_byte_is_stopped_at_its_first_event(
     let mut reply = late_answer(Duration::from_millis(600), 1234);
     reply.steps.insert(2, Step::Pause(Duration::from_secs(30)));
     app.emulator.script("POST", "/chat-messages", reply);
-    let left = app
-        .browser
-        .request(Method::POST, "/chat")
-        .json(&json!({"query": "write me a novel"}))
-        .timeout(Duration::from_millis(200))
-        .send()
-        .await;
-    assert!(
-        left.is_err_and(|e| e.is_timeout()),
-        "the browser left before Dify's first byte"
-    );
+    leave_early(
+        &app.browser,
+        "/chat",
+        &json!({"query": "write me a novel"}),
+        Duration::from_millis(200),
+    )
+    .await;
     let stop = app
         .emulator
         .wait_for_request(|r| r.path.ends_with("/stop"), Duration::from_secs(3))
@@ -714,12 +687,7 @@ async fn a_blocking_chat_slower_than_the_request_deadline_is_504_and_still_count
         .chat(&blocking("write me a novel"))
         .await
         .assert_error(504, "upstream_timeout");
-    eventually(
-        "the answer Dify went on to finish is counted",
-        Duration::from_secs(3),
-        async || usage(&app.browser).await["tokens_used"] == 1234,
-    )
-    .await;
+    assert_eq!(tokens_counted(&app.browser, 1234).await, 1234);
 }
 
 #[tokio::test]
@@ -756,12 +724,7 @@ async fn a_stream_whose_first_event_comes_after_the_request_deadline_is_504_and_
         .chat(&json!({"query": "think long"}))
         .await
         .assert_error(504, "upstream_timeout");
-    eventually(
-        "the answer Dify went on with is counted",
-        Duration::from_secs(3),
-        async || usage(&app.browser).await["tokens_used"] == 1234,
-    )
-    .await;
+    assert_eq!(tokens_counted(&app.browser, 1234).await, 1234);
 }
 
 #[tokio::test]
@@ -786,12 +749,7 @@ async fn a_blocking_answer_of_any_size_counts_its_tokens() {
     let res = app.browser.chat(&blocking("25,000 emoji, please")).await;
     assert_eq!(res.status, 200);
     assert!(res.body.len() > 256 * 1024, "{}", res.body.len());
-    eventually(
-        "the answer's tokens are counted",
-        Duration::from_secs(3),
-        async || usage(&app.browser).await["tokens_used"] == 50_034,
-    )
-    .await;
+    assert_eq!(tokens_counted(&app.browser, 50_034).await, 50_034);
 }
 
 #[tokio::test]

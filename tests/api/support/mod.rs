@@ -357,6 +357,31 @@ pub async fn usage(browser: &Browser) -> Value {
     res.json()
 }
 
+/// Tokens used today by this browser's identity, once they reach `at_least` (within 3 s).
+pub async fn tokens_counted(browser: &Browser, at_least: u64) -> u64 {
+    eventually(
+        "the tokens are counted",
+        Duration::from_secs(3),
+        async || usage(browser).await["tokens_used"].as_u64() >= Some(at_least),
+    )
+    .await;
+    usage(browser).await["tokens_used"].as_u64().unwrap_or(0)
+}
+
+/// POSTs `body` to `path` and leaves after `after`, before any answer has come.
+pub async fn leave_early(browser: &Browser, path: &str, body: &Value, after: Duration) {
+    let left = browser
+        .request(reqwest::Method::POST, path)
+        .json(body)
+        .timeout(after)
+        .send()
+        .await;
+    assert!(
+        left.is_err_and(|e| e.is_timeout()),
+        "the client left before the answer"
+    );
+}
+
 /// A blocking `POST /chat` body.
 pub fn blocking(query: &str) -> Value {
     json!({"query": query, "response_mode": "blocking"})
