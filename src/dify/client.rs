@@ -35,6 +35,9 @@ pub(super) const CHAT_MESSAGES: &str = "chat-messages";
 pub const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Stop calls made for abandoned streams that may be in flight at once.
 const MAX_PENDING_STOPS: usize = 1024;
+/// How long a generation no one waits for any more goes on being read: Dify's own limit,
+/// `APP_MAX_EXECUTION_TIME`, is 1,200 s by default.
+pub const GENERATION_LIMIT: Duration = Duration::from_secs(1_260);
 
 /// Who a call is made for: the Dify `user` and the request id sent as `X-Trace-Id` (the
 /// header value of the request's id, shared rather than copied).
@@ -254,8 +257,8 @@ impl DifyClient {
 
     /// [`DifyClient::call`] of a generation: its answer's head is awaited without a deadline,
     /// which its caller sets (a caller that gave up at the request deadline leaves it to be
-    /// counted when Dify is done). The body has the request deadline from the head on. It takes
-    /// no call slot: the stream slot in `guard` bounds it, however long Dify takes.
+    /// counted when Dify is done). The body has the request deadline. It takes no call slot: the
+    /// stream slot in `guard` bounds it, however long Dify takes.
     async fn generate<B: Serialize + ?Sized>(
         &self,
         path: &str,
@@ -286,10 +289,7 @@ impl DifyClient {
             .exchange(call, head.map(|head| started + head), Source::Keyed)
             .await
             .map_err(|f| f.error)?;
-        let deadline = match head {
-            Some(head) => started + head,
-            None => Instant::now() + self.timeout,
-        };
+        let deadline = started + head.unwrap_or(self.timeout);
         Ok(Answer::new(
             response,
             deadline,

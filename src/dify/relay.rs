@@ -161,6 +161,7 @@ where
         Some(Rest {
             body: Box::pin(body.map(|r| r.map_err(drop))),
             watcher: std::mem::take(this.watcher),
+            idle: Duration::from_nanos(*this.idle),
         })
     }
 
@@ -218,11 +219,12 @@ impl RelayStream {
         self.parts.watcher().total_tokens()
     }
 
-    /// For a stream left before its end: instead of closing Dify's connection when dropped,
-    /// reads the rest of the answer in a task while Dify is asked to stop, and tells `tokens`
-    /// what it spent ([`drain`]). Nothing for a stream that has ended.
+    /// For a stream left before its end (or ended by the proxy: idle, shutting down): instead
+    /// of closing Dify's connection when dropped, reads the rest of the answer in a task while
+    /// Dify is asked to stop, and tells `tokens` what it spent ([`drain`]). Nothing for a
+    /// stream that has ended, or whose connection broke.
     pub fn count_after_abandon(&mut self, tokens: TokenSink) {
-        if self.finished || self.parts.watcher().terminal().is_some() {
+        if self.parts.watcher().terminal().is_some() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -243,7 +245,11 @@ impl RelayStream {
     #[cold]
     #[inline(never)]
     fn fail(&mut self, failure: StreamFailure) -> Bytes {
-        self.parts.as_mut().close();
+        // Dify's connection is left to the drop (closed) or to the drain (read to count what
+        // the stopped answer spent), unless it broke.
+        if failure == StreamFailure::UpstreamDisconnected {
+            self.parts.as_mut().close();
+        }
         self.finished = true;
         metrics::stream_failed(failure.label());
         tracing::warn!(

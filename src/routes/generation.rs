@@ -8,11 +8,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::dify::client::GENERATION_LIMIT;
 use crate::error::ApiError;
-
-/// How long a generation no one waits for any more goes on: Dify's own limit,
-/// `APP_MAX_EXECUTION_TIME`, is 1,200 s by default.
-const GENERATION_LIMIT: Duration = Duration::from_secs(1_260);
 
 /// The call's result, awaited until `timeout` (the request deadline): then 504, the call going
 /// on in a task.

@@ -942,6 +942,38 @@ async fn a_streamed_gateway_chat_left_before_difys_first_byte_still_counts_what_
 }
 
 #[tokio::test]
+async fn a_streamed_gateway_chat_left_after_a_ping_is_stopped_at_its_first_event_and_counted() {
+    let app = TestApp::spawn_with_env(vars(&[("TOKEN_BUDGET_PER_DAY", "1000000")])).await;
+    // A chatflow's stream: a ping at once, its first event once a worker takes the run (4 s).
+    let mut reply = late_answer(Duration::ZERO, 1234);
+    reply.steps[0] = dify_emulator::Step::Send(Bytes::from_static(b"event: ping\n\n"));
+    reply
+        .steps
+        .insert(1, dify_emulator::Step::Pause(Duration::from_secs(4)));
+    app.emulator.script("POST", "/chat-messages", reply);
+    let mut response = app
+        .browser
+        .request(Method::POST, "/v1/chat-messages")
+        .bearer_auth("bff")
+        .json(&json!({"inputs": {}, "query": "write me a novel", "response_mode": "streaming"}))
+        .send()
+        .await
+        .expect("the stream starts");
+    let ping = response.chunk().await.expect("readable").expect("a ping");
+    assert!(ping.starts_with(b"event: ping"), "{ping:?}");
+    drop(response);
+    let stop = app
+        .emulator
+        .wait_for_request(|r| r.path.ends_with("/stop"), Duration::from_secs(6))
+        .await;
+    assert!(
+        stop.is_some(),
+        "Dify is asked to stop once the task is named"
+    );
+    assert_eq!(tokens_counted(&app.browser, 1234).await, 1234);
+}
+
+#[tokio::test]
 async fn a_blocking_workflow_run_counts_its_total_tokens() {
     let app = TestApp::spawn_with_env(vars(&[("TOKEN_BUDGET_PER_DAY", "1000000")])).await;
     let answer = gw_post(

@@ -753,6 +753,45 @@ async fn a_blocking_answer_of_any_size_counts_its_tokens() {
 }
 
 #[tokio::test]
+async fn a_stream_ended_by_shutdown_counts_what_dify_spent_until_it_stopped() {
+    let _serial = SERIAL.lock().await;
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut env = vars(&[
+        ("TOKEN_BUDGET_PER_DAY", "1000000"),
+        ("SHUTDOWN_GRACE_SECS", "1"),
+    ]);
+    env.push(("REDIS_URL", redis.url()));
+    let mut a = TestApp::spawn_with(
+        env,
+        EmulatorOptions {
+            slow_interval: Duration::from_millis(200),
+            ..EmulatorOptions::default()
+        },
+    )
+    .await;
+    let b = replica(&redis, &[("TOKEN_BUDGET_PER_DAY", "1000000")]).await;
+    let user_on_b = on(&b, &a.browser);
+    let response = a
+        .browser
+        .chat_stream(&json!({"query": "SLOW please"}))
+        .await;
+    let (head, response) = read_at_least(response, 1).await;
+    assert!(!sse_events(&head).is_empty(), "the answer had begun");
+    let server = a.begin_shutdown();
+    let rest = read_stream(response).await;
+    assert!(String::from_utf8_lossy(&rest).contains("shutting_down"));
+    let stop = a
+        .emulator
+        .wait_for_request(|r| r.path.ends_with("/stop"), Duration::from_secs(3))
+        .await;
+    assert!(stop.is_some(), "Dify is asked to stop");
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    assert!(tokens_counted(&user_on_b, 1).await > 0);
+}
+
+#[tokio::test]
 async fn an_unreachable_redis_is_logged_without_its_password_and_refuses_no_one() {
     let _serial = SERIAL.lock().await;
     let password = "hunter2-redis-password";

@@ -131,7 +131,7 @@ impl DifyClient {
             }
             Some(setup) => Ok(Passed::Answer(Answer::new(
                 response,
-                head.unwrap_or_else(|| Instant::now() + self.timeout),
+                deadline,
                 Some(setup.slot),
             ))),
             None => Ok(Passed::Answer(Answer::new(
