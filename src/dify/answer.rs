@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -35,7 +36,7 @@ pub type TokenSink = Box<dyn FnOnce(u64) + Send + Sync>;
 
 /// How long the rest of a counted answer no one receives is read: Dify sends a blocking
 /// answer's body with its head, whenever that comes (after the request deadline too).
-const UNREAD_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+const UNREAD_LIMIT: Duration = Duration::from_secs(30);
 
 /// Why a capped read stopped.
 pub(super) enum ReadError {
