@@ -30,8 +30,8 @@ pub(super) struct Rest {
 }
 
 /// Reads `rest` to its terminal event, asking Dify to stop (`stop`) once the task id is known,
-/// then for at most [`DRAIN_LIMIT`]; before that, each read within the idle timeout and all
-/// within [`GENERATION_LIMIT`]. Then tells `tokens` what it spent. The stream's slot is held
+/// then for at most [`DRAIN_LIMIT`]; before that (or when too many stops are pending), each
+/// read within the idle timeout and all within [`GENERATION_LIMIT`]. Then tells `tokens` what it spent. The stream's slot is held
 /// until then.
 pub(super) async fn count_rest(
     mut rest: Rest,
@@ -40,14 +40,19 @@ pub(super) async fn count_rest(
     tokens: TokenSink,
 ) {
     let mut limit = Instant::now() + GENERATION_LIMIT;
+    let mut named = false;
     let mut stopped = false;
     while rest.watcher.terminal().is_none() {
-        if !stopped && let Some(task_id) = rest.watcher.task_id() {
-            if let Some(call) = stop.take().and_then(|stop| stop_call(stop, task_id)) {
-                tokio::spawn(call);
+        if !named && let Some(task_id) = rest.watcher.task_id() {
+            named = true;
+            // Without a stop slot Dify generates on, so its answer is read to its end.
+            stopped = match stop.take() {
+                Some(stop) => stop_call(stop, task_id).map(tokio::spawn).is_some(),
+                None => true,
+            };
+            if stopped {
+                limit = Instant::now() + DRAIN_LIMIT;
             }
-            stopped = true;
-            limit = Instant::now() + DRAIN_LIMIT;
         }
         let by = if stopped {
             limit
@@ -64,5 +69,72 @@ pub(super) async fn count_rest(
     }
     if let Some(spent) = rest.watcher.total_tokens() {
         tokens(spent);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use futures_util::stream;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::dify::client::{Caller, DifyClient, StopKind};
+
+    const FIRST: &[u8] =
+        b"data: {\"event\": \"message\", \"task_id\": \"t-1\", \"answer\": \"Hi\"}\n\n";
+    const END: &[u8] =
+        b"data: {\"event\": \"message_end\", \"metadata\": {\"usage\": {\"total_tokens\": 42}}}\n\n";
+
+    fn no_stop_slot() -> StopOnAbandon {
+        let vars = [
+            ("DIFY_API_KEY", "app-test"),
+            ("DIFY_BASE_URL", "http://127.0.0.1:9/v1"),
+        ];
+        let config = Config::from_lookup(
+            |name| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            },
+            false,
+        )
+        .unwrap();
+        StopOnAbandon {
+            client: Arc::new(DifyClient::new(&config, &config.apps.apps[0]).unwrap()),
+            caller: Caller {
+                user: "u-1".into(),
+                trace_id: None,
+            },
+            stops: Arc::new(Semaphore::new(0)),
+            kind: StopKind::Chat,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_that_cannot_be_stopped_is_read_to_its_end_and_counted() {
+        let mut watcher = SseWatcher::new();
+        watcher.feed(FIRST);
+        let late_end = stream::once(async {
+            tokio::time::sleep(DRAIN_LIMIT * 10).await;
+            Ok(Bytes::from_static(END))
+        });
+        let rest = Rest {
+            body: Box::pin(late_end),
+            watcher,
+            idle: Duration::from_secs(60),
+        };
+        let counted = Arc::new(Mutex::new(None));
+        let sink = Arc::clone(&counted);
+        count_rest(
+            rest,
+            Some(no_stop_slot()),
+            None,
+            Box::new(move |tokens| *sink.lock().unwrap() = Some(tokens)),
+        )
+        .await;
+        assert_eq!(*counted.lock().unwrap(), Some(42));
     }
 }
