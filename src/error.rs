@@ -11,7 +11,8 @@ pub enum ApiError {
     Unauthorized(String),
     Forbidden(String),
     NotFound(String),
-    MethodNotAllowed,
+    /// With the `Allow` header's value, where the route knows it (axum adds its own).
+    MethodNotAllowed(Option<&'static str>),
     /// The request body stalled for longer than `REQUEST_BODY_TIMEOUT_SECS`.
     RequestTimeout,
     PayloadTooLarge,
@@ -62,7 +63,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
@@ -85,7 +86,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UriTooLong => "uri_too_long",
@@ -110,7 +111,7 @@ impl ApiError {
             | ApiError::NotFound(m)
             | ApiError::UnsupportedMediaType(m)
             | ApiError::Upstream { message: m, .. } => m,
-            ApiError::MethodNotAllowed => "The method is not allowed for the requested URL.",
+            ApiError::MethodNotAllowed(_) => "The method is not allowed for the requested URL.",
             ApiError::RequestTimeout => "The request body arrived too slowly.",
             ApiError::PayloadTooLarge => "The request body is too large.",
             ApiError::UriTooLong => "The request URL is too long.",
@@ -177,6 +178,9 @@ impl IntoResponse for ApiError {
         );
         if let Some(secs) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let ApiError::MethodNotAllowed(Some(allow)) = self {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         response
     }

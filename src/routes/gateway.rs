@@ -155,8 +155,9 @@ impl Endpoint {
             ["parameters"] | ["info"] | ["meta"] | ["site"] => (get, Query, Limits::None),
             _ => return Err(not_found()),
         };
-        if *method != allowed {
-            return Err(ApiError::MethodNotAllowed);
+        // As in Flask, a GET route answers HEAD: Dify's answer without its body.
+        if *method != allowed && !(*method == Method::HEAD && allowed == Method::GET) {
+            return Err(ApiError::MethodNotAllowed(Some(allow(&allowed))));
         }
         Ok(Endpoint {
             method: allowed,
@@ -164,6 +165,15 @@ impl Endpoint {
             carries,
             limits,
         })
+    }
+}
+
+/// The `Allow` header of a 405 from a route that takes `method`.
+fn allow(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET, HEAD",
+        Method::DELETE => "DELETE",
+        _ => "POST",
     }
 }
 
@@ -430,12 +440,22 @@ mod tests {
     fn a_wrong_method_is_405() {
         assert!(matches!(
             parse(Method::GET, "/v1/chat-messages"),
-            Err(ApiError::MethodNotAllowed)
+            Err(ApiError::MethodNotAllowed(Some("POST")))
         ));
         assert!(matches!(
             parse(Method::POST, "/v1/conversations"),
-            Err(ApiError::MethodNotAllowed)
+            Err(ApiError::MethodNotAllowed(Some("GET, HEAD")))
         ));
+        assert!(matches!(
+            parse(Method::HEAD, "/v1/chat-messages"),
+            Err(ApiError::MethodNotAllowed(Some("POST")))
+        ));
+    }
+
+    #[test]
+    fn a_get_route_answers_head_with_dify_s_get() {
+        let endpoint = parse(Method::HEAD, "/v1/parameters").unwrap();
+        assert_eq!(endpoint.method, Method::GET);
     }
 
     #[test]

@@ -70,5 +70,5 @@ fn served_apps(state: &AppState, per_app: Router<AppState>) -> Router<AppState> 
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
+    ApiError::MethodNotAllowed(None)
 }

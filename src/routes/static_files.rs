@@ -99,11 +99,7 @@ async fn not_a_read(state: &AppState, uri: &Uri) -> Response {
     if !is_page {
         return ApiError::NotFound("No such route.".into()).into_response();
     }
-    let mut response = ApiError::MethodNotAllowed.into_response();
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
-    response
+    ApiError::MethodNotAllowed(Some("GET,HEAD")).into_response()
 }
 
 async fn from_dir(dir: &std::path::Path, request: Request) -> Response {

@@ -591,6 +591,47 @@ async fn bad_ids_and_wrong_methods_are_refused_before_any_call() {
 }
 
 #[tokio::test]
+async fn a_wrong_method_names_the_allowed_one() {
+    let app = TestApp::spawn().await;
+    for (method, path, allow) in [
+        (Method::GET, "/v1/chat-messages".to_owned(), "POST"),
+        (Method::POST, "/v1/parameters".to_owned(), "GET, HEAD"),
+        (
+            Method::GET,
+            format!("/v1/conversations/{UNKNOWN_ID}"),
+            "DELETE",
+        ),
+    ] {
+        let res = app
+            .browser
+            .send(app.browser.request(method.clone(), &path))
+            .await;
+        res.assert_error(405, "method_not_allowed");
+        assert_eq!(res.header("allow"), Some(allow), "{method} {path}");
+    }
+    assert_nothing_reached_dify(&app);
+}
+
+#[tokio::test]
+async fn head_on_a_gateway_read_answers_dify_s_get_without_its_body() {
+    let app = TestApp::spawn().await;
+    let get = app
+        .browser
+        .send(app.browser.request(Method::GET, "/v1/parameters"))
+        .await;
+    let head = app
+        .browser
+        .send(app.browser.request(Method::HEAD, "/v1/parameters"))
+        .await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), get.header("content-type"));
+    assert!(head.body.is_empty());
+    let calls = app.upstream_requests("/v1/parameters");
+    assert_eq!(calls.len(), 2);
+    assert!(calls.iter().all(|call| call.method == "GET"));
+}
+
+#[tokio::test]
 async fn a_cross_site_gateway_write_is_refused_before_dify() {
     let app = TestApp::spawn().await;
     let res = app
