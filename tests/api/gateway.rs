@@ -250,7 +250,10 @@ async fn completion_messages_answer_blocking_and_streaming() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
     let events = sse_events(&read_stream(res).await);
     assert_eq!(events.first().unwrap()["event"], "message");
     assert_eq!(events.last().unwrap()["event"], "message_end");
@@ -301,7 +304,10 @@ async fn a_reattached_workflow_run_is_relayed_as_a_stream() {
     );
     let res = gw_get(&app.browser, &format!("/v1{path}?user=evil")).await;
     assert_eq!(res.status, 200);
-    assert_eq!(res.header("content-type"), Some("text/event-stream"));
+    assert_eq!(
+        res.header("content-type"),
+        Some("text/event-stream; charset=utf-8")
+    );
     assert_eq!(res.text(), body);
     let sent = last(&app, &format!("/v1{path}"));
     assert_eq!(sent.user(), Some(our_user(&app, &app.browser).await));
@@ -635,6 +641,33 @@ async fn a_gateway_stream_is_byte_identical_to_the_chat_relay() {
     .await;
     assert_eq!(gateway, ours);
     assert_eq!(gateway, chunks.concat());
+}
+
+/// Python's `requests` reads a stream's lines in the charset its `Content-Type` names, else in
+/// ISO-8859-1; from 1.8.1 Dify streams raw UTF-8 (orjson) and names UTF-8.
+#[tokio::test]
+async fn a_gateway_stream_names_utf8_as_dify_does() {
+    let app = TestApp::spawn().await;
+    let chunks = vec![
+        Bytes::from(
+            "data: {\"event\":\"message\",\"task_id\":\"t\",\"answer\":\"是一个平台 🚀\"}\n\n",
+        ),
+        Bytes::from_static(b"data: {\"event\":\"message_end\",\"task_id\":\"t\"}\n\n"),
+    ];
+    app.emulator
+        .script("POST", "/chat-messages", Reply::sse(chunks.clone()));
+    let res = app
+        .browser
+        .request(Method::POST, "/v1/chat-messages")
+        .json(&json!({"inputs": {}, "query": "hi", "response_mode": "streaming"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
+    assert_eq!(read_stream(res).await, chunks.concat());
 }
 
 #[tokio::test]
