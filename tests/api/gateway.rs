@@ -475,6 +475,40 @@ async fn a_user_field_in_a_multipart_upload_is_replaced_by_ours() {
     assert_eq!(sent.user(), Some(ours));
 }
 
+/// Python's `requests` sends `files={"file": open(path, "rb")}` with no type: Dify refuses it.
+#[tokio::test]
+async fn an_uploaded_file_without_a_type_goes_without_one_and_gets_difys_415() {
+    let app = TestApp::spawn().await;
+    let untyped = reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("notes.txt");
+    let res = app
+        .browser
+        .send(
+            app.browser
+                .request(Method::POST, "/v1/files/upload")
+                .multipart(reqwest::multipart::Form::new().part("file", untyped)),
+        )
+        .await;
+    res.assert_error(415, "unsupported_file_type");
+    let sent = String::from_utf8_lossy(&last(&app, "/v1/files/upload").body).to_ascii_lowercase();
+    assert!(!sent.contains("content-type"), "{sent}");
+}
+
+/// Werkzeug files a part without a filename under the form's text fields, not as a file.
+#[tokio::test]
+async fn a_file_field_without_a_filename_is_no_upload() {
+    let app = TestApp::spawn().await;
+    let form = reqwest::multipart::Form::new().text("file", "just text");
+    app.browser
+        .send(
+            app.browser
+                .request(Method::POST, "/v1/files/upload")
+                .multipart(form),
+        )
+        .await
+        .assert_error(400, "no_file_uploaded");
+    assert_nothing_reached_dify(&app);
+}
+
 #[tokio::test]
 async fn in_header_mode_dify_sees_the_proxys_user() {
     let app = TestApp::spawn_with_env(vars(&[
