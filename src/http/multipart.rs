@@ -150,7 +150,10 @@ pub async fn file_part(
     let mut fields = Vec::new();
     let file = loop {
         match multipart.next_field().await {
-            Ok(Some(field)) if field.name() == Some("file") => break field,
+            // As Werkzeug reads a form: a part without a filename is a text field, not a file.
+            Ok(Some(field)) if field.name() == Some("file") && field.file_name().is_some() => {
+                break field;
+            }
             Ok(Some(field)) if field.file_name().is_none() => {
                 let name = field.name().unwrap_or_default().to_owned();
                 let value = field.text().await.map_err(|_| malformed(&body_end))?;
@@ -163,16 +166,18 @@ pub async fn file_part(
     };
     body_end.file_found.store(true, Ordering::Release);
     body_end.release_head();
-    let file_name = file.file_name().unwrap_or("upload").to_owned();
-    let mime = file
-        .content_type()
-        .map(|m| m.to_string())
-        .unwrap_or_else(|| "application/octet-stream".into());
+    let file_name = file.file_name().unwrap_or_default().to_owned();
+    // The type as the client declared it, or none: Dify refuses a file without one (415
+    // `unsupported_file_type`), so it is not made up here.
+    let mime = file.content_type().map(|m| m.to_string());
     let stream = file.map_err(std::io::Error::other);
-    let part = Part::stream(reqwest::Body::wrap_stream(stream))
-        .file_name(file_name)
-        .mime_str(&mime)
-        .map_err(|_| ApiError::invalid("The file part has an invalid content type."))?;
+    let part = Part::stream(reqwest::Body::wrap_stream(stream)).file_name(file_name);
+    let part = match mime {
+        Some(mime) => part
+            .mime_str(&mime)
+            .map_err(|_| ApiError::invalid("The file part has an invalid content type."))?,
+        None => part,
+    };
     Ok((StreamedFile { fields, part }, UploadEnd(body_end)))
 }
 

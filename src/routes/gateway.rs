@@ -268,7 +268,7 @@ async fn gateway(
             .await?;
         Ok::<_, ApiError>(match passed {
             Passed::Stream(relay) => {
-                sse_response(Body::from_stream(Metered::new(relay, &shared, identity)))
+                difys_stream(Body::from_stream(Metered::new(relay, &shared, identity)))
             }
             Passed::Answer(answer) => respond(Passed::Answer(
                 answer.count_tokens(usage_sink(&shared, identity)),
@@ -325,9 +325,22 @@ fn query_params(raw: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A relayed stream, typed as Dify types it (dify-protocol.md §5.1). The charset matters:
+/// Python's `requests` decodes the lines of a stream that names none as ISO-8859-1, which
+/// garbles the raw UTF-8 that Dify streams from 1.8.1 on.
+fn difys_stream(body: Body) -> Response {
+    let mut response = sse_response(body);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, DIFY_EVENT_STREAM);
+    response
+}
+
+const DIFY_EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream; charset=utf-8");
+
 fn respond(passed: Passed) -> Response {
     match passed {
-        Passed::Stream(relay) => sse_response(Body::from_stream(relay)),
+        Passed::Stream(relay) => difys_stream(Body::from_stream(relay)),
         Passed::Answer(answer) => {
             let mut response = answer.into_response_as_sent();
             let headers = response.headers_mut();

@@ -250,7 +250,10 @@ async fn completion_messages_answer_blocking_and_streaming() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
     let events = sse_events(&read_stream(res).await);
     assert_eq!(events.first().unwrap()["event"], "message");
     assert_eq!(events.last().unwrap()["event"], "message_end");
@@ -301,7 +304,10 @@ async fn a_reattached_workflow_run_is_relayed_as_a_stream() {
     );
     let res = gw_get(&app.browser, &format!("/v1{path}?user=evil")).await;
     assert_eq!(res.status, 200);
-    assert_eq!(res.header("content-type"), Some("text/event-stream"));
+    assert_eq!(
+        res.header("content-type"),
+        Some("text/event-stream; charset=utf-8")
+    );
     assert_eq!(res.text(), body);
     let sent = last(&app, &format!("/v1{path}"));
     assert_eq!(sent.user(), Some(our_user(&app, &app.browser).await));
@@ -467,6 +473,40 @@ async fn a_user_field_in_a_multipart_upload_is_replaced_by_ours() {
     assert_eq!(body.matches("name=\"user\"").count(), 1, "{body}");
     assert!(!body.contains("mallory") && !body.contains("eve") && !body.contains("us%65r"));
     assert_eq!(sent.user(), Some(ours));
+}
+
+/// Python's `requests` sends `files={"file": open(path, "rb")}` with no type: Dify refuses it.
+#[tokio::test]
+async fn an_uploaded_file_without_a_type_goes_without_one_and_gets_difys_415() {
+    let app = TestApp::spawn().await;
+    let untyped = reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("notes.txt");
+    let res = app
+        .browser
+        .send(
+            app.browser
+                .request(Method::POST, "/v1/files/upload")
+                .multipart(reqwest::multipart::Form::new().part("file", untyped)),
+        )
+        .await;
+    res.assert_error(415, "unsupported_file_type");
+    let sent = String::from_utf8_lossy(&last(&app, "/v1/files/upload").body).to_ascii_lowercase();
+    assert!(!sent.contains("content-type"), "{sent}");
+}
+
+/// Werkzeug files a part without a filename under the form's text fields, not as a file.
+#[tokio::test]
+async fn a_file_field_without_a_filename_is_no_upload() {
+    let app = TestApp::spawn().await;
+    let form = reqwest::multipart::Form::new().text("file", "just text");
+    app.browser
+        .send(
+            app.browser
+                .request(Method::POST, "/v1/files/upload")
+                .multipart(form),
+        )
+        .await
+        .assert_error(400, "no_file_uploaded");
+    assert_nothing_reached_dify(&app);
 }
 
 #[tokio::test]
@@ -676,6 +716,33 @@ async fn a_gateway_stream_is_byte_identical_to_the_chat_relay() {
     .await;
     assert_eq!(gateway, ours);
     assert_eq!(gateway, chunks.concat());
+}
+
+/// Python's `requests` reads a stream's lines in the charset its `Content-Type` names, else in
+/// ISO-8859-1; from 1.8.1 Dify streams raw UTF-8 (orjson) and names UTF-8.
+#[tokio::test]
+async fn a_gateway_stream_names_utf8_as_dify_does() {
+    let app = TestApp::spawn().await;
+    let chunks = vec![
+        Bytes::from(
+            "data: {\"event\":\"message\",\"task_id\":\"t\",\"answer\":\"是一个平台 🚀\"}\n\n",
+        ),
+        Bytes::from_static(b"data: {\"event\":\"message_end\",\"task_id\":\"t\"}\n\n"),
+    ];
+    app.emulator
+        .script("POST", "/chat-messages", Reply::sse(chunks.clone()));
+    let res = app
+        .browser
+        .request(Method::POST, "/v1/chat-messages")
+        .json(&json!({"inputs": {}, "query": "hi", "response_mode": "streaming"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
+    assert_eq!(read_stream(res).await, chunks.concat());
 }
 
 #[tokio::test]
@@ -1072,27 +1139,77 @@ async fn a_streamed_workflow_run_counts_workflow_finished_total_tokens_once() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Dify's official Node SDK
+// Clients written by others: Dify's official Node and Python SDKs, the Vercel AI SDK
 
-/// Runs `node tests/clients/{script} {base}` (packages installed into `tests/clients/node_modules`
-/// by `.ci/run` with `npm ci --prefix tests/clients`) and checks that it printed `"ok":true` and no
-/// secret. Without node or `packages` it says so loudly and gives `None`, except under `CI=true`,
-/// where it fails.
-async fn run_client(script: &str, packages: &[&str], base: &str) -> Option<String> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
-    let node = std::process::Command::new("node")
+/// What runs a client script, and where `.ci/run` installs its packages.
+#[derive(Clone, Copy)]
+enum Runtime {
+    /// `node`; packages in `tests/clients/node_modules` (`npm ci --prefix tests/clients`).
+    Node,
+    /// `python3`; packages (import names) in `target/pyclient`, pinned by
+    /// `tests/clients/requirements.txt`.
+    Python,
+}
+
+impl Runtime {
+    fn program(self) -> &'static str {
+        match self {
+            Runtime::Node => "node",
+            Runtime::Python => "python3",
+        }
+    }
+
+    fn packages_dir(self) -> std::path::PathBuf {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        match self {
+            Runtime::Node => root.join("tests/clients/node_modules"),
+            Runtime::Python => root.join("target/pyclient"),
+        }
+    }
+
+    fn installed(self, package: &str) -> bool {
+        let dir = self.packages_dir().join(package);
+        match self {
+            Runtime::Node => dir.join("package.json").exists(),
+            Runtime::Python => dir.join("__init__.py").exists(),
+        }
+    }
+
+    fn install(self) -> &'static str {
+        match self {
+            Runtime::Node => "npm ci --prefix tests/clients",
+            Runtime::Python => {
+                "python3 -m pip install --target target/pyclient -r tests/clients/requirements.txt"
+            }
+        }
+    }
+}
+
+/// Runs `{runtime} tests/clients/{script} {base}` with `packages` installed where `.ci/run`
+/// puts them, and checks that it printed `"ok":true` and no secret. Without the runtime or
+/// `packages` it says so loudly and gives `None`, except under `CI=true`, where it fails.
+async fn run_client(
+    runtime: Runtime,
+    script: &str,
+    packages: &[&str],
+    base: &str,
+) -> Option<String> {
+    let program = runtime.program();
+    let script_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let present = std::process::Command::new(program)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    let missing = packages
-        .iter()
-        .find(|p| !dir.join(format!("node_modules/{p}/package.json")).exists());
-    if !node || missing.is_some() {
+    let missing = packages.iter().find(|p| !runtime.installed(p));
+    if !present || missing.is_some() {
         let why = match missing {
-            Some(package) if node => format!(
-                "the {package} package is not installed (run `npm ci --prefix tests/clients`)"
+            Some(package) if present => format!(
+                "the {package} package is not installed (run `{}`)",
+                runtime.install()
             ),
-            _ => "node is not on PATH".to_owned(),
+            _ => format!("{program} is not on PATH"),
         };
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -1101,14 +1218,15 @@ async fn run_client(script: &str, packages: &[&str], base: &str) -> Option<Strin
         eprintln!("\n*** SKIPPING the {script} client test: {why} ***\n");
         return None;
     }
-    let run = tokio::process::Command::new("node")
-        .arg(dir.join(script))
-        .arg(base)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), run)
+    let mut command = tokio::process::Command::new(program);
+    command.arg(&script_path).arg(base);
+    if let Runtime::Python = runtime {
+        command.env("PYTHONPATH", runtime.packages_dir());
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
         .await
         .expect("the client script finishes within 60 s")
-        .expect("node runs");
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -1121,20 +1239,11 @@ async fn run_client(script: &str, packages: &[&str], base: &str) -> Option<Strin
     Some(stdout)
 }
 
-/// Drives `dify-client` with only its base URL changed and a placeholder key: parameters,
-/// blocking and streaming chat, history, rename, feedback, upload, delete.
-#[tokio::test]
-async fn the_official_node_sdk_works_with_only_its_base_url_changed() {
-    let app = TestApp::spawn().await;
-    let base = format!("{}/v1", app.base);
-    if run_client("dify-client.mjs", &["dify-client"], &base)
-        .await
-        .is_none()
-    {
-        return;
-    }
+/// After an SDK run in cookie mode: every call reached Dify (at least `calls`), all as one
+/// identity (the kept cookie, never the SDK's own `user`), each with our key.
+fn assert_one_kept_identity_with_our_key(app: &TestApp, calls: usize) {
     let received = app.emulator.requests();
-    assert!(received.len() >= 9, "every SDK call reached Dify");
+    assert!(received.len() >= calls, "every SDK call reached Dify");
     let first = received[0].user().expect("a user");
     for r in &received {
         let user = r.user();
@@ -1156,6 +1265,44 @@ async fn the_official_node_sdk_works_with_only_its_base_url_changed() {
     );
 }
 
+/// Drives `dify-client` with only its base URL changed and a placeholder key: parameters,
+/// blocking and streaming chat, history, rename, feedback, upload, delete.
+#[tokio::test]
+async fn the_official_node_sdk_works_with_only_its_base_url_changed() {
+    let app = TestApp::spawn().await;
+    let base = format!("{}/v1", app.base);
+    if run_client(Runtime::Node, "dify-client.mjs", &["dify-client"], &base)
+        .await
+        .is_none()
+    {
+        return;
+    }
+    assert_one_kept_identity_with_our_key(&app, 9);
+}
+
+/// Drives Dify's Python SDK (`dify-client` on PyPI) with only its base URL changed and a
+/// placeholder key, as a Python app uses it: parameters, meta and info, blocking, streamed and
+/// continued chat, an upload and a chat with it, history, rename, feedback, suggested
+/// questions, stop, a completion, a workflow run and delete (tests/clients/dify_client.py).
+#[tokio::test]
+async fn the_official_python_sdk_works_with_only_its_base_url_changed() {
+    let mut options = EmulatorOptions {
+        suggested_questions_after_answer: true,
+        ..EmulatorOptions::default()
+    };
+    options.file_upload["image"]["enabled"] = json!(true);
+    let app = TestApp::spawn_with(vec![], options).await;
+    let base = format!("{}/v1", app.base);
+    let packages = ["dify_client", "requests"];
+    if run_client(Runtime::Python, "dify_client.py", &packages, &base)
+        .await
+        .is_none()
+    {
+        return;
+    }
+    assert_one_kept_identity_with_our_key(&app, 20);
+}
+
 /// The Vercel AI SDK with the community `dify-ai-provider`, server-side as it runs, in header
 /// mode: a blocking answer, the conversation continued streamed, and another user refused it.
 #[tokio::test]
@@ -1166,9 +1313,14 @@ async fn the_vercel_ai_sdk_provider_works_in_header_mode_with_only_its_base_url_
     ]))
     .await;
     let base = format!("{}/v1", app.base);
-    if run_client("vercel-ai.mjs", &["ai", "dify-ai-provider"], &base)
-        .await
-        .is_none()
+    if run_client(
+        Runtime::Node,
+        "vercel-ai.mjs",
+        &["ai", "dify-ai-provider"],
+        &base,
+    )
+    .await
+    .is_none()
     {
         return;
     }
