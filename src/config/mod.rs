@@ -24,7 +24,7 @@ mod embed;
 mod parse;
 mod shared;
 
-pub use self::shared::SharedConfig;
+pub use self::shared::{SharedConfig, redis_client};
 pub mod vars;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

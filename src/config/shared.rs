@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use reqwest::Url;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::ConfigError;
 use super::parse::{invalid, parse_or};
@@ -15,6 +15,9 @@ pub struct SharedConfig {
     pub redis_url: Option<SecretString>,
     /// The URL with its credentials hidden, for log lines.
     pub redis_url_shown: Option<String>,
+    /// `REDIS_CA_CERT_FILE`'s PEM: the CAs a `rediss://` server's certificate must be signed by
+    /// instead of the system's. Certificates are public: not secret.
+    pub redis_ca_pem: Option<Vec<u8>>,
     /// Tokens per identity per UTC day; `0` = no budget.
     pub token_budget_per_day: u64,
     /// How long a stream's bytes stay resumable after it ends; zero turns resuming off.
@@ -31,11 +34,32 @@ pub struct SharedConfig {
     pub redis_error_log_every: Duration,
 }
 
+const PEM_CERTIFICATE: &[u8] = b"-----BEGIN CERTIFICATE-----";
+
+/// The Redis client for `url` (nothing is connected yet). A `rediss://` server's certificate is
+/// checked against `ca_pem`'s CAs when given, else against the system's (rustls-native-certs:
+/// the OS bundle, or `SSL_CERT_FILE` / `SSL_CERT_DIR` when set).
+pub fn redis_client(
+    url: &SecretString,
+    ca_pem: Option<&[u8]>,
+) -> redis::RedisResult<redis::Client> {
+    match ca_pem {
+        None => redis::Client::open(url.expose_secret()),
+        Some(pem) => redis::Client::build_with_tls(
+            url.expose_secret(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        ),
+    }
+}
+
 impl SharedConfig {
     pub(super) fn from_lookup(
         get: impl Fn(&str) -> Option<String>,
     ) -> Result<SharedConfig, ConfigError> {
-        let (redis_url, redis_url_shown) = match get("REDIS_URL") {
+        let (redis_url, redis_url_shown, redis_tls) = match get("REDIS_URL") {
             Some(raw) => {
                 let raw = raw.trim().to_owned();
                 let url = Url::parse(&raw).map_err(|_| {
@@ -54,9 +78,55 @@ impl SharedConfig {
                 if !db.is_empty() && db.parse::<u32>().is_err() {
                     return Err(invalid("REDIS_URL", "the path must be a database number"));
                 }
-                (Some(SecretString::from(raw)), Some(super::redacted(&url)))
+                if url.fragment().is_some() {
+                    return Err(invalid(
+                        "REDIS_URL",
+                        "must not have a #fragment (#insecure, no certificate check, is not supported: for a private CA set REDIS_CA_CERT_FILE)",
+                    ));
+                }
+                let url_secret = SecretString::from(raw);
+                // What the client would refuse at every connection is refused here, once.
+                // Its messages never repeat the URL.
+                redis_client(&url_secret, None).map_err(|e| {
+                    invalid("REDIS_URL", format!("is refused by the Redis client: {e}"))
+                })?;
+                let tls = url.scheme() == "rediss";
+                (Some(url_secret), Some(super::redacted(&url)), tls)
             }
-            None => (None, None),
+            None => (None, None, false),
+        };
+        let redis_ca_pem = match get("REDIS_CA_CERT_FILE") {
+            None => None,
+            Some(path) => {
+                let Some(url) = redis_url.as_ref().filter(|_| redis_tls) else {
+                    return Err(invalid(
+                        "REDIS_CA_CERT_FILE",
+                        "needs a rediss:// REDIS_URL (it names the CA that signed the Redis server's TLS certificate)",
+                    ));
+                };
+                let pem = std::fs::read(path.trim()).map_err(|e| {
+                    invalid(
+                        "REDIS_CA_CERT_FILE",
+                        format!("cannot read the file ({})", e.kind()),
+                    )
+                })?;
+                if !pem
+                    .windows(PEM_CERTIFICATE.len())
+                    .any(|w| w == PEM_CERTIFICATE)
+                {
+                    return Err(invalid(
+                        "REDIS_CA_CERT_FILE",
+                        "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                    ));
+                }
+                redis_client(url, Some(&pem)).map_err(|e| {
+                    invalid(
+                        "REDIS_CA_CERT_FILE",
+                        format!("is not a usable CA certificate: {e}"),
+                    )
+                })?;
+                Some(pem)
+            }
         };
         let resume_secs: u64 = parse_or("STREAM_RESUME_SECS", get("STREAM_RESUME_SECS"), 300)?;
         let grace_secs: u64 = parse_or(
@@ -80,6 +150,7 @@ impl SharedConfig {
         Ok(SharedConfig {
             redis_url,
             redis_url_shown,
+            redis_ca_pem,
             token_budget_per_day: parse_or("TOKEN_BUDGET_PER_DAY", get("TOKEN_BUDGET_PER_DAY"), 0)?,
             stream_resume: Duration::from_secs(resume_secs),
             stream_resume_max_bytes: parse_or(
@@ -143,6 +214,9 @@ mod tests {
             ("REDIS_URL", "http://cache:6379"),
             ("REDIS_URL", "not a url"),
             ("REDIS_URL", "redis://cache/zero"),
+            ("REDIS_URL", "rediss://:hunter2@cache:6380/0#insecure"),
+            ("REDIS_URL", "redis://:hunter2@0.0.0.0:6379"),
+            ("REDIS_URL", "redis://:hunter2@cache:6379/0?protocol=9"),
             ("TOKEN_BUDGET_PER_DAY", "-1"),
             ("STREAM_RESUME_SECS", "many"),
             ("STREAM_RESUME_MAX_BYTES", "1e6"),
@@ -150,6 +224,98 @@ mod tests {
         ] {
             let err = load(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{value}");
+            assert!(!err.reason.contains("hunter2"), "{}", err.reason);
+        }
+    }
+
+    /// A CA certificate (public; its key was thrown away).
+    const CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBmjCCAUGgAwIBAgIUd429apHL8nU65BTlF9/tmM1QYnIwCgYIKoZIzj0EAwIw
+IjEgMB4GA1UEAwwXZGlmeS1iZmYgY29uZmlnIHRlc3QgQ0EwIBcNMjYxMjA3MDE1
+ODI4WhgPMjEyNjExMTMwMTU4MjhaMCIxIDAeBgNVBAMMF2RpZnktYmZmIGNvbmZp
+ZyB0ZXN0IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEW3h7u+Kd4AO84tw+
+65sObFtnt1KcT/XCb7wobLdWnfc8IHamlJXWYbIqzlKS4/uoRC/IbNB0dGxKcrSu
++lfW06NTMFEwHQYDVR0OBBYEFFJQ0+BaJBqWoNAhcEJR5G1gwb08MB8GA1UdIwQY
+MBaAFFJQ0+BaJBqWoNAhcEJR5G1gwb08MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZI
+zj0EAwIDRwAwRAIgKE2P41vpDU1NKVmNUVMx1btpy431P10GLsvo2Zd+Tk8CIFjI
+L/JDgOQ7G/5zZzBxc9JbldyRr2Zu/VxghkemrK2S
+-----END CERTIFICATE-----
+";
+
+    /// A file holding `text`, removed when dropped.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(text: &str) -> TempFile {
+            let path =
+                std::env::temp_dir().join(format!("dify-bff-ca-{}.pem", uuid::Uuid::new_v4()));
+            std::fs::write(&path, text).unwrap();
+            TempFile(path)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn without_a_ca_file_a_rediss_server_is_checked_against_the_systems_cas() {
+        let c = load(&[("REDIS_URL", "rediss://:pw@cache.example.com:6380/0")]).unwrap();
+        assert!(c.redis_url.is_some());
+        assert!(c.redis_ca_pem.is_none());
+    }
+
+    #[test]
+    fn the_private_ca_of_a_rediss_server_is_read_from_its_file() {
+        let ca = TempFile::new(CA_PEM);
+        let c = load(&[
+            ("REDIS_URL", "rediss://:pw@cache:6380/0"),
+            ("REDIS_CA_CERT_FILE", ca.path()),
+        ])
+        .unwrap();
+        assert_eq!(c.redis_ca_pem.as_deref(), Some(CA_PEM.as_bytes()));
+    }
+
+    #[test]
+    fn a_ca_file_needs_a_rediss_url() {
+        let ca = TempFile::new(CA_PEM);
+        for url in [None, Some("redis://:hunter2@cache:6379/0")] {
+            let mut vars = vec![("REDIS_CA_CERT_FILE", ca.path())];
+            vars.extend(url.map(|u| ("REDIS_URL", u)));
+            let err = load(&vars).unwrap_err();
+            assert_eq!(err.var, "REDIS_CA_CERT_FILE");
+            assert!(err.reason.contains("rediss://"), "{}", err.reason);
+            assert!(!err.reason.contains("hunter2"), "{}", err.reason);
+        }
+    }
+
+    #[test]
+    fn a_ca_file_that_holds_no_usable_certificate_is_refused() {
+        let no_such = std::env::temp_dir().join("dify-bff-no-such-ca.pem");
+        let key_only =
+            TempFile::new("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
+        let bad_base64 =
+            TempFile::new("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n");
+        let not_a_certificate =
+            TempFile::new("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        for path in [
+            no_such.to_str().unwrap(),
+            key_only.path(),
+            bad_base64.path(),
+            not_a_certificate.path(),
+        ] {
+            let err = load(&[
+                ("REDIS_URL", "rediss://:hunter2@cache:6380/0"),
+                ("REDIS_CA_CERT_FILE", path),
+            ])
+            .unwrap_err();
+            assert_eq!(err.var, "REDIS_CA_CERT_FILE", "{path}");
             assert!(!err.reason.contains("hunter2"), "{}", err.reason);
         }
     }

@@ -141,6 +141,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "redis:// or rediss://; limits, budgets and resumable streams shared by replicas",
     ),
     (
+        "REDIS_CA_CERT_FILE",
+        "unset (the system's CAs)",
+        "PEM file of the private CA that signed a rediss:// server's certificate",
+    ),
+    (
         "TOKEN_BUDGET_PER_DAY",
         "0 (off)",
         "tokens per identity per UTC day (429 budget_exceeded)",

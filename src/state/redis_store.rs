@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{Bucket, SharedStore, StoreError};
+use crate::config::redis_client;
 use crate::dify::answer::Guard;
 use crate::error::ApiError;
 use crate::telemetry::metrics;
@@ -68,6 +69,8 @@ const USAGE_TTL_SECS: i64 = 2 * 24 * 60 * 60;
 
 pub struct RedisStore {
     url: SecretString,
+    /// `REDIS_CA_CERT_FILE`'s CAs, trusted instead of the system's for a `rediss://` server.
+    ca_pem: Option<Vec<u8>>,
     manager: OnceCell<ConnectionManager>,
     per_minute: u32,
     max_streams: usize,
@@ -81,10 +84,29 @@ fn failed(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// A failed connection. A certificate no trusted CA signed (rustls: "invalid peer certificate:
+/// UnknownIssuer") says what to set, since the log line is all an operator sees of it.
+fn not_connected(e: redis::RedisError) -> StoreError {
+    let text = e.to_string();
+    if text.contains("UnknownIssuer") {
+        return StoreError(format!(
+            "{text} (no CA this process trusts signed the Redis server's certificate: a private CA goes in REDIS_CA_CERT_FILE)"
+        ));
+    }
+    StoreError(text)
+}
+
 impl RedisStore {
-    pub fn new(url: SecretString, per_minute: u32, max_streams: usize, lease: Duration) -> Self {
+    pub fn new(
+        url: SecretString,
+        ca_pem: Option<Vec<u8>>,
+        per_minute: u32,
+        max_streams: usize,
+        lease: Duration,
+    ) -> Self {
         RedisStore {
             url,
+            ca_pem,
             manager: OnceCell::new(),
             per_minute,
             max_streams,
@@ -100,7 +122,7 @@ impl RedisStore {
     pub async fn connection(&self) -> Result<ConnectionManager, StoreError> {
         self.manager
             .get_or_try_init(|| async {
-                let client = redis::Client::open(self.url.expose_secret()).map_err(failed)?;
+                let client = redis_client(&self.url, self.ca_pem.as_deref()).map_err(failed)?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(1)))
                     .set_response_timeout(Some(Duration::from_secs(1)))
@@ -108,7 +130,7 @@ impl RedisStore {
                     .set_max_delay(Duration::from_secs(1));
                 ConnectionManager::new_with_config(client, config)
                     .await
-                    .map_err(failed)
+                    .map_err(not_connected)
             })
             .await
             .cloned()

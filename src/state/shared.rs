@@ -85,6 +85,7 @@ impl Shared {
         let redis = shared.redis_url.clone().map(|url| {
             RedisStore::new(
                 url,
+                shared.redis_ca_pem.clone(),
                 config.rate_limit_per_minute,
                 config.max_streams_per_identity,
                 shared.stream_lease,

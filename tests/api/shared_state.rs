@@ -343,6 +343,95 @@ async fn losing_redis_falls_back_to_this_replica_and_recovers() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Redis over TLS (`rediss://`), as managed Redis services require: a TLS-only server with a
+// password and a certificate from a CA made for the test, so trusted only when named.
+
+/// A replica sharing the TLS-only `redis` and trusting its CA (`REDIS_CA_CERT_FILE`).
+async fn tls_replica(redis: &RedisServer, extra: &[(&'static str, &str)]) -> TestApp {
+    let ca = redis.ca_file();
+    let mut all = vec![("REDIS_CA_CERT_FILE", ca.as_str())];
+    all.extend_from_slice(extra);
+    replica(redis, &all).await
+}
+
+#[tokio::test]
+async fn the_rate_limit_holds_across_two_replicas_sharing_a_tls_redis() {
+    let _serial = SERIAL.lock().await;
+    let Some(redis) = RedisServer::start_tls() else {
+        return;
+    };
+    let limit = [("RATE_LIMIT_PER_MINUTE", "1")];
+    let (a, b) = (
+        tls_replica(&redis, &limit).await,
+        tls_replica(&redis, &limit).await,
+    );
+
+    assert_eq!(a.browser.chat(&blocking("one")).await.status, 200);
+    on(&b, &a.browser)
+        .chat(&blocking("two"))
+        .await
+        .assert_error(429, "rate_limited");
+    assert_eq!(metric(&b, "difybff_redis_up").await.as_deref(), Some("1"));
+    assert!(b.upstream_requests("/v1/chat-messages").is_empty());
+}
+
+#[tokio::test]
+async fn a_stream_cut_on_one_replica_is_resumed_on_another_through_a_tls_redis() {
+    let _serial = SERIAL.lock().await;
+    let Some(redis) = RedisServer::start_tls() else {
+        return;
+    };
+    let (a, b) = (
+        tls_replica(&redis, &[]).await,
+        tls_replica(&redis, &[]).await,
+    );
+    let (reply, whole) = paced(Duration::from_millis(150));
+    a.emulator.script("POST", "/chat-messages", reply);
+
+    let response = a.browser.chat_stream(&json!({"query": "hello"})).await;
+    let id = stream_id(&response);
+    let (head, response) = read_at_least(response, 1).await;
+    drop(response);
+
+    let rest = resume(&on(&b, &a.browser), &id, &head.len().to_string()).await;
+    assert_eq!(rest.status(), 200);
+    let tail = read_stream(rest).await;
+    assert_eq!(
+        [head, tail].concat(),
+        whole,
+        "cut + resumed = the direct body"
+    );
+}
+
+#[tokio::test]
+async fn a_tls_redis_whose_certificate_no_trusted_ca_signed_is_not_used_and_the_log_says_why() {
+    let _serial = SERIAL.lock().await;
+    let Some(redis) = RedisServer::start_tls() else {
+        return;
+    };
+    let app = replica(&redis, &[("RATE_LIMIT_PER_MINUTE", "5")]).await;
+
+    assert_eq!(
+        app.browser.chat(&blocking("hi")).await.status,
+        200,
+        "served with this replica's own state"
+    );
+    eventually(
+        "the refused certificate is logged",
+        Duration::from_secs(5),
+        async || {
+            logs::captured().lines().any(|line| {
+                line.contains("Redis unreachable")
+                    && line.contains("invalid peer certificate")
+                    && line.contains("REDIS_CA_CERT_FILE")
+            })
+        },
+    )
+    .await;
+    assert_eq!(metric(&app, "difybff_redis_up").await.as_deref(), Some("0"));
+}
+
+// ---------------------------------------------------------------------------------------------
 // One replica, no Redis
 
 async fn resumable(extra: &[(&'static str, &str)]) -> TestApp {

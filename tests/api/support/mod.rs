@@ -147,7 +147,7 @@ pub fn config_for(base_url: &str, vars: Vars) -> Config {
 
 /// Fails the test if a secret shows in these bytes.
 pub fn assert_no_secret(what: &str, bytes: &[u8]) {
-    for secret in [API_KEY, SECOND_API_KEY, SESSION_SECRET] {
+    for secret in [API_KEY, SECOND_API_KEY, SESSION_SECRET, redis::TLS_PASSWORD] {
         let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
         assert!(!found, "a secret appeared in {what}");
     }
