@@ -4,7 +4,8 @@
 //! any. When the leader is dropped before the relay ends (the browser left), a task takes the
 //! relay over and keeps filling the buffer while someone follows; with no follower for
 //! `STREAM_RESUME_GRACE_SECS` it drops the relay (whose drop asks Dify to stop). The bytes
-//! stay for `STREAM_RESUME_SECS` after the end. With Redis, the bytes are also mirrored there
+//! stay for `STREAM_RESUME_SECS` after the end, a stopped stream's too: a browser back after
+//! the grace still gets what was relayed. With Redis, the bytes are also mirrored there
 //! ([`super::resume_redis`]) so that any replica can serve a resume.
 
 use std::collections::{HashMap, VecDeque};
@@ -190,12 +191,13 @@ impl Resumable {
         (StreamId(text), leader)
     }
 
-    /// The end of a stream: its bytes stay `keep`, or go at once when it was abandoned.
-    fn ended(self: &Arc<Self>, key: Key, mirror: Option<Box<Mirror>>, abandoned: bool) {
+    /// The end of a stream: its bytes stay `keep`, or go at once when they were `lost` (the
+    /// runtime gone before they were all read).
+    fn ended(self: &Arc<Self>, key: Key, mirror: Option<Box<Mirror>>, lost: bool) {
         if let Some(mirror) = mirror {
-            mirror.finish(abandoned);
+            mirror.finish(lost);
         }
-        if abandoned {
+        if lost {
             self.streams().remove(&key);
             return;
         }
@@ -224,7 +226,7 @@ impl Resumable {
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
     {
         let mut alone_since: Option<Instant> = None;
-        let abandoned = loop {
+        loop {
             // Created before the count is read: a follower that comes or goes after wakes it.
             let followers_changed = held.changed.notified();
             let deadline = if held.kept().followers == 0 {
@@ -235,7 +237,7 @@ impl Resumable {
             };
             tokio::select! {
                 item = relay.next() => {
-                    let Some(Ok(chunk)) = item else { break false };
+                    let Some(Ok(chunk)) = item else { break };
                     if let Some(mirror) = &mut mirror {
                         mirror.append(&chunk);
                     }
@@ -247,14 +249,14 @@ impl Resumable {
                         alone_since = None;
                         continue;
                     }
-                    break true;
+                    break;
                 }
             }
-        };
+        }
         // Dropping the relay before its end is what asks Dify to stop.
         drop(relay);
         held.finish();
-        self.ended(key, mirror, abandoned);
+        self.ended(key, mirror, false);
     }
 
     /// `GET /chat/streams/{id}?offset=N` for `identity`: here, or from Redis when another

@@ -50,7 +50,7 @@ fn failed(e: impl std::fmt::Display) -> StoreError {
 enum Op {
     Open { identity: String },
     Append(Bytes),
-    Finish { abandoned: bool },
+    Finish { lost: bool },
 }
 
 /// The mirrors of this replica's streams: one task writes every stream's bytes to Redis in
@@ -136,11 +136,11 @@ impl Mirror {
         self.send(Op::Append(chunk.clone()));
     }
 
-    pub fn finish(mut self, abandoned: bool) {
+    pub fn finish(mut self, lost: bool) {
         // A broken mirror's keys are dropped (a resume elsewhere would miss bytes).
-        let abandoned = abandoned || self.broken;
+        let lost = lost || self.broken;
         self.broken = false;
-        self.send(Op::Finish { abandoned });
+        self.send(Op::Finish { lost });
     }
 
     /// Whether a replica elsewhere is following the stream right now.
@@ -275,11 +275,11 @@ impl Writer {
                         }
                     }
                 }
-                Op::Finish { abandoned: true } => {
+                Op::Finish { lost: true } => {
                     pipe.del(&[&m.meta, &m.key]).ignore();
                     self.streams.remove(&id);
                 }
-                Op::Finish { abandoned: false } => {
+                Op::Finish { lost: false } => {
                     pipe.cmd("XADD")
                         .arg(&m.key)
                         .arg(entry_id(&mut entry, m.end, 1))

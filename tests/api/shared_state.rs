@@ -502,7 +502,6 @@ async fn a_stream_nobody_resumes_within_the_grace_is_stopped() {
     let app = resumable(&[("STREAM_RESUME_GRACE_SECS", "1")]).await;
     app.emulator.script("POST", "/chat-messages", hanging());
     let response = app.browser.chat_stream(&json!({"query": "hello"})).await;
-    let id = stream_id(&response);
     let (_, response) = read_at_least(response, 1).await;
     drop(response);
 
@@ -519,9 +518,36 @@ async fn a_stream_nobody_resumes_within_the_grace_is_stopped() {
         .wait_for_request(|r| r.path.ends_with("/stop"), Duration::from_secs(3))
         .await;
     assert!(stop.is_some(), "Dify's stop follows the grace");
-    TestResponse::read(resume(&app.browser, &id, "0").await)
+}
+
+#[tokio::test]
+async fn a_stream_stopped_after_the_grace_stays_resumable_up_to_where_it_was_left() {
+    let app = resumable(&[("STREAM_RESUME_GRACE_SECS", "1")]).await;
+    app.emulator.script("POST", "/chat-messages", hanging());
+    let relayed = hanging()
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            Step::Send(bytes) => Some(bytes.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let response = app.browser.chat_stream(&json!({"query": "hello"})).await;
+    let id = stream_id(&response);
+    let (_, response) = read_at_least(response, relayed.len()).await;
+    drop(response);
+    app.emulator
+        .wait_for_request(|r| r.path.ends_with("/stop"), Duration::from_secs(5))
         .await
-        .assert_error(404, "not_found");
+        .expect("Dify's stop follows the grace");
+
+    let resumed = resume(&app.browser, &id, "0").await;
+    assert_eq!(resumed.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(5), resumed.bytes())
+        .await
+        .expect("a stopped stream's resume ends")
+        .unwrap();
+    assert_eq!(body[..], relayed[..]);
 }
 
 #[tokio::test]
