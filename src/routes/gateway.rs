@@ -102,9 +102,18 @@ struct Endpoint {
 impl Endpoint {
     /// The end-user surface of Dify's Service API. The path is matched segment by segment on
     /// its raw form, so `..`, `%2F`, empty segments and anything else that is not exactly one
-    /// of these shapes is 404; ids must be UUIDs and task ids `[A-Za-z0-9-]{1,64}` (400).
+    /// of these shapes is 404, as is an id that is not a UUID; task ids must be
+    /// `[A-Za-z0-9-]{1,64}` (400).
     fn parse(method: &Method, raw_path: &str) -> Result<Endpoint, ApiError> {
         let not_found = || ApiError::NotFound("No such Dify API route on this gateway.".into());
+        // Dify's routes take ids through Werkzeug's UUID converter: any other id is no route.
+        let uuid_segment = |id: &str| {
+            if validate::is_uuid(id) {
+                Ok(())
+            } else {
+                Err(not_found())
+            }
+        };
         let rest = raw_path.strip_prefix("/v1/").ok_or_else(not_found)?;
         let segments: Vec<&str> = rest.split('/').collect();
         use Carries::{Json, Multipart, Query};
@@ -122,33 +131,33 @@ impl Endpoint {
                 (post, Json, Limits::None)
             }
             ["workflow", run_id, "events"] => {
-                validate::uuid("workflow_run_id", run_id)?;
+                uuid_segment(run_id)?;
                 (get, Query, Events)
             }
             ["conversations"] | ["messages"] => (get, Query, Limits::None),
             ["conversations", id] => {
-                validate::uuid("conversation_id", id)?;
+                uuid_segment(id)?;
                 (Method::DELETE, Json, Limits::None)
             }
             ["conversations", id, "name"] => {
-                validate::uuid("conversation_id", id)?;
+                uuid_segment(id)?;
                 (post, Json, Limits::None)
             }
             ["conversations", id, "variables"] => {
-                validate::uuid("conversation_id", id)?;
+                uuid_segment(id)?;
                 (get, Query, Limits::None)
             }
             ["messages", id, "feedbacks"] => {
-                validate::uuid("message_id", id)?;
+                uuid_segment(id)?;
                 (post, Json, Limits::None)
             }
             ["messages", id, "suggested"] => {
-                validate::uuid("message_id", id)?;
+                uuid_segment(id)?;
                 (get, Query, Assist)
             }
             ["files", "upload"] | ["audio-to-text"] => (post, Multipart, Assist),
             ["files", id, "preview"] => {
-                validate::uuid("file_id", id)?;
+                uuid_segment(id)?;
                 (get, Query, Limits::None)
             }
             ["text-to-audio"] => (post, Json, Assist),
@@ -434,19 +443,29 @@ mod tests {
     }
 
     #[test]
-    fn bad_ids_are_refused_before_any_call() {
+    fn an_id_that_is_not_a_uuid_is_no_route() {
         for path in [
             "/v1/conversations/%2e%2e",
+            "/v1/conversations/abc",
             "/v1/messages/x%2Fy/feedbacks",
-            "/v1/chat-messages/a.b/stop",
             "/v1/files/not-a-uuid/preview",
+            "/v1/workflow/42/events",
         ] {
-            assert!(
-                matches!(parse(Method::POST, path), Err(ApiError::InvalidParam(_)))
-                    || matches!(parse(Method::GET, path), Err(ApiError::InvalidParam(_))),
-                "{path}"
-            );
+            for method in [Method::GET, Method::POST, Method::DELETE] {
+                assert!(
+                    matches!(parse(method.clone(), path), Err(ApiError::NotFound(_))),
+                    "{method} {path}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn a_bad_task_id_is_refused() {
+        assert!(matches!(
+            parse(Method::POST, "/v1/chat-messages/a.b/stop"),
+            Err(ApiError::InvalidParam(_))
+        ));
     }
 
     #[test]

@@ -612,15 +612,16 @@ async fn routes_beyond_the_end_user_surface_are_404_and_reach_no_upstream() {
 async fn bad_ids_and_wrong_methods_are_refused_before_any_call() {
     let app = TestApp::spawn().await;
     for (method, path, status, code) in [
-        ("DELETE", "/v1/conversations/%2e%2e", 400, "invalid_param"),
+        ("DELETE", "/v1/conversations/%2e%2e", 404, "not_found"),
+        ("DELETE", "/v1/conversations/abc", 404, "not_found"),
         (
             "POST",
             "/v1/messages/not-a-uuid/feedbacks",
-            400,
-            "invalid_param",
+            404,
+            "not_found",
         ),
         ("POST", "/v1/chat-messages/a.b/stop", 400, "invalid_param"),
-        ("GET", "/v1/files/../preview", 400, "invalid_param"),
+        ("GET", "/v1/files/../preview", 404, "not_found"),
         ("GET", "/v1/chat-messages", 405, "method_not_allowed"),
         ("DELETE", "/v1/conversations", 405, "method_not_allowed"),
     ] {
