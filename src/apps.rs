@@ -84,7 +84,9 @@ impl Apps {
         shared.then_some(first)
     }
 
-    /// The app label of a request's metrics and log line: the path's app, else the one app.
+    /// The app label of a request's metrics and log line: the app its response carries (the
+    /// path's, or the one a gateway call's bearer token named), else the one app, else empty.
+    /// Only configured names: a name a client sends that is no app labels nothing.
     pub fn label<'a>(&'a self, response: &'a Response) -> &'a str {
         match response.extensions().get::<App>() {
             Some(app) => &app.name,

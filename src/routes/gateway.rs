@@ -13,7 +13,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::Value;
 
@@ -23,8 +23,8 @@ use super::generation::answered_in_time;
 use super::metered::Metered;
 use super::validate;
 use crate::apps::App;
+use crate::dify::Caller;
 use crate::dify::client::{Outgoing, Passed, StopKind, StreamSetup};
-use crate::dify::{Caller, DifyClient};
 use crate::error::ApiError;
 use crate::http::body::OptionalJsonObject;
 use crate::http::multipart::{self, Missing};
@@ -41,16 +41,28 @@ pub fn router() -> Router<AppState> {
         .route("/v1/{*path}", any(user(gateway)))
 }
 
+/// The app a gateway call goes to, as [`gateway_app`] picks it.
+pub struct Picked {
+    pub app: App,
+    /// Whether the bearer token named it. No route did then, so the response carries it for
+    /// its metrics label and log line ([`crate::apps::Apps::label`]).
+    pub by_bearer: bool,
+}
+
 /// The app a gateway call goes to: the one place it is chosen. With one app it is the only
 /// one, whatever bearer token (or none) the client sends, so SDKs that insist on a key work
 /// with a placeholder. (With several apps: the `/apps/{name}` of the route, or the app named by
 /// the bearer token; an unknown name is 401 `unauthorized`.)
-pub fn gateway_client(state: &AppState, request: &Request) -> Result<Arc<DifyClient>, ApiError> {
+pub fn gateway_app(state: &AppState, request: &Request) -> Result<Picked, ApiError> {
+    let routed = |app: &App| Picked {
+        app: app.clone(),
+        by_bearer: false,
+    };
     if let Some(app) = request.extensions().get::<App>() {
-        return Ok(Arc::clone(&app.dify));
+        return Ok(routed(app));
     }
     if let Some(app) = state.apps.root() {
-        return Ok(Arc::clone(&app.dify));
+        return Ok(routed(app));
     }
     let named = request
         .headers()
@@ -59,11 +71,15 @@ pub fn gateway_client(state: &AppState, request: &Request) -> Result<Arc<DifyCli
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .and_then(|(_, name)| state.apps.get(name.trim()));
-    named.map(|app| Arc::clone(&app.dify)).ok_or_else(|| {
-        ApiError::Unauthorized(
+    match named {
+        Some(app) => Ok(Picked {
+            app: app.clone(),
+            by_bearer: true,
+        }),
+        None => Err(ApiError::Unauthorized(
             "Name the app in the bearer token: Authorization: Bearer <app name>.".into(),
-        )
-    })
+        )),
+    }
 }
 
 /// How the client's request is read and sent on.
@@ -186,13 +202,37 @@ fn allow(method: &Method) -> &'static str {
     }
 }
 
-async fn gateway(
-    State(state): State<AppState>,
+/// The gateway's handler: [`gateway_call`]'s answer, labelled with the app when the bearer token
+/// picked it (whatever the answer, as `/apps/{name}` labels all of its own). An unknown name
+/// picks none: the 401 keeps the empty label, so a client cannot add label values.
+async fn gateway(State(state): State<AppState>, caller: Caller, request: Request) -> Response {
+    let picked = gateway_app(&state, &request);
+    let label = match &picked {
+        Ok(Picked {
+            app,
+            by_bearer: true,
+        }) => Some(app.clone()),
+        _ => None,
+    };
+    let mut response = gateway_call(state, caller, request, picked)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    if let Some(app) = label {
+        response.extensions_mut().insert(app);
+    }
+    response
+}
+
+/// One gateway call to the `picked` app. A path off the end-user surface is 404 whatever the
+/// bearer token names.
+async fn gateway_call(
+    state: AppState,
     mut caller: Caller,
     request: Request,
+    picked: Result<Picked, ApiError>,
 ) -> Result<Response, ApiError> {
     let mut endpoint = Endpoint::parse(request.method(), request.uri().path())?;
-    let client = gateway_client(&state, &request)?;
+    let client = Arc::clone(&picked?.app.dify);
     let query = query_params(request.uri().query());
     let mut trace_id = clients_trace_id(request.headers(), &query);
     let outgoing = match endpoint.carries {

@@ -798,3 +798,62 @@ async fn the_plain_gateway_refuses_an_unknown_or_missing_app_name_with_401() {
     assert!(apps.support_requests("/v1/info").is_empty());
     assert!(apps.sales_requests("/v1/info").is_empty());
 }
+
+#[tokio::test]
+async fn the_plain_gateway_labels_request_metrics_with_the_app_the_bearer_token_names() {
+    let apps = TwoApps::spawn().await;
+    let b = apps.browser();
+    assert_eq!(gateway_info(b, "/v1/info", Some("sales")).await.status, 200);
+    let streamed = b
+        .request(Method::POST, "/v1/chat-messages")
+        .bearer_auth("sales")
+        .json(&json!({"inputs": {}, "query": "count me", "response_mode": "streaming"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 200);
+    let body = read_stream(streamed).await;
+    assert_eq!(sse_events(&body).last().unwrap()["event"], "message_end");
+    let text = b.get("/metrics").await.text();
+    for needle in [
+        "difybff_http_requests_total{method=\"GET\",route=\"/v1/{*path}\",app=\"sales\",status=\"200\"}",
+        "difybff_http_requests_total{method=\"POST\",route=\"/v1/{*path}\",app=\"sales\",status=\"200\"}",
+        "difybff_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/{*path}\",app=\"sales\"}",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn the_plain_gateway_access_log_line_names_the_app_the_bearer_token_names() {
+    let apps = TwoApps::spawn().await;
+    let res = gateway_info(apps.browser(), "/v1/info", Some("sales")).await;
+    assert_eq!(res.status, 200);
+    let request_id = res.header("x-request-id").unwrap().to_owned();
+    let line = logs::captured()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "request" && l["request_id"] == request_id.as_str())
+        .expect("the request's log line");
+    assert_eq!(line["app"], "sales", "{line}");
+    assert_eq!(line["route"], "/v1/{*path}", "{line}");
+}
+
+#[tokio::test]
+async fn unknown_bearer_names_add_no_label_values_and_count_under_the_empty_app() {
+    let apps = TwoApps::spawn().await;
+    let b = apps.browser();
+    let names = ["intruder-a1", "intruder-b2", "intruder-c3"];
+    for name in names {
+        gateway_info(b, "/v1/info", Some(name))
+            .await
+            .assert_error(401, "unauthorized");
+    }
+    let text = b.get("/metrics").await.text();
+    for name in names {
+        assert!(!text.contains(name), "{name} became a label in:\n{text}");
+    }
+    let refused =
+        "difybff_http_requests_total{method=\"GET\",route=\"/v1/{*path}\",app=\"\",status=\"401\"}";
+    assert!(text.contains(refused), "missing {refused} in:\n{text}");
+}
