@@ -425,6 +425,22 @@ async fn each_apps_page_is_served_under_its_path() {
     assert_eq!(bare.headers()["location"], "/apps/sales/");
 }
 
+#[tokio::test]
+async fn the_redirect_to_an_apps_page_keeps_the_query() {
+    let apps = TwoApps::spawn().await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let bare = no_redirects
+        .get(apps.browser().url("/apps/sales?x=1&lang=zh-Hans"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 308);
+    assert_eq!(bare.headers()["location"], "/apps/sales/?x=1&lang=zh-Hans");
+}
+
 async fn upload_to(b: &Browser, path: &str, bytes: &'static [u8]) -> String {
     let form = reqwest::multipart::Form::new().part(
         "file",
