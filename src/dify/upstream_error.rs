@@ -26,6 +26,36 @@ pub fn from_upstream(status: StatusCode, content_type: Option<&str>, body: &[u8]
     normalise(status, content_type, body)
 }
 
+/// Whether a `Content-Type` is an HTML page (`text/html`, in any case, with any parameters).
+pub fn is_html(content_type: &[u8]) -> bool {
+    let essence = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    essence.eq_ignore_ascii_case(b"text/html")
+}
+
+/// A 2xx HTML page where Dify answers JSON or an event stream: a login page (SSO, Cloudflare
+/// Access) or another page of a proxy in front of Dify, not Dify's answer. 502, logged as a
+/// warning with its status and type (at most [`MAX_LOGGED_TYPE`] bytes of it).
+pub fn from_html_success(status: StatusCode, content_type: &str) -> ApiError {
+    let shown = content_type
+        .char_indices()
+        .take_while(|(i, _)| *i < MAX_LOGGED_TYPE)
+        .map(|(_, c)| c)
+        .collect::<String>();
+    tracing::warn!(
+        upstream_status = status.as_u16(),
+        content_type = %shown,
+        "Dify's address answered with an HTML page, not Dify's JSON: a login or proxy page in front of Dify? Check DIFY_BASE_URL and that the proxy lets API calls through"
+    );
+    ApiError::UpstreamUnavailable(format!("Dify answered {status} with an HTML page"))
+}
+
+/// The most of a `Content-Type` that goes into a log line.
+const MAX_LOGGED_TYPE: usize = 200;
+
 /// For signed file URLs (no key involved): Dify's 4xx are relayed in our shape, an HTML 4xx
 /// keeps its status with a code derived from it.
 pub fn from_file_upstream(status: StatusCode, content_type: Option<&str>, body: &[u8]) -> ApiError {
@@ -223,6 +253,28 @@ mod tests {
             r#"{"code": "forbidden", "message": "The app's API service has been disabled.", "status": 403}"#,
         );
         assert_eq!((got.0, got.1.as_str()), (502, "upstream_unavailable"));
+    }
+
+    #[test]
+    fn html_is_recognised_in_any_case_and_with_any_parameters() {
+        for html in [
+            "text/html",
+            "text/html; charset=utf-8",
+            "Text/HTML;charset=UTF-8",
+            " TEXT/html ; q=1",
+        ] {
+            assert!(is_html(html.as_bytes()), "{html}");
+        }
+        for other in [
+            "application/json",
+            "text/event-stream; charset=utf-8",
+            "text/htmlx",
+            "application/xhtml+xml",
+            "text/plain; x=text/html",
+            "",
+        ] {
+            assert!(!is_html(other.as_bytes()), "{other}");
+        }
     }
 
     #[test]
