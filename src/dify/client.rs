@@ -90,6 +90,8 @@ enum Source {
     /// A keyed call whose 2xx body is media by design (text-to-audio's audio, a file preview,
     /// whatever its type): relayed as sent.
     Media,
+    /// `site`: as [`Source::Keyed`], but a 403 `forbidden` means the app has no WebApp settings.
+    Site,
     /// A signed file URL (no key involved): its 2xx and 304 are the file, relayed as sent.
     File,
 }
@@ -98,6 +100,7 @@ impl Source {
     /// What Dify's `path` (below the base URL) answers with.
     fn of(path: &str) -> Source {
         match path {
+            "site" => Source::Site,
             "text-to-audio" => Source::Media,
             _ if path.starts_with("files/") && path.ends_with("/preview") => Source::Media,
             _ => Source::Keyed,
@@ -106,7 +109,7 @@ impl Source {
 
     /// Whether a 2xx must be JSON or an event stream.
     fn expects_data(self) -> bool {
-        matches!(self, Source::Keyed)
+        matches!(self, Source::Keyed | Source::Site)
     }
 }
 
@@ -382,7 +385,7 @@ impl DifyClient {
             .map_err(Failure::transport)?;
         let status = response.status();
         let accepted = match source {
-            Source::Keyed | Source::Media => status.is_success(),
+            Source::Keyed | Source::Media | Source::Site => status.is_success(),
             Source::File => status.is_success() || status == StatusCode::NOT_MODIFIED,
         };
         if accepted {
@@ -401,6 +404,9 @@ impl DifyClient {
             Ok(body) => match source {
                 Source::Keyed | Source::Media => {
                     upstream_error::from_upstream(status, content_type.as_deref(), &body)
+                }
+                Source::Site => {
+                    upstream_error::from_site_upstream(status, content_type.as_deref(), &body)
                 }
                 Source::File => {
                     upstream_error::from_file_upstream(status, content_type.as_deref(), &body)
@@ -467,24 +473,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_audio_and_file_previews_are_media() {
+    fn only_audio_and_file_previews_are_media_and_only_site_reads_403_as_no_settings() {
         assert_eq!(Source::of("text-to-audio"), Source::Media);
         assert_eq!(
             Source::of("files/aa0483db-e114-40ab-b70f-c2128bd443fa/preview"),
             Source::Media
         );
+        assert_eq!(Source::of("site"), Source::Site);
         for path in [
             CHAT_MESSAGES,
             "conversations",
             "files/upload",
             "audio-to-text",
             "parameters",
-            "site",
             "workflow/aa0483db-e114-40ab-b70f-c2128bd443fa/events",
         ] {
             assert_eq!(Source::of(path), Source::Keyed, "{path}");
         }
-        assert!(Source::Keyed.expects_data());
+        assert!(Source::Keyed.expects_data() && Source::Site.expects_data());
         assert!(!Source::Media.expects_data() && !Source::File.expects_data());
     }
 }

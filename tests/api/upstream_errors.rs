@@ -400,6 +400,23 @@ async fn an_html_200_is_recognised_whatever_the_case_and_parameters_of_its_type_
 }
 
 #[tokio::test]
+async fn a_403_forbidden_outside_site_is_still_dify_refusing_our_key() {
+    let app = TestApp::spawn().await;
+    app.emulator.script(
+        "GET",
+        "/parameters",
+        Reply::json(
+            403,
+            &json!({"code": "forbidden", "message": "The app's API service has been disabled.", "status": 403}),
+        ),
+    );
+    app.browser
+        .get("/parameters")
+        .await
+        .assert_error(502, "upstream_unavailable");
+}
+
+#[tokio::test]
 async fn an_empty_2xx_typed_as_html_is_no_page_and_goes_through() {
     let app = TestApp::spawn().await;
     let id = "1c6ae8c6-0ba8-4b54-bd48-1d2d5e7b7ed2";
