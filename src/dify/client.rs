@@ -80,11 +80,37 @@ fn query<'a>(query: &'a [(&'a str, &'a str)]) -> Payload<'a, ()> {
     Payload::Query(query)
 }
 
-/// How a non-2xx answer is read: keyed calls, or signed file URLs (no key involved).
-#[derive(Clone, Copy)]
+/// What a call's answer holds, for [`DifyClient::exchange`]: how a 2xx is checked and how a
+/// non-2xx is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Source {
+    /// A keyed call answered with JSON or an event stream: a 2xx HTML page is no answer of
+    /// Dify's but a login or proxy page in front of it (502).
     Keyed,
+    /// A keyed call whose 2xx body is media by design (text-to-audio's audio, a file preview,
+    /// whatever its type): relayed as sent.
+    Media,
+    /// `site`: as [`Source::Keyed`], but a 403 `forbidden` means the app has no WebApp settings.
+    Site,
+    /// A signed file URL (no key involved): its 2xx and 304 are the file, relayed as sent.
     File,
+}
+
+impl Source {
+    /// What Dify's `path` (below the base URL) answers with.
+    fn of(path: &str) -> Source {
+        match path {
+            "site" => Source::Site,
+            "text-to-audio" => Source::Media,
+            _ if path.starts_with("files/") && path.ends_with("/preview") => Source::Media,
+            _ => Source::Keyed,
+        }
+    }
+
+    /// Whether a 2xx must be JSON or an event stream.
+    fn expects_data(self) -> bool {
+        matches!(self, Source::Keyed | Source::Site)
+    }
 }
 
 pub struct DifyClient {
@@ -286,7 +312,7 @@ impl DifyClient {
         let started = Instant::now();
         let call = self.prepare(method, path, caller, payload)?;
         let response = self
-            .exchange(call, head.map(|head| started + head), Source::Keyed)
+            .exchange(call, head.map(|head| started + head), Source::of(path))
             .await
             .map_err(|f| f.error)?;
         let deadline = started + head.unwrap_or(self.timeout);
@@ -310,7 +336,7 @@ impl DifyClient {
         let mut retries = 0;
         loop {
             let call = self.prepare(Method::GET, path, caller, query(params))?;
-            let failure = match self.exchange(call, Some(deadline), Source::Keyed).await {
+            let failure = match self.exchange(call, Some(deadline), Source::of(path)).await {
                 Ok(response) => return Ok(Answer::new(response, deadline, Some(Box::new(slot)))),
                 Err(failure) => failure,
             };
@@ -333,9 +359,10 @@ impl DifyClient {
     }
 
     /// Sends and waits for the response head by `deadline`; a non-2xx answer becomes the
-    /// error the browser gets, from at most [`MAX_ERROR_BODY`] bytes of its body. A
-    /// generation's head has no deadline here: its caller bounds the wait (see
-    /// `routes::generation`).
+    /// error the browser gets, from at most [`MAX_ERROR_BODY`] bytes of its body, and so does a
+    /// 2xx HTML page where Dify answers JSON or an event stream (every call passes here: one
+    /// header looked at per answer). A generation's head has no deadline here: its caller
+    /// bounds the wait (see `routes::generation`).
     async fn exchange(
         &self,
         call: Outbound,
@@ -358,17 +385,28 @@ impl DifyClient {
             .map_err(Failure::transport)?;
         let status = response.status();
         let accepted = match source {
-            Source::Keyed => status.is_success(),
+            Source::Keyed | Source::Media | Source::Site => status.is_success(),
             Source::File => status.is_success() || status == StatusCode::NOT_MODIFIED,
         };
         if accepted {
+            if source.expects_data()
+                && let Some(page) = html_page(&response)
+            {
+                let page = String::from_utf8_lossy(page.as_bytes());
+                return Err(Failure::final_(upstream_error::from_html_success(
+                    status, &page,
+                )));
+            }
             return Ok(response);
         }
         let content_type = content_type(&response);
         let error = match read_capped(response, MAX_ERROR_BODY, deadline).await {
             Ok(body) => match source {
-                Source::Keyed => {
+                Source::Keyed | Source::Media => {
                     upstream_error::from_upstream(status, content_type.as_deref(), &body)
+                }
+                Source::Site => {
+                    upstream_error::from_site_upstream(status, content_type.as_deref(), &body)
                 }
                 Source::File => {
                     upstream_error::from_file_upstream(status, content_type.as_deref(), &body)
@@ -397,6 +435,20 @@ fn content_type(response: &transport::Response) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The `Content-Type` of an answer that is an HTML page. A body-less answer is no page, whatever
+/// its type (Flask types an answer that names no type `text/html`, its empty 200 to a preflight
+/// for one: dify-protocol.md §3.3).
+fn html_page(response: &transport::Response) -> Option<&HeaderValue> {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .filter(|ct| upstream_error::is_html(ct.as_bytes()))
+        .filter(|_| {
+            response.status() != StatusCode::NO_CONTENT
+                && transport::content_length(response) != Some(0)
+        })
+}
+
 /// `base` with `path`'s segments appended (see [`DifyClient::url`]).
 fn join(base: &Url, path: &str) -> Result<Url, ApiError> {
     let mut url = base.clone();
@@ -413,5 +465,32 @@ pub(crate) fn map_transport(e: TransportError) -> ApiError {
         ApiError::UpstreamTimeout
     } else {
         ApiError::UpstreamUnavailable(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_audio_and_file_previews_are_media_and_only_site_reads_403_as_no_settings() {
+        assert_eq!(Source::of("text-to-audio"), Source::Media);
+        assert_eq!(
+            Source::of("files/aa0483db-e114-40ab-b70f-c2128bd443fa/preview"),
+            Source::Media
+        );
+        assert_eq!(Source::of("site"), Source::Site);
+        for path in [
+            CHAT_MESSAGES,
+            "conversations",
+            "files/upload",
+            "audio-to-text",
+            "parameters",
+            "workflow/aa0483db-e114-40ab-b70f-c2128bd443fa/events",
+        ] {
+            assert_eq!(Source::of(path), Source::Keyed, "{path}");
+        }
+        assert!(Source::Keyed.expects_data() && Source::Site.expects_data());
+        assert!(!Source::Media.expects_data() && !Source::File.expects_data());
     }
 }

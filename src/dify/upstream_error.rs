@@ -26,6 +26,57 @@ pub fn from_upstream(status: StatusCode, content_type: Option<&str>, body: &[u8]
     normalise(status, content_type, body)
 }
 
+/// `GET /site`'s non-success answer. Dify ≥ 1.4 answers 403 `forbidden` there for an app with no
+/// site row or in an archived workspace (dify-protocol.md §10.4): the app has no WebApp settings,
+/// not a refused key, so it is our `not_found`, as is the 404 of a Dify before 1.4. A 401, or a
+/// 403 that is not Dify's `forbidden` (a proxy's page), is read as on any keyed call.
+pub fn from_site_upstream(status: StatusCode, content_type: Option<&str>, body: &[u8]) -> ApiError {
+    if status == StatusCode::FORBIDDEN {
+        let error = normalise(status, content_type, body);
+        if error.code() == "forbidden" {
+            return ApiError::NotFound(
+                "This app has no WebApp settings (Dify answered 403 forbidden for /site).".into(),
+            );
+        }
+    }
+    match from_upstream(status, content_type, body) {
+        error if error.status() == StatusCode::NOT_FOUND => ApiError::NotFound(
+            "This Dify version has no WebApp settings (/site needs Dify 1.4 or later).".into(),
+        ),
+        error => error,
+    }
+}
+
+/// Whether a `Content-Type` is an HTML page (`text/html`, in any case, with any parameters).
+pub fn is_html(content_type: &[u8]) -> bool {
+    let essence = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    essence.eq_ignore_ascii_case(b"text/html")
+}
+
+/// A 2xx HTML page where Dify answers JSON or an event stream: a login page (SSO, Cloudflare
+/// Access) or another page of a proxy in front of Dify, not Dify's answer. 502, logged as a
+/// warning with its status and type (at most [`MAX_LOGGED_TYPE`] bytes of it).
+pub fn from_html_success(status: StatusCode, content_type: &str) -> ApiError {
+    let shown = content_type
+        .char_indices()
+        .take_while(|(i, _)| *i < MAX_LOGGED_TYPE)
+        .map(|(_, c)| c)
+        .collect::<String>();
+    tracing::warn!(
+        upstream_status = status.as_u16(),
+        content_type = %shown,
+        "Dify's address answered with an HTML page, not Dify's JSON: a login or proxy page in front of Dify? Check DIFY_BASE_URL and that the proxy lets API calls through"
+    );
+    ApiError::UpstreamUnavailable(format!("Dify answered {status} with an HTML page"))
+}
+
+/// The most of a `Content-Type` that goes into a log line.
+const MAX_LOGGED_TYPE: usize = 200;
+
 /// For signed file URLs (no key involved): Dify's 4xx are relayed in our shape, an HTML 4xx
 /// keeps its status with a code derived from it.
 pub fn from_file_upstream(status: StatusCode, content_type: Option<&str>, body: &[u8]) -> ApiError {
@@ -223,6 +274,112 @@ mod tests {
             r#"{"code": "forbidden", "message": "The app's API service has been disabled.", "status": 403}"#,
         );
         assert_eq!((got.0, got.1.as_str()), (502, "upstream_unavailable"));
+    }
+
+    #[test]
+    fn html_is_recognised_in_any_case_and_with_any_parameters() {
+        for html in [
+            "text/html",
+            "text/html; charset=utf-8",
+            "Text/HTML;charset=UTF-8",
+            " TEXT/html ; q=1",
+        ] {
+            assert!(is_html(html.as_bytes()), "{html}");
+        }
+        for other in [
+            "application/json",
+            "text/event-stream; charset=utf-8",
+            "text/htmlx",
+            "application/xhtml+xml",
+            "text/plain; x=text/html",
+            "",
+        ] {
+            assert!(!is_html(other.as_bytes()), "{other}");
+        }
+    }
+
+    fn site(status: u16, body: &str) -> (u16, String) {
+        let e = from_site_upstream(
+            StatusCode::from_u16(status).unwrap(),
+            Some("application/json"),
+            body.as_bytes(),
+        );
+        (e.status().as_u16(), e.code().to_owned())
+    }
+
+    #[test]
+    fn a_site_dify_refuses_with_403_forbidden_is_not_found() {
+        let got = site(
+            403,
+            r#"{"code": "forbidden", "message": "You don't have the permission to access the requested resource. It is either read-protected or not readable by the server.", "status": 403}"#,
+        );
+        assert_eq!(got, (404, "not_found".into()));
+    }
+
+    /// What `f` logs at WARN and above, captured on this thread only.
+    fn logged(f: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned()
+    }
+
+    #[test]
+    fn a_site_without_settings_blames_no_key_and_a_403_elsewhere_does() {
+        let forbidden = br#"{"code": "forbidden", "message": "You don't have the permission to access the requested resource. It is either read-protected or not readable by the server.", "status": 403}"#;
+        let json = Some("application/json");
+        let site = logged(|| {
+            from_site_upstream(StatusCode::FORBIDDEN, json, forbidden);
+        });
+        assert_eq!(site, "", "nothing logged for an app without a site");
+        let elsewhere = logged(|| {
+            from_upstream(StatusCode::FORBIDDEN, json, forbidden);
+        });
+        assert!(
+            elsewhere.contains("Dify refused our API key"),
+            "{elsewhere}"
+        );
+    }
+
+    #[test]
+    fn a_site_dify_lacks_is_not_found_and_a_refused_key_still_502() {
+        assert_eq!(
+            site(
+                404,
+                r#"{"message": "The requested URL was not found on the server.", "status": 404}"#
+            ),
+            (404, "not_found".into())
+        );
+        assert_eq!(
+            site(
+                401,
+                r#"{"code": "unauthorized", "message": "Access token is invalid", "status": 401}"#
+            ),
+            (502, "upstream_unavailable".into())
+        );
+        let proxy_403 = from_site_upstream(
+            StatusCode::FORBIDDEN,
+            Some("text/html"),
+            b"<html>403 Forbidden</html>",
+        );
+        assert_eq!(proxy_403.code(), "upstream_unavailable");
     }
 
     #[test]

@@ -30,18 +30,12 @@ pub fn router() -> Router<AppState> {
             "/meta",
             get(user(|a: App, c: Caller| settings(a, c, "meta"))),
         )
-        .route("/site", get(user(site)))
-}
-
-/// Dify's WebApp settings (title, colours, language…), from Dify 1.4 on. Older versions
-/// have no such route: whatever their 404 says, it is our `not_found`.
-async fn site(app: App, caller: Caller) -> Result<Response, ApiError> {
-    match settings(app, caller, "site").await {
-        Err(error) if error.status() == StatusCode::NOT_FOUND => Err(ApiError::NotFound(
-            "This Dify version has no WebApp settings (/site needs Dify 1.4 or later).".into(),
-        )),
-        other => other,
-    }
+        // Dify's WebApp settings (title, colours, language…), from Dify 1.4 on; an older Dify,
+        // or an app without them, is our `not_found` (`upstream_error::from_site_upstream`).
+        .route(
+            "/site",
+            get(user(|a: App, c: Caller| settings(a, c, "site"))),
+        )
 }
 
 async fn settings(app: App, caller: Caller, which: &'static str) -> Result<Response, ApiError> {

@@ -58,8 +58,8 @@ async fn page(state: &AppState, request: Request) -> Response {
 }
 
 /// With named apps, `/apps/{name}/…` is the same page and assets as `/…` (the page finds its
-/// app in its own address); `/apps/{name}` redirects to `/apps/{name}/` so relative asset
-/// paths resolve under it, and an unknown name is 404.
+/// app in its own address); `/apps/{name}` redirects to `/apps/{name}/` (its query kept) so
+/// relative asset paths resolve under it, and an unknown name is 404.
 fn app_page(state: &AppState, mut request: Request) -> Result<Request, Box<Response>> {
     if !state.apps.named() {
         return Ok(request);
@@ -75,7 +75,10 @@ fn app_page(state: &AppState, mut request: Request) -> Result<Request, Box<Respo
         return Err(Box::new(crate::apps::unknown_app().into_response()));
     }
     let Some(inner) = inner else {
-        let to = format!("/apps/{name}/");
+        let to = match request.uri().query() {
+            Some(query) => format!("/apps/{name}/?{query}"),
+            None => format!("/apps/{name}/"),
+        };
         return Err(Box::new(Redirect::permanent(&to).into_response()));
     };
     let target = format!("/{}", inner.trim_start_matches('/'));

@@ -425,6 +425,40 @@ async fn each_apps_page_is_served_under_its_path() {
     assert_eq!(bare.headers()["location"], "/apps/sales/");
 }
 
+#[tokio::test]
+async fn the_redirect_to_an_apps_page_keeps_the_query() {
+    let apps = TwoApps::spawn().await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let bare = no_redirects
+        .get(apps.browser().url("/apps/sales?x=1&lang=zh-Hans"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 308);
+    assert_eq!(bare.headers()["location"], "/apps/sales/?x=1&lang=zh-Hans");
+}
+
+#[tokio::test]
+async fn site_of_an_app_without_webapp_settings_is_404_not_found_under_its_path() {
+    let apps = TwoApps::spawn().await;
+    apps.sales.script(
+        "GET",
+        "/v1/site",
+        Reply::json(
+            403,
+            &json!({"code": "forbidden", "message": "You don't have the permission to access the requested resource. It is either read-protected or not readable by the server.", "status": 403}),
+        ),
+    );
+    apps.browser()
+        .get("/apps/sales/site")
+        .await
+        .assert_error(404, "not_found");
+    assert_eq!(apps.sales_requests("/v1/site").len(), 1);
+}
+
 async fn upload_to(b: &Browser, path: &str, bytes: &'static [u8]) -> String {
     let form = reqwest::multipart::Form::new().part(
         "file",

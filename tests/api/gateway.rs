@@ -1521,3 +1521,46 @@ async fn a_gateway_get_is_retried_after_a_502_like_our_own() {
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(app.upstream_requests("/v1/conversations").len(), 2);
 }
+
+const LOGIN_PAGE: &str = "<!doctype html><html><body><h1>Sign in to continue</h1></body></html>";
+
+#[tokio::test]
+async fn an_html_page_answered_200_to_a_gateway_read_is_502_not_relayed() {
+    let app = TestApp::spawn().await;
+    app.emulator
+        .script("GET", "/conversations", Reply::html(200, LOGIN_PAGE));
+    let res = gw_get(&app.browser, "/v1/conversations").await;
+    res.assert_error(502, "upstream_unavailable");
+    assert!(!res.text().contains("Sign in"), "the page is not relayed");
+}
+
+#[tokio::test]
+async fn an_html_page_answered_200_to_a_gateway_stream_is_502_not_a_stream() {
+    let app = TestApp::spawn().await;
+    app.emulator
+        .script("POST", "/chat-messages", Reply::html(200, LOGIN_PAGE));
+    gw_post(
+        &app.browser,
+        "/v1/chat-messages",
+        &json!({"inputs": {}, "query": "hi", "response_mode": "streaming"}),
+    )
+    .await
+    .assert_error(502, "upstream_unavailable");
+}
+
+#[tokio::test]
+async fn site_of_an_app_without_webapp_settings_is_404_not_found_on_the_gateway() {
+    let app = TestApp::spawn().await;
+    // Dify >= 1.4 for an app with no site row (dify-protocol.md §10.4).
+    app.emulator.script(
+        "GET",
+        "/v1/site",
+        Reply::json(
+            403,
+            &json!({"code": "forbidden", "message": "You don't have the permission to access the requested resource. It is either read-protected or not readable by the server.", "status": 403}),
+        ),
+    );
+    gw_get(&app.browser, "/v1/site")
+        .await
+        .assert_error(404, "not_found");
+}

@@ -329,3 +329,110 @@ async fn a_stream_cut_by_dify_is_not_retried() {
     );
     assert_eq!(app.upstream_requests("/v1/chat-messages").len(), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A 2xx that is an HTML page: a login page (SSO, Cloudflare Access) or a proxy's page in front
+// of Dify, not Dify's answer
+
+const LOGIN_PAGE: &str =
+    "<!doctype html><html><head><title>Sign in</title></head><body><form>SSO</form></body></html>";
+
+#[tokio::test]
+async fn an_html_page_answered_200_to_a_read_is_502_upstream_unavailable() {
+    let app = TestApp::spawn().await;
+    app.emulator
+        .script("GET", "/conversations", Reply::html(200, LOGIN_PAGE));
+    let res = app.browser.get("/conversations").await;
+    res.assert_error(502, "upstream_unavailable");
+    assert!(!res.text().contains("Sign in"), "the page is not relayed");
+}
+
+#[tokio::test]
+async fn an_html_page_answered_200_to_a_blocking_chat_is_502_upstream_unavailable() {
+    let app = TestApp::spawn().await;
+    app.emulator
+        .script("POST", CHAT, Reply::html(200, LOGIN_PAGE));
+    blocking(&app)
+        .await
+        .assert_error(502, "upstream_unavailable");
+}
+
+#[tokio::test]
+async fn an_html_page_answered_200_to_a_streamed_chat_is_a_502_json_error_not_a_stream() {
+    let app = TestApp::spawn().await;
+    app.emulator
+        .script("POST", CHAT, Reply::html(200, LOGIN_PAGE));
+    streaming(&app)
+        .await
+        .assert_error(502, "upstream_unavailable");
+}
+
+#[tokio::test]
+async fn an_html_200_is_recognised_whatever_the_case_and_parameters_of_its_type_and_logged() {
+    let app = TestApp::spawn().await;
+    let marker = format!("m{}", uuid::Uuid::new_v4().simple());
+    let content_type = format!("Text/HTML ; Charset=UTF-8; sso={marker}");
+    app.emulator.script(
+        "GET",
+        "/parameters",
+        Reply {
+            status: 200,
+            headers: vec![("Content-Type".to_owned(), content_type.clone())],
+            steps: vec![Step::Send(LOGIN_PAGE.into())],
+        },
+    );
+    app.browser
+        .get("/parameters")
+        .await
+        .assert_error(502, "upstream_unavailable");
+    let line = crate::support::logs::captured()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| {
+            l["content_type"]
+                .as_str()
+                .is_some_and(|t| t.contains(&marker))
+        })
+        .expect("a log line naming the content type");
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert_eq!(line["upstream_status"], 200, "{line}");
+    assert_eq!(line["content_type"], content_type.as_str(), "{line}");
+}
+
+#[tokio::test]
+async fn a_403_forbidden_outside_site_is_still_dify_refusing_our_key() {
+    let app = TestApp::spawn().await;
+    app.emulator.script(
+        "GET",
+        "/parameters",
+        Reply::json(
+            403,
+            &json!({"code": "forbidden", "message": "The app's API service has been disabled.", "status": 403}),
+        ),
+    );
+    app.browser
+        .get("/parameters")
+        .await
+        .assert_error(502, "upstream_unavailable");
+}
+
+#[tokio::test]
+async fn an_empty_2xx_typed_as_html_is_no_page_and_goes_through() {
+    let app = TestApp::spawn().await;
+    let id = "1c6ae8c6-0ba8-4b54-bd48-1d2d5e7b7ed2";
+    // Flask types an answer that names no type as HTML, empty or not.
+    app.emulator.script(
+        "DELETE",
+        &format!("/conversations/{id}"),
+        Reply {
+            status: 204,
+            headers: vec![(
+                "Content-Type".to_owned(),
+                "text/html; charset=utf-8".to_owned(),
+            )],
+            steps: vec![],
+        },
+    );
+    let res = app.browser.delete(&format!("/conversations/{id}")).await;
+    assert_eq!(res.status, 204, "{}", res.text());
+}

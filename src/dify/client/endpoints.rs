@@ -47,7 +47,7 @@ impl DifyClient {
             Payload::<()>::Chat(body),
         )?;
         let response = self
-            .exchange(call, None, Source::Keyed)
+            .exchange(call, None, Source::of(CHAT_MESSAGES))
             .await
             .map_err(|f| f.error)?;
         metrics::time_to_first_byte(started.elapsed());

@@ -94,14 +94,14 @@ impl DifyClient {
             Outgoing::Json(mut body) => {
                 drop_user(&mut body);
                 let call = self.prepare(method, path, &caller, Payload::Json(&body))?;
-                self.exchange(call, head, Source::Keyed)
+                self.exchange(call, head, Source::of(path))
                     .await
                     .map_err(|f| f.error)?
             }
             Outgoing::Form(fields, file) => {
                 let payload = Payload::<()>::Form(&fields, file);
                 let call = self.prepare(method, path, &caller, payload)?;
-                self.exchange(call, head, Source::Keyed)
+                self.exchange(call, head, Source::of(path))
                     .await
                     .map_err(|f| f.error)?
             }
@@ -157,7 +157,7 @@ impl DifyClient {
         loop {
             let payload = Payload::<()>::Query(params);
             let call = self.prepare(method.clone(), path, caller, payload)?;
-            let failure = match self.exchange(call, Some(deadline), Source::Keyed).await {
+            let failure = match self.exchange(call, Some(deadline), Source::of(path)).await {
                 Ok(response) => return Ok(response),
                 Err(failure) => failure,
             };
