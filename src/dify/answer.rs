@@ -18,6 +18,7 @@ use self::tokens::TokenCounter;
 use super::client::map_transport;
 use super::transport::{self, UpstreamBody};
 use crate::error::ApiError;
+use crate::telemetry::metrics;
 
 mod tokens;
 
@@ -233,7 +234,11 @@ impl TokenScan {
     }
 
     fn report(self) {
-        if let Some(tokens) = self.counter.spent() {
+        let (tokens, usage) = self.counter.spent();
+        if let Some(usage) = usage {
+            metrics::token_usage(&usage);
+        }
+        if let Some(tokens) = tokens {
             (self.sink)(tokens);
         }
     }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::support::{TestApp, read_stream, sse_events};
-use dify_emulator::EmulatorOptions;
+use crate::support::{TestApp, blocking, read_stream, sse_events};
+use dify_emulator::{EmulatorOptions, Reply};
 use reqwest::Method;
 use reqwest::cookie::CookieStore;
 use serde_json::json;
@@ -84,6 +84,29 @@ async fn metrics_report_requests_streams_bytes_and_tokens() {
     ] {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");
     }
+}
+
+#[tokio::test]
+async fn a_blocking_answers_usage_and_cost_reach_the_metrics() {
+    let app = TestApp::spawn().await;
+    // A currency no other test uses: the metrics are the process's, shared by every test.
+    app.emulator.script(
+        "POST",
+        "/chat-messages",
+        Reply::json(
+            200,
+            &json!({"event": "message", "task_id": "t", "id": "m", "answer": "hi",
+                    "metadata": {"usage": {"prompt_tokens": 30, "completion_tokens": 12,
+                    "total_tokens": 42, "total_price": "0.000042", "currency": "XTS"}}}),
+        ),
+    );
+    let res = app.browser.chat(&blocking("what does it cost?")).await;
+    assert_eq!(res.status, 200);
+    let text = app.browser.get("/metrics").await.text();
+    assert!(
+        text.contains("difybff_cost_micros_total{currency=\"XTS\"} 42"),
+        "no cost of the blocking answer in:\n{text}"
+    );
 }
 
 #[tokio::test]

@@ -1,12 +1,28 @@
 //! What a blocking answer spent, read from its JSON as it streams by, whatever its size: a
-//! chat or completion answer's `metadata.usage.total_tokens`, else a workflow run's
-//! `data.total_tokens`. Nothing of the body is kept; only the keys on the way to those two
-//! numbers are followed (a string's content, escaped quotes included, is never a key).
+//! chat or completion answer's `metadata.usage` (its `total_tokens` for the budget, the rest
+//! for the metrics), else a workflow run's `data.total_tokens`. Nothing of the body is kept;
+//! only the keys on the way to those values are followed (a string's content, escaped quotes
+//! included, is never a key).
+
+use crate::dify::watcher::{SmallStr, Usage};
 
 /// The deepest level followed: `metadata.usage.total_tokens`.
 const DEPTH: usize = 3;
-/// Keys longer than this are none of ours.
-const KEY_MAX: usize = 16;
+/// Keys longer than this are none of ours (`completion_tokens`).
+const KEY_MAX: usize = 17;
+/// The longest price or currency read; a longer one is not.
+const TEXT_MAX: usize = 32;
+
+/// A value followed.
+#[derive(Clone, Copy, PartialEq)]
+enum Field {
+    Total,
+    Prompt,
+    Completion,
+    Price,
+    Currency,
+    RunTotal,
+}
 
 #[derive(Default)]
 pub(super) struct TokenCounter {
@@ -21,8 +37,11 @@ pub(super) struct TokenCounter {
     /// The string being read is a key, and `key` holds it while it may be one of ours.
     reading_key: bool,
     key: Option<Key>,
-    /// The digits of a followed number being read.
-    number: Option<u64>,
+    /// The digits of a followed number being read, and which it is.
+    number: Option<(Field, u64)>,
+    /// The bytes of a followed string being read (`None` once it cannot be one).
+    text: Option<(Field, [u8; TEXT_MAX], u8)>,
+    usage: Usage,
     chat: Option<u64>,
     run: Option<u64>,
 }
@@ -55,9 +74,12 @@ impl TokenCounter {
             }
             if self.number.is_some() {
                 if b.is_ascii_digit() {
-                    self.number = self
-                        .number
-                        .map(|n| n.saturating_mul(10).saturating_add(u64::from(b - b'0')));
+                    self.number = self.number.map(|(field, n)| {
+                        (
+                            field,
+                            n.saturating_mul(10).saturating_add(u64::from(b - b'0')),
+                        )
+                    });
                     continue;
                 }
                 self.end_number();
@@ -67,6 +89,12 @@ impl TokenCounter {
                     self.in_string = true;
                     self.reading_key = self.expecting_key;
                     self.key = Some(Key::default());
+                    self.text = match self.followed() {
+                        Some(field @ (Field::Price | Field::Currency)) if !self.reading_key => {
+                            Some((field, [0; TEXT_MAX], 0))
+                        }
+                        _ => None,
+                    };
                 }
                 b'{' | b'[' => {
                     self.objects.push(b == b'{');
@@ -78,7 +106,12 @@ impl TokenCounter {
                     self.expecting_key = false;
                 }
                 b',' => self.expecting_key = self.objects.last() == Some(&true),
-                b'0'..=b'9' if self.followed() => self.number = Some(u64::from(b - b'0')),
+                b'0'..=b'9' => {
+                    self.number = match self.followed() {
+                        Some(Field::Price | Field::Currency) | None => None,
+                        Some(field) => Some((field, u64::from(b - b'0'))),
+                    }
+                }
                 _ => {}
             }
         }
@@ -86,9 +119,10 @@ impl TokenCounter {
 
     fn string_byte(&mut self, b: u8) {
         if self.escaped {
-            // None of our keys has an escape.
+            // None of our keys, prices or currencies has an escape.
             self.escaped = false;
             self.key = None;
+            self.text = None;
         } else if b == b'\\' {
             self.escaped = true;
         } else if b == b'"' {
@@ -97,9 +131,26 @@ impl TokenCounter {
                 self.expecting_key = false;
                 let key = self.key.take().unwrap_or_default();
                 self.set_key(key);
+            } else if let Some((field, bytes, len)) = self.text.take() {
+                let text = std::str::from_utf8(&bytes[..usize::from(len)])
+                    .ok()
+                    .map(SmallStr::new);
+                match field {
+                    Field::Price => self.usage.total_price = text,
+                    _ => self.usage.currency = text,
+                }
+                self.set_key(Key::default());
             }
         } else if self.reading_key {
             self.key = self.key.and_then(|key| key.push(b));
+        } else if let Some((_, bytes, len)) = &mut self.text {
+            match bytes.get_mut(usize::from(*len)) {
+                Some(slot) => {
+                    *slot = b;
+                    *len += 1;
+                }
+                None => self.text = None,
+            }
         }
     }
 
@@ -112,44 +163,72 @@ impl TokenCounter {
 
     /// Records a followed number; the key is then spent (a fraction's digits are not another).
     fn end_number(&mut self) {
-        let Some(n) = self.number.take() else {
+        let Some((field, n)) = self.number.take() else {
             return;
         };
-        match self.objects.len() {
-            3 => self.chat = Some(n),
-            _ => self.run = Some(n),
+        match field {
+            Field::Total => self.chat = Some(n),
+            Field::Prompt => self.usage.prompt_tokens = n,
+            Field::Completion => self.usage.completion_tokens = n,
+            Field::RunTotal => self.run = Some(n),
+            Field::Price | Field::Currency => {}
         }
         self.set_key(Key::default());
     }
 
-    /// Whether a value starting here is one of the two numbers.
-    fn followed(&self) -> bool {
+    /// Which followed value starts here, if any.
+    fn followed(&self) -> Option<Field> {
         let k = &self.keys;
-        self.objects.iter().all(|&object| object)
-            && match self.objects.len() {
-                3 => k[1].is("metadata") && k[2].is("usage") && k[3].is("total_tokens"),
-                2 => k[1].is("data") && k[2].is("total_tokens"),
-                _ => false,
-            }
+        if !self.objects.iter().all(|&object| object) {
+            return None;
+        }
+        match self.objects.len() {
+            3 if k[1].is("metadata") && k[2].is("usage") => [
+                ("total_tokens", Field::Total),
+                ("prompt_tokens", Field::Prompt),
+                ("completion_tokens", Field::Completion),
+                ("total_price", Field::Price),
+                ("currency", Field::Currency),
+            ]
+            .into_iter()
+            .find_map(|(name, field)| k[3].is(name).then_some(field)),
+            2 if k[1].is("data") && k[2].is("total_tokens") => Some(Field::RunTotal),
+            _ => None,
+        }
     }
 
-    /// What the answer spent, once it has all gone by.
-    pub(super) fn spent(mut self) -> Option<u64> {
+    /// What the answer spent, once it has all gone by: the tokens for the budget, and a chat
+    /// or completion answer's usage for the metrics.
+    pub(super) fn spent(mut self) -> (Option<u64>, Option<Usage>) {
         self.end_number();
-        self.chat.or(self.run)
+        match self.chat {
+            Some(total) => (
+                Some(total),
+                Some(Usage {
+                    total_tokens: total,
+                    ..self.usage
+                }),
+            ),
+            None => (self.run, None),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::TokenCounter;
+    use crate::dify::watcher::{SmallStr, Usage};
 
-    fn spent(chunks: &[&[u8]]) -> Option<u64> {
+    fn read(chunks: &[&[u8]]) -> (Option<u64>, Option<Usage>) {
         let mut counter = TokenCounter::default();
         for chunk in chunks {
             counter.feed(chunk);
         }
         counter.spent()
+    }
+
+    fn spent(chunks: &[&[u8]]) -> Option<u64> {
+        read(chunks).0
     }
 
     #[test]
@@ -193,6 +272,32 @@ mod tests {
             counter.feed("\\ud83d\\ude00 €".repeat(10).as_bytes());
         }
         counter.feed(br#"", "metadata": {"usage": {"total_tokens": 50034}}}"#);
-        assert_eq!(counter.spent(), Some(50034));
+        assert_eq!(counter.spent().0, Some(50034));
+    }
+
+    #[test]
+    fn a_chat_answers_usage_is_read_for_the_metrics() {
+        let body = br#"{"answer": "hi", "metadata": {"usage": {"prompt_tokens": 1033, "prompt_unit_price": "0.001", "completion_tokens": 128, "total_tokens": 1161, "total_price": "0.0001161", "currency": "USD", "latency": 0.71}}}"#;
+        for at in 0..body.len() {
+            let (a, b) = body.split_at(at);
+            let usage = read(&[a, b]).1.expect("a chat answer has usage");
+            assert_eq!(
+                usage,
+                Usage {
+                    prompt_tokens: 1033,
+                    completion_tokens: 128,
+                    total_tokens: 1161,
+                    total_price: Some(SmallStr::new("0.0001161")),
+                    currency: Some(SmallStr::new("USD")),
+                },
+                "split at {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_workflow_run_has_no_chat_usage() {
+        let body = br#"{"data": {"total_tokens": 21}}"#;
+        assert_eq!(read(&[body]), (Some(21), None));
     }
 }
