@@ -218,7 +218,7 @@ pub struct AppCounters {
 }
 
 impl AppCounters {
-    /// A chat stream Dify started for `app` (its response headers arrived).
+    /// A stream Dify started for `app`, on our routes or the gateway (its headers arrived).
     pub fn stream(&self, app: &str) {
         static STREAMS: PerApp<Counter> = PerApp::new();
         self.streams

@@ -859,6 +859,38 @@ async fn the_plain_gateway_labels_request_metrics_with_the_app_the_bearer_token_
 }
 
 #[tokio::test]
+async fn a_gateway_stream_counts_among_its_apps_streams() {
+    // An app no other test streams on: the metrics are the process's, shared by every test.
+    let ledger = TestApp::spawn_with_config(vec![], EmulatorOptions::default(), |config| {
+        let base = config
+            .dify_base_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned();
+        config.apps = AppsConfig {
+            apps: vec![app("ledger", API_KEY, &base)],
+            named: true,
+        };
+    })
+    .await;
+    let b = &ledger.browser;
+    let streamed = b
+        .request(Method::POST, "/apps/ledger/v1/chat-messages")
+        .json(&json!({"inputs": {}, "query": "count me", "response_mode": "streaming"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 200);
+    let body = read_stream(streamed).await;
+    assert_eq!(sse_events(&body).last().unwrap()["event"], "message_end");
+    let text = b.get("/metrics").await.text();
+    assert!(
+        text.contains("difybff_app_streams_total{app=\"ledger\"} 1"),
+        "no stream counted for the app in:\n{text}"
+    );
+}
+
+#[tokio::test]
 async fn the_plain_gateway_access_log_line_names_the_app_the_bearer_token_names() {
     let apps = TwoApps::spawn().await;
     let res = gateway_info(apps.browser(), "/v1/info", Some("sales")).await;

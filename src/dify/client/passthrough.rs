@@ -115,6 +115,7 @@ impl DifyClient {
         match stream {
             Some(setup) if is_sse => {
                 metrics::time_to_first_byte(started.elapsed());
+                self.counters.stream(&self.app);
                 let stop = setup.stop.map(|kind| StopOnAbandon {
                     client: Arc::clone(self),
                     caller,
