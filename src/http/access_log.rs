@@ -138,35 +138,12 @@ fn write_debug_f64(out: &mut Vec<u8>, x: f64) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::captured::logged;
 
     /// What the `pretty` logs' format writes for `line` through tracing, after the time.
     fn through_tracing(line: &Line<'_>) -> String {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_target(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, || line.emit());
-        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let text = logged(tracing::Level::TRACE, || line.emit());
         text[text.find(' ').unwrap()..].to_owned()
     }
 
