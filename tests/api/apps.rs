@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::cli::{Running, command, free_port, wait_healthy};
 use crate::support::{
-    API_KEY, Browser, SECOND_API_KEY, TestApp, Vars, blocking, logs, read_stream, sse_events, vars,
+    API_KEY, Browser, SECOND_API_KEY, TestApp, TestResponse, Vars, blocking, logs, read_stream,
+    sse_events, vars,
 };
 use dify_bff::config::{AppConfig, AppsConfig};
 use dify_emulator::{AppInfo, Emulator, EmulatorOptions, Recorded, Reply};
@@ -588,17 +589,22 @@ async fn metrics_label_requests_streams_and_upstream_calls_with_the_app() {
     assert!(!text.contains("nobody"), "an unknown name adds no series");
 }
 
+/// The access log line of the request `res` answers.
+fn access_line(res: &TestResponse) -> Value {
+    let request_id = res.header("x-request-id").expect("a request id");
+    logs::captured()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "request" && l["request_id"] == request_id)
+        .expect("the request's log line")
+}
+
 #[tokio::test]
 async fn the_access_log_line_names_the_app() {
     let apps = TwoApps::spawn().await;
     let res = apps.browser().get("/apps/sales/conversations").await;
     assert_eq!(res.status, 200);
-    let request_id = res.header("x-request-id").unwrap().to_owned();
-    let line = logs::captured()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| l["message"] == "request" && l["request_id"] == request_id.as_str())
-        .expect("the request's log line");
+    let line = access_line(&res);
     assert_eq!(line["app"], "sales", "{line}");
     assert_eq!(line["route"], "/apps/{name}/conversations", "{line}");
 }
@@ -895,12 +901,7 @@ async fn the_plain_gateway_access_log_line_names_the_app_the_bearer_token_names(
     let apps = TwoApps::spawn().await;
     let res = gateway_info(apps.browser(), "/v1/info", Some("sales")).await;
     assert_eq!(res.status, 200);
-    let request_id = res.header("x-request-id").unwrap().to_owned();
-    let line = logs::captured()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| l["message"] == "request" && l["request_id"] == request_id.as_str())
-        .expect("the request's log line");
+    let line = access_line(&res);
     assert_eq!(line["app"], "sales", "{line}");
     assert_eq!(line["route"], "/v1/{*path}", "{line}");
 }
