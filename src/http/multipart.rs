@@ -2,7 +2,8 @@
 //! `MAX_UPLOAD_BYTES` on the whole body while it streams, the parts before the file bounded
 //! and charged to the shared body budget. Text fields before the file are kept for callers
 //! that pass them on (the gateway, which drops `user`); file parts other than `file` and
-//! anything after it are skipped.
+//! anything after it are skipped, except that a gateway file upload with a second file is
+//! refused as Dify refuses it (`too_many_files`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -55,6 +56,15 @@ pub enum Missing {
     Ours,
     File,
     Audio,
+}
+
+/// Dify's answer to a file upload with more than one file part (dify-protocol.md §9.1).
+fn too_many_files() -> ApiError {
+    ApiError::Upstream {
+        status: StatusCode::BAD_REQUEST,
+        code: "too_many_files".to_owned(),
+        message: "Only one file is allowed.".to_owned(),
+    }
 }
 
 impl Missing {
@@ -147,6 +157,9 @@ pub async fn file_part(
         end.error()
             .unwrap_or_else(|| ApiError::invalid("The multipart body is malformed."))
     };
+    // Dify counts every file part, whatever its name; only its file upload refuses a second.
+    let one_file = matches!(missing, Missing::File);
+    let mut files_before = false;
     let mut fields = Vec::new();
     let file = loop {
         match multipart.next_field().await {
@@ -159,11 +172,14 @@ pub async fn file_part(
                 let value = field.text().await.map_err(|_| malformed(&body_end))?;
                 fields.push((name, value));
             }
-            Ok(Some(_)) => continue,
+            Ok(Some(_)) => files_before = true,
             Ok(None) => return Err(missing.error()),
             Err(_) => return Err(malformed(&body_end)),
         }
     };
+    if one_file && files_before {
+        return Err(too_many_files());
+    }
     body_end.file_found.store(true, Ordering::Release);
     body_end.release_head();
     let file_name = file.file_name().unwrap_or_default().to_owned();
@@ -171,7 +187,13 @@ pub async fn file_part(
     // `unsupported_file_type`), so it is not made up here.
     let mime = file.content_type().map(|m| m.to_string());
     let stream = file.map_err(std::io::Error::other);
-    let part = Part::stream(reqwest::Body::wrap_stream(stream)).file_name(file_name);
+    let part = if one_file {
+        let rest = after_the_file(multipart, Arc::clone(&body_end));
+        Part::stream(reqwest::Body::wrap_stream(stream.chain(rest)))
+    } else {
+        Part::stream(reqwest::Body::wrap_stream(stream))
+    };
+    let part = part.file_name(file_name);
     let part = match mime {
         Some(mime) => part
             .mime_str(&mime)
@@ -179,6 +201,27 @@ pub async fn file_part(
         None => part,
     };
     Ok((StreamedFile { fields, part }, UploadEnd(body_end)))
+}
+
+/// The parts after the file, read once it has gone by: a second file fails the upload (the
+/// upstream call is cut, and [`UploadEnd`] answers `too_many_files`); text fields are read
+/// through and dropped (the whole body stays within `MAX_UPLOAD_BYTES`).
+fn after_the_file(
+    multipart: multer::Multipart<'static>,
+    end: Arc<BodyEnd>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
+    futures_util::stream::once(async move {
+        let mut multipart = multipart;
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            if field.file_name().is_some() {
+                end.too_many_files.store(true, Ordering::Release);
+                return Err(std::io::Error::other(BodyRefused));
+            }
+            while let Ok(Some(_)) = field.chunk().await {}
+        }
+        Ok(bytes::Bytes::new())
+    })
+    .try_filter(|chunk| std::future::ready(!chunk.is_empty()))
 }
 
 /// How the upload body ended, known once the upstream call is over.
@@ -219,6 +262,8 @@ struct BodyEnd {
     file_found: AtomicBool,
     /// Nothing arrived for REQUEST_BODY_TIMEOUT_SECS.
     stalled: AtomicBool,
+    /// A second file part followed the file (a gateway file upload).
+    too_many_files: AtomicBool,
 }
 
 impl BodyEnd {
@@ -258,6 +303,8 @@ impl BodyEnd {
             ))
         } else if self.stalled.load(Ordering::Acquire) {
             Some(ApiError::RequestTimeout)
+        } else if self.too_many_files.load(Ordering::Acquire) {
+            Some(too_many_files())
         } else {
             None
         }

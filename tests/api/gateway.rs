@@ -509,6 +509,58 @@ async fn a_file_field_without_a_filename_is_no_upload() {
     assert_nothing_reached_dify(&app);
 }
 
+fn png(name: &str) -> reqwest::multipart::Part {
+    reqwest::multipart::Part::bytes(b"\x89PNG\r\n\x1a\n".to_vec())
+        .file_name(name.to_owned())
+        .mime_str("image/png")
+        .unwrap()
+}
+
+async fn gw_upload(app: &TestApp, form: reqwest::multipart::Form) -> TestResponse {
+    app.browser
+        .send(
+            app.browser
+                .request(Method::POST, "/v1/files/upload")
+                .multipart(form),
+        )
+        .await
+}
+
+/// Dify counts every file part of an upload, whatever its name (dify-protocol.md §9.1).
+#[tokio::test]
+async fn a_file_upload_with_a_file_before_its_file_is_too_many_files() {
+    let app = TestApp::spawn().await;
+    let form = reqwest::multipart::Form::new()
+        .part("other", png("a.png"))
+        .part("file", png("b.png"));
+    gw_upload(&app, form)
+        .await
+        .assert_error(400, "too_many_files");
+    assert_nothing_reached_dify(&app);
+}
+
+#[tokio::test]
+async fn a_file_upload_with_a_file_after_its_file_is_too_many_files() {
+    let app = TestApp::spawn().await;
+    let form = reqwest::multipart::Form::new()
+        .part("file", png("a.png"))
+        .text("note", "between")
+        .part("file", png("b.png"));
+    gw_upload(&app, form)
+        .await
+        .assert_error(400, "too_many_files");
+}
+
+#[tokio::test]
+async fn text_fields_after_the_file_leave_the_upload_whole() {
+    let app = TestApp::spawn().await;
+    let form = reqwest::multipart::Form::new()
+        .part("file", png("a.png"))
+        .text("note", "after");
+    let res = gw_upload(&app, form).await;
+    assert_eq!(res.status, 201, "{}", res.text());
+}
+
 #[tokio::test]
 async fn in_header_mode_dify_sees_the_proxys_user() {
     let app = TestApp::spawn_with_env(vars(&[
