@@ -161,18 +161,18 @@ pub async fn file_part(
     let one_file = matches!(missing, Missing::File);
     let mut files_before = false;
     let mut fields = Vec::new();
-    let file = loop {
+    let (file, file_name) = loop {
         match multipart.next_field().await {
             // As Werkzeug reads a form: a part without a filename is a text field, not a file.
-            Ok(Some(field)) if field.name() == Some("file") && field.file_name().is_some() => {
-                break field;
-            }
-            Ok(Some(field)) if field.file_name().is_none() => {
-                let name = field.name().unwrap_or_default().to_owned();
-                let value = field.text().await.map_err(|_| malformed(&body_end))?;
-                fields.push((name, value));
-            }
-            Ok(Some(_)) => files_before = true,
+            Ok(Some(field)) => match (field.name() == Some("file"), file_name(&field)) {
+                (true, Some(name)) => break (field, name),
+                (_, None) => {
+                    let name = field.name().unwrap_or_default().to_owned();
+                    let value = field.text().await.map_err(|_| malformed(&body_end))?;
+                    fields.push((name, value));
+                }
+                (false, Some(_)) => files_before = true,
+            },
             Ok(None) => return Err(missing.error()),
             Err(_) => return Err(malformed(&body_end)),
         }
@@ -182,7 +182,6 @@ pub async fn file_part(
     }
     body_end.file_found.store(true, Ordering::Release);
     body_end.release_head();
-    let file_name = file.file_name().unwrap_or_default().to_owned();
     // The type as the client declared it, or none: Dify refuses a file without one (415
     // `unsupported_file_type`), so it is not made up here.
     let mime = file.content_type().map(|m| m.to_string());
@@ -213,7 +212,7 @@ fn after_the_file(
     futures_util::stream::once(async move {
         let mut multipart = multipart;
         while let Ok(Some(mut field)) = multipart.next_field().await {
-            if field.file_name().is_some() {
+            if file_name(&field).is_some() {
                 end.too_many_files.store(true, Ordering::Release);
                 return Err(std::io::Error::other(BodyRefused));
             }
@@ -222,6 +221,76 @@ fn after_the_file(
         Ok(bytes::Bytes::new())
     })
     .try_filter(|chunk| std::future::ready(!chunk.is_empty()))
+}
+
+/// A part's file name as Werkzeug reads its `Content-Disposition`: parameter names in any case,
+/// `filename*` (RFC 5987, decoded) before `filename`; `None` makes it a text field. (multer
+/// reads only a lower-case `filename`, and none once a `filename*` comes first.)
+fn file_name(field: &multer::Field<'_>) -> Option<String> {
+    let value = field.headers().get(header::CONTENT_DISPOSITION)?;
+    disposition_file_name(&String::from_utf8_lossy(value.as_bytes()))
+}
+
+fn disposition_file_name(value: &str) -> Option<String> {
+    let (mut plain, mut extended) = (None, None);
+    for (name, value) in disposition_params(value) {
+        if name.eq_ignore_ascii_case("filename*") {
+            extended = extended.or_else(|| decode_extended(&value));
+        } else if name.eq_ignore_ascii_case("filename") {
+            plain = plain.or(Some(value));
+        }
+    }
+    extended.or(plain)
+}
+
+/// The `name=value` parameters after a header value's first token, values unquoted.
+fn disposition_params(value: &str) -> Vec<(String, String)> {
+    let mut params = Vec::new();
+    let mut rest = value.split_once(';').map_or("", |(_, rest)| rest);
+    while !rest.is_empty() {
+        let Some((name, after)) = rest.split_once('=') else {
+            break;
+        };
+        let after = after.trim_start();
+        let (value, next) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let mut value = String::new();
+                let mut chars = quoted.char_indices();
+                let mut end = quoted.len();
+                while let Some((at, c)) = chars.next() {
+                    match c {
+                        '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                        '"' => {
+                            end = at + 1;
+                            break;
+                        }
+                        c => value.push(c),
+                    }
+                }
+                let next = quoted[end..].split_once(';').map_or("", |(_, next)| next);
+                (value, next)
+            }
+            None => match after.split_once(';') {
+                Some((value, next)) => (value.trim().to_owned(), next),
+                None => (after.trim().to_owned(), ""),
+            },
+        };
+        params.push((name.trim().to_owned(), value));
+        rest = next;
+    }
+    params
+}
+
+/// An RFC 5987 value, `charset'language'percent-encoded`: UTF-8, else ISO-8859-1.
+fn decode_extended(value: &str) -> Option<String> {
+    let (charset, rest) = value.split_once('\'')?;
+    let (_, encoded) = rest.split_once('\'')?;
+    let bytes: Vec<u8> = percent_encoding::percent_decode_str(encoded).collect();
+    Some(if charset.eq_ignore_ascii_case("utf-8") {
+        String::from_utf8_lossy(&bytes).into_owned()
+    } else {
+        bytes.into_iter().map(char::from).collect()
+    })
 }
 
 /// How the upload body ended, known once the upstream call is over.
@@ -307,6 +376,44 @@ impl BodyEnd {
             Some(too_many_files())
         } else {
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::disposition_file_name;
+
+    #[test]
+    fn a_file_name_is_read_as_werkzeug_reads_it() {
+        for (disposition, name) in [
+            (r#"form-data; name="file"; filename="a.txt""#, Some("a.txt")),
+            (r#"form-data; name="file"; FILENAME="a.txt""#, Some("a.txt")),
+            (
+                "form-data; name=\"file\"; filename*=UTF-8''r%C3%A9sum%C3%A9.txt",
+                Some("résumé.txt"),
+            ),
+            (
+                "form-data; name=\"file\"; filename*=UTF-8''r%C3%A9sum%C3%A9.txt; filename=\"resume.txt\"",
+                Some("résumé.txt"),
+            ),
+            (
+                "form-data; name=\"file\"; filename*=iso-8859-1'en'%E9t%E9.txt",
+                Some("été.txt"),
+            ),
+            (
+                r#"form-data; name="file"; filename="semi;colon \"q\".txt""#,
+                Some("semi;colon \"q\".txt"),
+            ),
+            (r#"form-data; name="file"; filename="""#, Some("")),
+            (r#"form-data; name="file""#, None),
+            (r#"form-data; name="filename""#, None),
+        ] {
+            assert_eq!(
+                disposition_file_name(disposition).as_deref(),
+                name,
+                "{disposition}"
+            );
         }
     }
 }

@@ -89,6 +89,30 @@ async fn upload(app: &TestApp, body: Vec<u8>) -> TestResponse {
         .await
 }
 
+/// A file part whose `Content-Disposition` is written as given.
+fn disposed(disposition: &str) -> Vec<u8> {
+    let mut out = format!("--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n").into_bytes();
+    out.extend_from_slice(b"Content-Type: text/plain\r\n\r\nhello\r\n");
+    out.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    out
+}
+
+/// Werkzeug reads `filename*` (RFC 5987) and parameter names in any case; such a part is the
+/// file, not a text field.
+#[tokio::test]
+async fn a_file_named_by_filename_star_or_in_capitals_is_uploaded() {
+    let app = TestApp::spawn().await;
+    for disposition in [
+        "form-data; name=\"file\"; filename*=UTF-8''r%C3%A9sum%C3%A9.txt",
+        "form-data; name=\"file\"; filename*=UTF-8''r%C3%A9sum%C3%A9.txt; filename=\"resume.txt\"",
+        "form-data; name=\"file\"; FILENAME=\"a.txt\"",
+    ] {
+        let res = upload(&app, disposed(disposition)).await;
+        assert_eq!(res.status, 201, "{disposition}: {}", res.text());
+    }
+    assert_eq!(app.upstream_requests(UPLOAD).len(), 3);
+}
+
 /// Uploads a file through the proxy and returns Dify's id for it.
 async fn uploaded(app: &TestApp, filename: &str, content_type: &str, bytes: &[u8]) -> String {
     let res = upload(
