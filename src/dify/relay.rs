@@ -358,23 +358,28 @@ impl Drop for RelayStream {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if let Some(call) = stop_call(stop, task_id) {
-            runtime.spawn(call);
+        match stop_call(stop, task_id) {
+            Ok(call) => drop(runtime.spawn(call)),
+            Err(_) => {
+                tracing::warn!(%task_id, "too many pending stop calls; not stopping this task")
+            }
         }
     }
 }
 
-/// Dify's stop for a stream left before its end, to run on a task; `None` when too many stop
-/// calls are pending already.
-fn stop_call(stop: StopOnAbandon, task_id: &str) -> Option<impl Future<Output = ()> + use<>> {
-    let task_id = task_id.to_owned();
+/// Dify's stop for a stream left before its end, to run on a task; `stop` back when too many
+/// stop calls are pending already.
+fn stop_call(
+    stop: StopOnAbandon,
+    task_id: &str,
+) -> Result<impl Future<Output = ()> + use<>, StopOnAbandon> {
     let Ok(permit) = stop.stops.clone().try_acquire_owned() else {
-        tracing::warn!(%task_id, "too many pending stop calls; not stopping this task");
-        return None;
+        return Err(stop);
     };
+    let task_id = task_id.to_owned();
     tracing::info!(%task_id, "stream abandoned before its end; asking Dify to stop the task");
     metrics::stop_on_disconnect();
-    Some(async move {
+    Ok(async move {
         let _permit = permit;
         let call = stop.client.stop_task(&stop.caller, stop.kind, &task_id);
         match tokio::time::timeout(Duration::from_secs(10), call).await {

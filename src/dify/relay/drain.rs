@@ -20,6 +20,8 @@ use crate::telemetry::metrics;
 
 /// How long the rest of a stopped answer is read: Dify's stop takes about a second.
 const DRAIN_LIMIT: Duration = Duration::from_secs(3);
+/// How often a stop that found no slot is asked again.
+const STOP_RETRY: Duration = Duration::from_secs(1);
 
 /// Dify's body from where the client left it, and what the relay had seen of it.
 pub(super) struct Rest {
@@ -30,8 +32,9 @@ pub(super) struct Rest {
 }
 
 /// Reads `rest` to its terminal event, asking Dify to stop (`stop`) once the task id is known,
-/// then for at most [`DRAIN_LIMIT`]; before that (or when too many stops are pending), each
-/// read within the idle timeout and all within [`GENERATION_LIMIT`]. Then tells `tokens` what it spent. The stream's slot is held
+/// then for at most [`DRAIN_LIMIT`]; before that (and while too many stops are pending, when
+/// the stop is asked again every [`STOP_RETRY`]), each read within the idle timeout and all
+/// within [`GENERATION_LIMIT`]. Then tells `tokens` what it spent. The stream's slot is held
 /// until then.
 pub(super) async fn count_rest(
     mut rest: Rest,
@@ -40,27 +43,44 @@ pub(super) async fn count_rest(
     tokens: TokenSink,
 ) {
     let mut limit = Instant::now() + GENERATION_LIMIT;
-    let mut named = false;
+    let mut last_read = Instant::now();
     let mut stopped = false;
+    let mut waiting = false;
     while rest.watcher.terminal().is_none() {
-        if !named && let Some(task_id) = rest.watcher.task_id() {
-            named = true;
-            // Without a stop slot Dify generates on, so its answer is read to its end.
-            stopped = match stop.take() {
-                Some(stop) => stop_call(stop, task_id).map(tokio::spawn).is_some(),
-                None => true,
-            };
-            if stopped {
+        if !stopped && let Some(task_id) = rest.watcher.task_id() {
+            match stop.take().map(|stop| stop_call(stop, task_id)) {
+                Some(Ok(call)) => drop(tokio::spawn(call)),
+                // Without a stop slot Dify generates on: its answer is read on, and the stop
+                // asked again while it lasts.
+                Some(Err(again)) => {
+                    if !std::mem::replace(&mut waiting, true) {
+                        tracing::warn!(%task_id, "too many pending stop calls; asking again shortly");
+                    }
+                    stop = Some(again);
+                }
+                None => {}
+            }
+            if stop.is_none() {
+                stopped = true;
                 limit = Instant::now() + DRAIN_LIMIT;
             }
         }
-        let by = if stopped {
+        let read_by = if stopped {
             limit
         } else {
-            limit.min(Instant::now() + rest.idle)
+            limit.min(last_read + rest.idle)
+        };
+        let by = if stop.is_some() && rest.watcher.task_id().is_some() {
+            read_by.min(Instant::now() + STOP_RETRY)
+        } else {
+            read_by
         };
         match tokio::time::timeout_at(by, rest.body.next()).await {
-            Ok(Some(Ok(chunk))) => rest.watcher.feed(&chunk),
+            Ok(Some(Ok(chunk))) => {
+                last_read = Instant::now();
+                rest.watcher.feed(&chunk);
+            }
+            Err(_) if Instant::now() < read_by => {}
             _ => break,
         }
     }
@@ -111,6 +131,31 @@ mod tests {
             stops: Arc::new(Semaphore::new(0)),
             kind: StopKind::Chat,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_that_found_no_slot_is_asked_again_once_one_frees() {
+        let mut watcher = SseWatcher::new();
+        watcher.feed(FIRST);
+        let late_end = stream::once(async {
+            tokio::time::sleep(DRAIN_LIMIT * 10).await;
+            Ok(Bytes::from_static(END))
+        });
+        let rest = Rest {
+            body: Box::pin(late_end),
+            watcher,
+            idle: Duration::from_secs(60),
+        };
+        let stop = no_stop_slot();
+        let stops = Arc::clone(&stop.stops);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            stops.add_permits(1);
+        });
+        let started = Instant::now();
+        count_rest(rest, Some(stop), None, Box::new(|_| {})).await;
+        // Stopped once the slot freed, the answer is read for DRAIN_LIMIT, not to its end.
+        assert!(started.elapsed() <= Duration::from_secs(2) + STOP_RETRY + DRAIN_LIMIT);
     }
 
     #[tokio::test(start_paused = true)]
