@@ -26,8 +26,10 @@ enum Field {
 
 #[derive(Default)]
 pub(super) struct TokenCounter {
-    /// Containers open: `true` for an object.
+    /// Containers open, down to one below the deepest followed level: `true` for an object.
     objects: Vec<bool>,
+    /// Containers open below those (none of their values is followed).
+    deeper: u64,
     /// The key whose value is being read, at each followed level (1-based; `[0]` unused).
     keys: [Key; DEPTH + 1],
     /// Whether the next string is a key (in an object, before its colon).
@@ -97,15 +99,23 @@ impl TokenCounter {
                     };
                 }
                 b'{' | b'[' => {
-                    self.objects.push(b == b'{');
+                    if self.objects.len() > DEPTH {
+                        self.deeper = self.deeper.saturating_add(1);
+                    } else {
+                        self.objects.push(b == b'{');
+                    }
                     self.expecting_key = b == b'{';
                     self.set_key(Key::default());
                 }
                 b'}' | b']' => {
-                    self.objects.pop();
+                    if self.deeper > 0 {
+                        self.deeper -= 1;
+                    } else {
+                        self.objects.pop();
+                    }
                     self.expecting_key = false;
                 }
-                b',' => self.expecting_key = self.objects.last() == Some(&true),
+                b',' => self.expecting_key = self.deeper == 0 && self.objects.last() == Some(&true),
                 b'0'..=b'9' => {
                     self.number = match self.followed() {
                         Some(Field::Price | Field::Currency) | None => None,
@@ -293,6 +303,22 @@ mod tests {
                 "split at {at}"
             );
         }
+    }
+
+    #[test]
+    fn deep_nesting_holds_nothing_per_level_and_is_read_through() {
+        let mut counter = TokenCounter::default();
+        counter.feed(br#"{"answer": "x", "extra": "#);
+        for _ in 0..100_000 {
+            counter.feed(b"[{\"a\": ");
+        }
+        counter.feed(b"1");
+        for _ in 0..100_000 {
+            counter.feed(b"}]");
+        }
+        counter.feed(br#", "metadata": {"usage": {"total_tokens": 7}}}"#);
+        assert!(counter.objects.capacity() <= 8);
+        assert_eq!(counter.spent().0, Some(7));
     }
 
     #[test]
