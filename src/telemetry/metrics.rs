@@ -309,7 +309,7 @@ pub fn token_usage(usage: &Usage) {
     {
         static COST: PerApp<Counter> = PerApp::new();
         COST.get(
-            currency,
+            currency_label(currency),
             |currency| counter!("difybff_cost_micros_total", "currency" => currency.to_owned()),
         )
         .increment((price * 1_000_000.0).round() as u64);
@@ -321,11 +321,29 @@ pub fn redis_up(up: bool) {
     gauge!("difybff_redis_up").set(if up { 1.0 } else { 0.0 });
 }
 
+/// A currency as a label: an ISO 4217 code, else `other` (whatever Dify sends adds no series).
+fn currency_label(currency: &str) -> &str {
+    if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        currency
+    } else {
+        "other"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    #[test]
+    fn only_iso_currency_codes_become_labels() {
+        assert_eq!(currency_label("USD"), "USD");
+        assert_eq!(currency_label("RMB"), "RMB");
+        for odd in ["usd", "US", "USDT", "x y", "", "ÅÅÅ"] {
+            assert_eq!(currency_label(odd), "other", "{odd}");
+        }
+    }
 
     #[test]
     fn periodic_work_runs_again_and_again_on_its_own_thread() {
