@@ -133,19 +133,24 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_stop_that_found_no_slot_is_asked_again_once_one_frees() {
+    /// An answer whose first event names its task, and whose end comes long after.
+    fn named_then_ended_late() -> Rest {
         let mut watcher = SseWatcher::new();
         watcher.feed(FIRST);
         let late_end = stream::once(async {
             tokio::time::sleep(DRAIN_LIMIT * 10).await;
             Ok(Bytes::from_static(END))
         });
-        let rest = Rest {
+        Rest {
             body: Box::pin(late_end),
             watcher,
             idle: Duration::from_secs(60),
-        };
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_that_found_no_slot_is_asked_again_once_one_frees() {
+        let rest = named_then_ended_late();
         let stop = no_stop_slot();
         let stops = Arc::clone(&stop.stops);
         tokio::spawn(async move {
@@ -160,17 +165,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_answer_that_cannot_be_stopped_is_read_to_its_end_and_counted() {
-        let mut watcher = SseWatcher::new();
-        watcher.feed(FIRST);
-        let late_end = stream::once(async {
-            tokio::time::sleep(DRAIN_LIMIT * 10).await;
-            Ok(Bytes::from_static(END))
-        });
-        let rest = Rest {
-            body: Box::pin(late_end),
-            watcher,
-            idle: Duration::from_secs(60),
-        };
+        let rest = named_then_ended_late();
         let counted = Arc::new(Mutex::new(None));
         let sink = Arc::clone(&counted);
         count_rest(
