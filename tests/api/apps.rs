@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::cli::{Running, command, free_port, wait_healthy};
 use crate::support::{
-    API_KEY, Browser, SECOND_API_KEY, TestApp, TestResponse, Vars, blocking, logs, read_stream,
-    sse_events, vars,
+    API_KEY, Browser, SECOND_API_KEY, TestApp, TestResponse, Vars, blocking, logs, no_site_row,
+    read_stream, sse_events, vars,
 };
 use dify_bff::config::{AppConfig, AppsConfig};
 use dify_emulator::{AppInfo, Emulator, EmulatorOptions, Recorded, Reply};
@@ -445,14 +445,7 @@ async fn the_redirect_to_an_apps_page_keeps_the_query() {
 #[tokio::test]
 async fn site_of_an_app_without_webapp_settings_is_404_not_found_under_its_path() {
     let apps = TwoApps::spawn().await;
-    apps.sales.script(
-        "GET",
-        "/v1/site",
-        Reply::json(
-            403,
-            &json!({"code": "forbidden", "message": "You don't have the permission to access the requested resource. It is either read-protected or not readable by the server.", "status": 403}),
-        ),
-    );
+    apps.sales.script("GET", "/v1/site", no_site_row());
     apps.browser()
         .get("/apps/sales/site")
         .await

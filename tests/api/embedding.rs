@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::support::{TestApp, TestResponse, assert_nothing_reached_dify, vars};
+use crate::support::{TestApp, TestResponse, assert_nothing_reached_dify, no_site_row, vars};
 use bytes::Bytes;
 use dify_emulator::{Recorded, Reply, Step};
 use reqwest::Method;
@@ -223,15 +223,7 @@ async fn site_on_dify_0_15_whose_404_is_werkzeugs_html_page_is_404_not_found() {
 #[tokio::test]
 async fn site_of_an_app_without_webapp_settings_is_404_not_found() {
     let app = TestApp::spawn().await;
-    // What Dify >= 1.4 answers for an app with no site row (dify-protocol.md §10.4).
-    app.emulator.script(
-        "GET",
-        "/v1/site",
-        Reply::json(
-            403,
-            &json!({"code": "forbidden", "message": "You don't have the permission to access the requested resource. It is either read-protected or not readable by the server.", "status": 403}),
-        ),
-    );
+    app.emulator.script("GET", "/v1/site", no_site_row());
     app.browser
         .get("/site")
         .await

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::support::raw::raw;
 use crate::support::{
     API_KEY, Browser, TestApp, TestResponse, assert_no_secret, assert_nothing_reached_dify,
-    late_answer, leave_early, read_stream, sse_events, tokens_counted, usage, vars,
+    late_answer, leave_early, no_site_row, read_stream, sse_events, tokens_counted, usage, vars,
 };
 
 const SOON: Duration = Duration::from_secs(3);
@@ -1603,15 +1603,7 @@ async fn an_html_page_answered_200_to_a_gateway_stream_is_502_not_a_stream() {
 #[tokio::test]
 async fn site_of_an_app_without_webapp_settings_is_404_not_found_on_the_gateway() {
     let app = TestApp::spawn().await;
-    // Dify >= 1.4 for an app with no site row (dify-protocol.md §10.4).
-    app.emulator.script(
-        "GET",
-        "/v1/site",
-        Reply::json(
-            403,
-            &json!({"code": "forbidden", "message": "You don't have the permission to access the requested resource. It is either read-protected or not readable by the server.", "status": 403}),
-        ),
-    );
+    app.emulator.script("GET", "/v1/site", no_site_row());
     gw_get(&app.browser, "/v1/site")
         .await
         .assert_error(404, "not_found");

@@ -387,6 +387,14 @@ pub fn blocking(query: &str) -> Value {
     json!({"query": query, "response_mode": "blocking"})
 }
 
+/// What Dify >= 1.4 answers `GET /site` for an app with no site row (dify-protocol.md §10.4).
+pub fn no_site_row() -> dify_emulator::Reply {
+    dify_emulator::Reply::json(
+        403,
+        &serde_json::json!({"code": "forbidden", "message": "You don't have the permission to access the requested resource. It is either read-protected or not readable by the server.", "status": 403}),
+    )
+}
+
 /// Dify's chat stream of one piece and a `message_end` that spent `spent` tokens, its headers
 /// and first event sent only after `first_byte_after` (as Dify sends them: at the first token).
 pub fn late_answer(first_byte_after: Duration, spent: u64) -> dify_emulator::Reply {
